@@ -1,0 +1,209 @@
+"""Turning whatever a caller calls "an image" into checked, encoded bytes, safely.
+
+Decoding is where untrusted input meets C code (Pillow), so size limits are applied before
+pixels are decoded, and remote fetching is off unless a caller turns it on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import ipaddress
+import socket
+import urllib.parse
+import urllib.request
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ImageError
+
+SUPPORTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+class ImagePolicy(BaseModel):
+    """Limits for reading images. Remote fetching is off by default (see docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow_remote: bool = False
+    max_bytes: int = Field(20_000_000, gt=0, description="cap on encoded size, local or remote")
+    max_pixels: int = Field(40_000_000, gt=0, description="cap on width*height, checked before decoding")
+    timeout_s: float = Field(10.0, gt=0)
+    allowed_hosts: tuple[str, ...] = Field((), description="hosts exempt from the private-address check")
+    max_redirects: int = Field(3, ge=0)
+
+
+DEFAULT_POLICY = ImagePolicy()
+
+
+def decode_data_url(url: str) -> tuple[bytes, str]:
+    """Split a ``data:image/...;base64,`` URL into bytes and its declared mime type."""
+    head, sep, payload = url.partition(",")
+    if not sep or not head.startswith("data:"):
+        raise ImageError("malformed data URL: expected 'data:<mime>;base64,<payload>'")
+    meta = head[5:].split(";")
+    mime = meta[0].strip().lower() or "text/plain"
+    if not mime.startswith("image/"):
+        raise ImageError(f"data URL has mime type {mime!r}, not an image type")
+    if "base64" not in [m.strip().lower() for m in meta[1:]]:
+        raise ImageError("data URL is not base64-encoded; only ';base64,' image data URLs are accepted")
+    try:
+        data = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"data URL payload is not valid base64 ({exc})") from None
+    return data, mime
+
+
+def _check_bytes(data: bytes, policy: ImagePolicy, what: str) -> bytes:
+    if len(data) == 0:
+        raise ImageError(f"{what} is empty (0 bytes)")
+    if len(data) > policy.max_bytes:
+        raise ImageError(f"{what} is {len(data)} bytes, over the {policy.max_bytes}-byte limit")
+    return data
+
+
+def probe(data: bytes, policy: ImagePolicy = DEFAULT_POLICY, what: str = "image") -> tuple[str, int, int]:
+    """Read only the header: (mime, width, height); rejects unknown formats and pixel bombs."""
+    _check_bytes(data, policy, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                fmt = im.format or ""
+                width, height = im.size
+    except UnidentifiedImageError:
+        raise ImageError(f"{what} is not a readable image (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{what} has too many pixels (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{what} could not be read: {exc}") from None
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageError(f"{what} has unsupported format {fmt!r}; supported: {', '.join(SUPPORTED_FORMATS)}")
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{what} has zero size ({width}x{height})")
+    if width * height > policy.max_pixels:
+        raise ImageError(f"{what} is {width}x{height} = {width * height} pixels, over the {policy.max_pixels}-pixel limit")
+    return SUPPORTED_FORMATS[fmt], width, height
+
+
+def decode(data: bytes, policy: ImagePolicy = DEFAULT_POLICY, what: str = "image") -> Image.Image:
+    """Decode to an upright RGB image: first frame only, EXIF rotation applied, alpha flattened on white."""
+    probe(data, policy, what)
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im) or im
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+            canvas.paste(rgba, mask=rgba.getchannel("A"))
+            return canvas
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            im = im.point(lambda v: v * (1 / 256)).convert("L")
+        return im.convert("RGB")
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated files surface here
+        raise ImageError(f"{what} could not be decoded: {exc}") from None
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _host_is_public(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise ImageError(f"cannot resolve image host {host!r}: {exc}") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+                or ip.is_reserved or ip.is_unspecified):
+            return False
+    return True
+
+
+def _check_url(url: str, policy: ImagePolicy) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ImageError(f"image URL scheme {parts.scheme!r} is not allowed (only http and https)")
+    host = parts.hostname or ""
+    if not host:
+        raise ImageError(f"image URL {url!r} has no host")
+    if host in policy.allowed_hosts:
+        return
+    if not _host_is_public(host):
+        raise ImageError(
+            f"image host {host!r} resolves to a loopback/private/link-local address; "
+            "add it to ImagePolicy.allowed_hosts to allow it")
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, policy: ImagePolicy):
+        self.policy = policy
+        self.count = 0
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib hook
+        self.count += 1
+        if self.count > self.policy.max_redirects:
+            raise ImageError(f"image URL redirected more than {self.policy.max_redirects} times")
+        _check_url(newurl, self.policy)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch(url: str, policy: ImagePolicy) -> bytes:
+    """Download an image URL under the policy: http(s) only, public hosts only, size cap, timeout."""
+    if not policy.allow_remote:
+        raise ImageError("fetching remote image URLs is disabled (set ImagePolicy(allow_remote=True) to enable)")
+    _check_url(url, policy)
+    opener = urllib.request.build_opener(_CheckedRedirects(policy))
+    try:
+        with opener.open(urllib.request.Request(url, headers={"User-Agent": "mmroute"}), timeout=policy.timeout_s) as resp:
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+                raise ImageError(f"image at {url} is {declared} bytes, over the {policy.max_bytes}-byte limit")
+            data = resp.read(policy.max_bytes + 1)
+    except ImageError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"could not fetch image {url}: {exc}") from None
+    return _check_bytes(data, policy, f"image at {url}")
+
+
+def read_source(source: object, policy: ImagePolicy = DEFAULT_POLICY, base_dir: str | Path | None = None) -> tuple[bytes | None, str | None]:
+    """Return (encoded bytes, remote URL left unfetched) for any accepted image source."""
+    if isinstance(source, Image.Image):
+        return encode_png(source), None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _check_bytes(bytes(source), policy, "image bytes"), None
+    if isinstance(source, Path):
+        source = str(source)
+    if not isinstance(source, str):
+        raise ImageError(f"unsupported image source of type {type(source).__name__}")
+    s = source.strip()
+    if s.startswith("data:"):
+        data, _ = decode_data_url(s)
+        return _check_bytes(data, policy, "data URL image"), None
+    if s.startswith(("http://", "https://")):
+        if policy.allow_remote:
+            return fetch(s, policy), None
+        return None, s
+    if "://" in s[:16]:
+        raise ImageError(f"image URL scheme in {s[:40]!r} is not allowed (only http, https and data:)")
+    path = Path(s)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise ImageError(f"image file not found: {path}")
+    size = path.stat().st_size
+    if size > policy.max_bytes:
+        raise ImageError(f"image file {path} is {size} bytes, over the {policy.max_bytes}-byte limit")
+    return _check_bytes(path.read_bytes(), policy, f"image file {path}"), None
