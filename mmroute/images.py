@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import http.client
 import io
 import ipaddress
 import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
@@ -118,32 +121,78 @@ def encode_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _host_is_public(host: str) -> bool:
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+                or ip.is_reserved or ip.is_unspecified)
+
+
+def _checked_connect(policy: ImagePolicy, address: tuple[str, int], timeout: float | None = None,
+                     source_address: tuple[str, int] | None = None) -> socket.socket:
+    """Resolve, refuse non-public addresses, then connect to the address that was checked.
+
+    Checking at connect time (not before the request) covers redirects and DNS rebinding alike.
+    """
+    host, port = address
+    if host in policy.allowed_hosts:
+        return socket.create_connection(address, timeout, source_address)
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ImageError(f"cannot resolve image host {host!r}: {exc}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified):
-            return False
-    return True
+    for family, socktype, proto, _, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        if not _is_public(ip):
+            raise ImageError(
+                f"image host {host!r} resolves to non-public address {ip} (loopback/private/link-local/"
+                "metadata); add the host to ImagePolicy.allowed_hosts to allow it")
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        if timeout is not None:
+            sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def _check_url(url: str, policy: ImagePolicy) -> None:
+def _connection_class(base: type, policy: ImagePolicy):
+    class _Checked(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._create_connection = functools.partial(_checked_connect, policy)
+    return _Checked
+
+
+class _SafeHTTP(urllib.request.HTTPHandler):
+    def __init__(self, policy: ImagePolicy):
+        super().__init__()
+        self._cls = _connection_class(http.client.HTTPConnection, policy)
+
+    def http_open(self, req):
+        return self.do_open(self._cls, req)
+
+
+class _SafeHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, policy: ImagePolicy):
+        super().__init__()
+        self._cls = _connection_class(http.client.HTTPSConnection, policy)
+
+    def https_open(self, req):
+        return self.do_open(self._cls, req, context=self._context)
+
+
+def _check_scheme(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ImageError(f"image URL scheme {parts.scheme!r} is not allowed (only http and https)")
-    host = parts.hostname or ""
-    if not host:
+    if not parts.hostname:
         raise ImageError(f"image URL {url!r} has no host")
-    if host in policy.allowed_hosts:
-        return
-    if not _host_is_public(host):
-        raise ImageError(
-            f"image host {host!r} resolves to a loopback/private/link-local address; "
-            "add it to ImagePolicy.allowed_hosts to allow it")
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -155,7 +204,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
         self.count += 1
         if self.count > self.policy.max_redirects:
             raise ImageError(f"image URL redirected more than {self.policy.max_redirects} times")
-        _check_url(newurl, self.policy)
+        _check_scheme(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -163,8 +212,11 @@ def fetch(url: str, policy: ImagePolicy) -> bytes:
     """Download an image URL under the policy: http(s) only, public hosts only, size cap, timeout."""
     if not policy.allow_remote:
         raise ImageError("fetching remote image URLs is disabled (set ImagePolicy(allow_remote=True) to enable)")
-    _check_url(url, policy)
-    opener = urllib.request.build_opener(_CheckedRedirects(policy))
+    _check_scheme(url)
+    opener = urllib.request.OpenerDirector()
+    for handler in (_SafeHTTP(policy), _SafeHTTPS(policy), _CheckedRedirects(policy),
+                    urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+        opener.add_handler(handler)
     try:
         with opener.open(urllib.request.Request(url, headers={"User-Agent": "mmroute"}), timeout=policy.timeout_s) as resp:
             declared = resp.headers.get("Content-Length")
@@ -173,7 +225,13 @@ def fetch(url: str, policy: ImagePolicy) -> bytes:
             data = resp.read(policy.max_bytes + 1)
     except ImageError:
         raise
-    except (OSError, ValueError) as exc:
+    except urllib.error.HTTPError as exc:
+        raise ImageError(f"could not fetch image {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ImageError):
+            raise exc.reason from None
+        raise ImageError(f"could not fetch image {url}: {exc.reason}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise ImageError(f"could not fetch image {url}: {exc}") from None
     return _check_bytes(data, policy, f"image at {url}")
 
