@@ -55,6 +55,7 @@ def litellm_facts(name: str) -> dict[str, Any]:
         import litellm
     except ImportError:  # pragma: no cover - litellm is a dependency
         return {}
+    litellm.suppress_debug_info = True  # otherwise every unknown model prints a banner
     info: dict[str, Any] | None = None
     try:
         info = dict(litellm.get_model_info(name))

@@ -1,0 +1,534 @@
+"""Calling the routed model through LiteLLM, with retries, fallbacks, a circuit breaker and
+honest cost accounting.
+
+``candidates`` is ordered as a ``RouteDecision`` orders them: the chosen model first, then
+fallbacks. Transient faults (rate limits, timeouts, 5xx, connection errors, malformed responses)
+are retried with exponential backoff and jitter, honouring ``retry-after``; faults that would
+repeat (auth, bad request, content filter, context window) move straight to the next candidate.
+Every attempt is recorded, and when every candidate fails ``ProviderError`` lists them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from ..errors import ConfigError, InvalidInputError, ProviderError
+from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec
+from .breaker import CircuitBreaker
+from .convert import estimate_tokens, text_tokens, to_openai_messages
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+import litellm.exceptions  # noqa: E402
+import openai  # noqa: E402
+
+_MIDSTREAM: type[BaseException] | None = getattr(litellm.exceptions, "MidStreamFallbackError", None)  # litellm >= 1.7x
+
+
+class Attempt(BaseModel):
+    """One call to one model (or one skip, for an open circuit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    ok: bool
+    error_type: str | None = None
+    error: str | None = None
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    retry_after: float | None = None
+    backoff_s: float = Field(0.0, description="seconds waited after this attempt before the next one")
+
+
+class Answer(BaseModel):
+    """The successful call's answer, with what it cost and every attempt it took to get it."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = Field(0.0, description="cost of the successful call")
+    cost_known: bool = Field(True, description="False when neither LiteLLM nor the pool prices this model")
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    raw: Any = Field(None, exclude=True, repr=False)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_cost_usd(self) -> float:
+        """Everything this request cost, failed attempts that were billed included."""
+        return float(sum(a.cost_usd for a in self.attempts))
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether the answer came from a model other than the first one tried."""
+        return bool(self.attempts) and self.attempts[0].model != self.model
+
+
+class Backoff(BaseModel):
+    """Exponential backoff with "equal jitter": the n-th retry waits between half and all of
+    ``min(max_s, base_s * multiplier**n)``, so concurrent clients spread out but still back off.
+    A ``retry-after`` longer than ``max_retry_after_s`` is not waited for: the next candidate is
+    tried instead, since another model now beats a long stall."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_s: float = Field(0.5, ge=0)
+    max_s: float = Field(8.0, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.5, ge=0, le=1, description="fraction of the delay that is random")
+    max_retry_after_s: float = Field(30.0, ge=0)
+
+    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before retry number ``retry`` (0-based); None means fall back instead."""
+        if retry_after is not None and retry_after > self.max_retry_after_s:
+            return None
+        d = min(self.max_s, self.base_s * self.multiplier ** retry)
+        d = d * (1.0 - self.jitter) + d * self.jitter * rng.random()
+        return max(d, retry_after or 0.0)
+
+
+class _Malformed(Exception):
+    """A response with nothing usable in it; carries the response so its cost is still counted."""
+
+    def __init__(self, message: str, response: Any = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+# -- classification -------------------------------------------------------------------------------
+
+# error_type -> (retry it, count it against the model's circuit)
+_POLICY: dict[str, tuple[bool, bool]] = {
+    "rate_limit": (True, True), "timeout": (True, True), "server_error": (True, True),
+    "connection": (True, True), "malformed": (True, True),
+    "auth": (False, True), "unexpected": (False, True),
+    "content_filter": (False, False), "context_window": (False, False),
+    "bad_request": (False, False), "not_found": (False, False),
+}
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """LiteLLM wraps a stream's early failure in MidStreamFallbackError; judge the original."""
+    inner = getattr(exc, "original_exception", None)
+    if _MIDSTREAM is not None and isinstance(exc, _MIDSTREAM) and isinstance(inner, BaseException):
+        return inner
+    return exc
+
+
+def classify(exc: BaseException) -> str:
+    """The error_type of an exception raised by a LiteLLM call (subclasses checked first)."""
+    exc = _unwrap(exc)
+    if isinstance(exc, _Malformed):
+        return "malformed"
+    if isinstance(exc, litellm.ContentPolicyViolationError):
+        return "content_filter"
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return "context_window"
+    if isinstance(exc, litellm.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, (litellm.Timeout, openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
+        return "timeout"
+    if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
+        return "auth"
+    if isinstance(exc, litellm.NotFoundError):
+        return "not_found"
+    if isinstance(exc, (litellm.ServiceUnavailableError, litellm.InternalServerError, litellm.BadGatewayError)):
+        return "server_error"
+    if isinstance(exc, (litellm.APIConnectionError, openai.APIConnectionError, ConnectionError)):
+        return "connection"
+    if isinstance(exc, (litellm.BadRequestError, litellm.UnprocessableEntityError)):
+        return "bad_request"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return "rate_limit"
+        if status in (408, 504):
+            return "timeout"
+        if status >= 500:
+            return "server_error"
+        if status in (401, 403):
+            return "auth"
+        if 400 <= status < 500:
+            return "bad_request"
+    return "unexpected"
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds a provider asked us to wait (``retry-after-ms`` / ``retry-after``, seconds or HTTP date)."""
+    exc = _unwrap(exc)
+    sources = [getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None)]
+    resp = getattr(exc, "response", None)
+    if resp is not None:
+        sources.append(getattr(resp, "headers", None))
+    for headers in sources:
+        if not headers:
+            continue
+        try:
+            lower = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+        except (TypeError, ValueError):
+            continue
+        if "retry-after-ms" in lower:
+            try:
+                return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
+            except ValueError:
+                pass
+        if "retry-after" in lower:
+            v = lower["retry-after"].strip()
+            try:
+                return max(0.0, float(v))
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(v)
+                    return max(0.0, when.timestamp() - time.time())
+                except (TypeError, ValueError):
+                    pass
+    return None
+
+
+# -- one request ----------------------------------------------------------------------------------
+
+def _short(text: str, n: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class _Run:
+    """State of one request across its attempts; shared by the sync, async and streaming paths."""
+
+    def __init__(self, messages: Any, candidates: Sequence[str], pool: ModelPool | None, timeout: float | None,
+                 max_retries: int, backoff: Backoff | None, breaker: CircuitBreaker | None,
+                 rng: random.Random | None, seed: int | None, kwargs: dict[str, Any]) -> None:
+        if isinstance(candidates, str):
+            candidates = [candidates]
+        self.models = list(dict.fromkeys(candidates))
+        if not self.models:
+            raise InvalidInputError("no candidate models to call")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        self.messages = to_openai_messages(messages)
+        self.pool = pool
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff or Backoff()
+        self.breaker = breaker
+        self.rng = rng or random.Random(seed)
+        self.kwargs = kwargs
+        self.attempts: list[Attempt] = []
+        self.t_start = time.perf_counter()
+        self.last_exc: BaseException | None = None
+
+    def spec(self, model: str) -> ModelSpec | None:
+        return self.pool[model] if self.pool is not None and model in self.pool else None
+
+    def admit(self, model: str) -> bool:
+        if self.breaker is None or self.breaker.allow(model):
+            return True
+        self.attempts.append(Attempt(model=model, ok=False, error_type="circuit_open",
+                                     error=f"circuit open after repeated failures; next trial in {self.breaker.retry_in(model):.1f}s"))
+        return False
+
+    def call_kwargs(self, model: str, **extra: Any) -> dict[str, Any]:
+        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win),
+        and the pool's prices so LiteLLM prices models it does not know the way routing did."""
+        spec = self.spec(model)
+        kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
+        if spec is not None and spec.prices_known and "input_cost_per_token" not in kw:
+            kw["input_cost_per_token"] = spec.input_cost_per_token
+            kw["output_cost_per_token"] = spec.output_cost_per_token
+        kw.setdefault("num_retries", 0)  # retries are ours: one policy, every attempt recorded
+        kw.setdefault("max_retries", 0)
+        if self.timeout is not None:
+            kw.setdefault("timeout", self.timeout)
+        kw.update(extra)
+        return {"model": model, "messages": self.messages, **kw}
+
+    def cost(self, model: str, response: Any, prompt_tokens: int, completion_tokens: int) -> tuple[float, bool]:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        rc = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if isinstance(rc, (int, float)) and rc > 0:
+            return float(rc), True
+        spec = self.spec(model)
+        if spec is not None and spec.prices_known:
+            return (prompt_tokens * float(spec.input_cost_per_token or 0.0)
+                    + completion_tokens * float(spec.output_cost_per_token or 0.0)), True
+        try:
+            c = litellm.completion_cost(completion_response=response, model=model)
+            if c is not None and c > 0:
+                return float(c), True
+        except Exception:  # LiteLLM raises for models it cannot price
+            pass
+        return 0.0, isinstance(rc, (int, float))
+
+    def usage(self, model: str, response: Any, text: str) -> tuple[int, int]:
+        u = getattr(response, "usage", None)
+        p = getattr(u, "prompt_tokens", None) if u is not None else None
+        c = getattr(u, "completion_tokens", None) if u is not None else None
+        spec = self.spec(model)
+        if p is None:  # no usage reported: estimate rather than call it free
+            p = estimate_tokens(self.messages, tokens_per_image=spec.tokens_per_image if spec else DEFAULT_TOKENS_PER_IMAGE)
+        if c is None:
+            c = text_tokens(text)
+        return int(p), int(c)
+
+    def succeed(self, model: str, response: Any, t0: float) -> Answer:
+        """Validate a response and turn it into the Answer; raises _Malformed when unusable."""
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise _Malformed("response has no choices", response)
+        choice = choices[0]
+        msg = getattr(choice, "message", None)
+        if msg is None:
+            raise _Malformed("first choice has no message", response)
+        raw_calls = getattr(msg, "tool_calls", None) or []
+        calls = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in raw_calls]
+        content = getattr(msg, "content", None)
+        finish = getattr(choice, "finish_reason", None)
+        if (content is None or content == "") and not calls:
+            if finish == "content_filter":
+                raise litellm.ContentPolicyViolationError("the answer was withheld by the provider's content filter",
+                                                          model=model, llm_provider="")
+            raise _Malformed(f"response has no content and no tool calls (finish_reason={finish!r})", response)
+        text = content if isinstance(content, str) else str(content or "")
+        latency = time.perf_counter() - t0
+        p, c = self.usage(model, response, text)
+        cost, known = self.cost(model, response, p, c)
+        self.attempts.append(Attempt(model=model, ok=True, latency_s=latency, cost_usd=cost))
+        if self.breaker is not None:
+            self.breaker.record_success(model)
+        return Answer(text=text, model=model, prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_known=known,
+                      latency_s=latency, finish_reason=finish, tool_calls=calls, attempts=list(self.attempts),
+                      raw=response)
+
+    def fail(self, model: str, exc: BaseException, t0: float, retry: int) -> float | None:
+        """Record a failed attempt; return the delay before retrying this model, or None to move on."""
+        kind = classify(exc)
+        retryable, counts = _POLICY.get(kind, (False, True))
+        cost = 0.0
+        if isinstance(exc, _Malformed) and exc.response is not None:  # billed even though unusable
+            p, c = self.usage(model, exc.response, "")
+            cost = self.cost(model, exc.response, p, c)[0]
+        ra = retry_after_s(exc) if kind == "rate_limit" else None
+        att = Attempt(model=model, ok=False, error_type=kind, error=_short(f"{type(exc).__name__}: {exc}"),
+                      latency_s=time.perf_counter() - t0, cost_usd=cost, retry_after=ra)
+        self.attempts.append(att)
+        self.last_exc = exc
+        if self.breaker is not None:
+            (self.breaker.record_failure if counts else self.breaker.release)(model)
+        if not retryable or retry >= self.max_retries:
+            return None
+        delay = self.backoff.delay(retry, self.rng, ra)
+        if delay is not None:
+            att.backoff_s = delay
+        return delay
+
+    def error(self) -> ProviderError:
+        n_models = len(self.models)
+        lines = "; ".join(f"{a.model} [{a.error_type}] {a.error}" for a in self.attempts)
+        return ProviderError(f"all {n_models} candidate model(s) failed after {len(self.attempts)} attempt(s): {lines}",
+                             attempts=list(self.attempts))
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+def complete(messages: Any, candidates: Sequence[str], *, pool: ModelPool | None = None, timeout: float | None = 60.0,
+             max_retries: int = 2, backoff: Backoff | None = None, breaker: CircuitBreaker | None = None,
+             rng: random.Random | None = None, seed: int | None = None, stream: bool = False,
+             sleep: Callable[[float], None] = time.sleep, **litellm_kwargs: Any) -> Any:
+    """Answer ``messages`` (a Query, string or chat messages) with the first candidate that works.
+
+    Returns an ``Answer``; with ``stream=True`` an ``AnswerStream`` (iterate for chunks, then read
+    ``.answer``). Extra kwargs (``tools``, ``tool_choice``, ``temperature``, ...) go to LiteLLM.
+    Raises ``ProviderError`` (with ``.attempts``) when every candidate fails.
+    """
+    if stream:
+        return stream_complete(messages, candidates, pool=pool, timeout=timeout, max_retries=max_retries,
+                               backoff=backoff, breaker=breaker, rng=rng, seed=seed, sleep=sleep, **litellm_kwargs)
+    run = _Run(messages, candidates, pool, timeout, max_retries, backoff, breaker, rng, seed, litellm_kwargs)
+    for model in run.models:
+        for retry in range(max_retries + 1):
+            if not run.admit(model):
+                break
+            t0 = time.perf_counter()
+            try:
+                return run.succeed(model, litellm.completion(**run.call_kwargs(model)), t0)
+            except Exception as exc:  # every provider fault is recorded; the loop decides what next
+                delay = run.fail(model, exc, t0, retry)
+            if delay is None:
+                break
+            if delay > 0:
+                sleep(delay)
+    raise run.error() from run.last_exc
+
+
+async def acomplete(messages: Any, candidates: Sequence[str], *, pool: ModelPool | None = None,
+                    timeout: float | None = 60.0, max_retries: int = 2, backoff: Backoff | None = None,
+                    breaker: CircuitBreaker | None = None, rng: random.Random | None = None, seed: int | None = None,
+                    stream: bool = False, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                    **litellm_kwargs: Any) -> Any:
+    """Async ``complete`` (``litellm.acompletion``); same retries, fallbacks and accounting."""
+    if stream:
+        return await astream_complete(messages, candidates, pool=pool, timeout=timeout, max_retries=max_retries,
+                                      backoff=backoff, breaker=breaker, rng=rng, seed=seed, sleep=sleep, **litellm_kwargs)
+    run = _Run(messages, candidates, pool, timeout, max_retries, backoff, breaker, rng, seed, litellm_kwargs)
+    for model in run.models:
+        for retry in range(max_retries + 1):
+            if not run.admit(model):
+                break
+            t0 = time.perf_counter()
+            try:
+                return run.succeed(model, await litellm.acompletion(**run.call_kwargs(model)), t0)
+            except Exception as exc:
+                delay = run.fail(model, exc, t0, retry)
+            if delay is None:
+                break
+            if delay > 0:
+                await sleep(delay)
+    raise run.error() from run.last_exc
+
+
+class AnswerStream:
+    """Chunks of a streamed answer; after the last one, ``.answer`` holds the Answer with its cost.
+
+    Faults before the first chunk were retried / fell back already; a fault mid-stream cannot be
+    (part of the answer is out) and raises ``ProviderError`` with every attempt.
+    """
+
+    def __init__(self, run: _Run, model: str, first: Any, rest: Any, t0: float) -> None:
+        self._run, self.model, self._t0 = run, model, t0
+        self._pending: list[Any] = [first]
+        self._rest = rest
+        self.chunks: list[Any] = []
+        self.answer: Answer | None = None
+
+    def _finish(self) -> Answer:
+        built = litellm.stream_chunk_builder(self.chunks, messages=self._run.messages)
+        self.answer = self._run.succeed(self.model, built, self._t0)
+        return self.answer
+
+    def _mid_stream_error(self, exc: BaseException) -> ProviderError:
+        self._run.fail(self.model, exc, self._t0, self._run.max_retries)
+        return self._run.error()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._pending:
+            chunk = self._pending.pop()
+        else:
+            try:
+                chunk = next(self._rest)
+            except StopIteration:
+                if self.answer is None:
+                    try:
+                        self._finish()
+                    except Exception as exc:
+                        raise self._mid_stream_error(exc) from exc
+                raise
+            except Exception as exc:
+                raise self._mid_stream_error(exc) from exc
+        self.chunks.append(chunk)
+        return chunk
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._pending:
+            chunk = self._pending.pop()
+        else:
+            try:
+                chunk = await self._rest.__anext__()
+            except StopAsyncIteration:
+                if self.answer is None:
+                    try:
+                        self._finish()
+                    except Exception as exc:
+                        raise self._mid_stream_error(exc) from exc
+                raise
+            except Exception as exc:
+                raise self._mid_stream_error(exc) from exc
+        self.chunks.append(chunk)
+        return chunk
+
+    def collect(self) -> Answer:
+        """Drain the stream (sync) and return the Answer."""
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer
+
+
+def _stream_kwargs(run: _Run, model: str) -> dict[str, Any]:
+    kw = run.call_kwargs(model, stream=True)
+    kw.setdefault("stream_options", {"include_usage": True})
+    return kw
+
+
+def stream_complete(messages: Any, candidates: Sequence[str], *, pool: ModelPool | None = None,
+                    timeout: float | None = 60.0, max_retries: int = 2, backoff: Backoff | None = None,
+                    breaker: CircuitBreaker | None = None, rng: random.Random | None = None, seed: int | None = None,
+                    sleep: Callable[[float], None] = time.sleep, **litellm_kwargs: Any) -> AnswerStream:
+    """Streaming ``complete``: returns once the first chunk arrived (faults before it are retried)."""
+    run = _Run(messages, candidates, pool, timeout, max_retries, backoff, breaker, rng, seed, litellm_kwargs)
+    for model in run.models:
+        for retry in range(max_retries + 1):
+            if not run.admit(model):
+                break
+            t0 = time.perf_counter()
+            try:
+                it = iter(litellm.completion(**_stream_kwargs(run, model)))
+                try:
+                    first = next(it)
+                except StopIteration:
+                    raise _Malformed("stream ended before the first chunk") from None
+                return AnswerStream(run, model, first, it, t0)
+            except Exception as exc:
+                delay = run.fail(model, exc, t0, retry)
+            if delay is None:
+                break
+            if delay > 0:
+                sleep(delay)
+    raise run.error() from run.last_exc
+
+
+async def astream_complete(messages: Any, candidates: Sequence[str], *, pool: ModelPool | None = None,
+                           timeout: float | None = 60.0, max_retries: int = 2, backoff: Backoff | None = None,
+                           breaker: CircuitBreaker | None = None, rng: random.Random | None = None,
+                           seed: int | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                           **litellm_kwargs: Any) -> AnswerStream:
+    """Async streaming ``complete``: ``async for chunk in stream``, then ``stream.answer``."""
+    run = _Run(messages, candidates, pool, timeout, max_retries, backoff, breaker, rng, seed, litellm_kwargs)
+    for model in run.models:
+        for retry in range(max_retries + 1):
+            if not run.admit(model):
+                break
+            t0 = time.perf_counter()
+            try:
+                it = (await litellm.acompletion(**_stream_kwargs(run, model))).__aiter__()
+                try:
+                    first = await it.__anext__()
+                except StopAsyncIteration:
+                    raise _Malformed("stream ended before the first chunk") from None
+                return AnswerStream(run, model, first, it, t0)
+            except Exception as exc:
+                delay = run.fail(model, exc, t0, retry)
+            if delay is None:
+                break
+            if delay > 0:
+                await sleep(delay)
+    raise run.error() from run.last_exc
