@@ -1,0 +1,25 @@
+"""Preference data: file formats, importers from public datasets, the feedback store, the example set.
+
+Only the formats are imported eagerly (they are what every caller needs); importers, the store and
+the example generator are imported from their modules.
+"""
+
+from .formats import (
+    ERROR_KINDS,
+    DataLineError,
+    Judgment,
+    Outcome,
+    QueryRecord,
+    ReadResult,
+    iter_records,
+    models_in,
+    outcomes_to_judgments,
+    read_judgments,
+    read_outcomes,
+    write_jsonl,
+)
+
+__all__ = [
+    "ERROR_KINDS", "DataLineError", "Judgment", "Outcome", "QueryRecord", "ReadResult", "iter_records",
+    "models_in", "outcomes_to_judgments", "read_judgments", "read_outcomes", "write_jsonl",
+]

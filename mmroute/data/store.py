@@ -1,0 +1,365 @@
+"""The feedback store: judgments collected in production, in one self-contained SQLite file.
+
+Several processes (graph workers, a CLI import, a retraining job) write to it at once, so it runs
+in WAL mode, takes the write lock up front (``BEGIN IMMEDIATE``) and retries while another writer
+holds it. Images are stored once each, by content hash, so a judgment keeps its images after the
+original files are gone. Adding is idempotent by judgment id (a content hash when the judgment
+has none), so a node re-run after a crash cannot insert the same judgment twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from .. import images as _img
+from ..errors import DataFormatError, ImageError, MMRouteError
+from ..images import DEFAULT_POLICY, ImagePolicy
+from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
+
+SCHEMA_VERSION = 1
+_BLOB_PREFIX = "sha256:"  # image reference inside a stored record: "sha256:<hex digest>"
+_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
+        "image/bmp": ".bmp", "image/tiff": ".tiff"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS judgments (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL,
+    model_a  TEXT NOT NULL,
+    model_b  TEXT NOT NULL,
+    record   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judgments_added_at ON judgments(added_at);
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY,
+    mime   TEXT NOT NULL,
+    data   BLOB NOT NULL
+);
+"""
+
+
+class StoreError(MMRouteError):
+    """The feedback store cannot be opened or written (locked too long, newer schema, corrupt)."""
+
+
+@dataclass
+class ImportSummary:
+    """What :meth:`FeedbackStore.import_jsonl` did."""
+
+    added: int = 0
+    already_present: int = 0
+    errors: list[DataLineError] = field(default_factory=list)
+
+
+class FeedbackStore:
+    """Append-mostly judgment store in SQLite (WAL), safe with several writer processes."""
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 60.0, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                 image_policy: ImagePolicy = DEFAULT_POLICY):
+        """Open (creating if needed). ``synchronous="NORMAL"`` survives process crashes (SIGKILL);
+        ``"FULL"`` also survives power loss at the price of an fsync per commit."""
+        self.path = Path(path)
+        self.timeout_s = float(timeout_s)
+        self.synchronous = synchronous
+        self.image_policy = image_policy
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._tmp_images: Path | None = None
+        self._connect()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> sqlite3.Connection:
+        """The connection for this process; a fresh one after fork (SQLite handles must not cross forks)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open feedback store {self.path}: {exc}") from None
+        self._conn, self._pid = conn, os.getpid()
+        with self._write() as c:
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                c.execute(stmt)
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                c.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(f"feedback store {self.path} has schema version {row[0]}; this mmroute "
+                                 f"reads up to {SCHEMA_VERSION} (upgrade mmroute)")
+        return conn
+
+    def _retry(self, fn):  # type: ignore[no-untyped-def]
+        """Run ``fn`` again while SQLite reports the database locked/busy, until ``timeout_s``."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                    if "locked" in msg or "busy" in msg:
+                        raise StoreError(f"feedback store {self.path} stayed locked for over {self.timeout_s:.0f} s") from None
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.2)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the write lock from its start (no lock upgrade deadlocks)."""
+        with self._lock:
+            conn = self._conn if self._conn is not None and self._pid == os.getpid() else self._connect()
+            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._retry(lambda: conn.execute("COMMIT"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "FeedbackStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._connect().execute("SELECT version FROM schema_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ writing
+
+    def _blob_refs(self, judgment: Judgment, base_dir: str | Path | None) -> tuple[list[str], list[tuple[str, str, bytes]]]:
+        """Replace each local/data-URL image by a content reference; remote URLs stay as they are."""
+        refs: list[str] = []
+        blobs: list[tuple[str, str, bytes]] = []
+        for i, src in enumerate(judgment.query.images):
+            if src.startswith(_BLOB_PREFIX):  # already a reference (re-adding an exported record)
+                refs.append(src)
+                continue
+            try:
+                data, url = _img.read_source(src, self.image_policy, base_dir)
+                if data is None:
+                    refs.append(url or src)
+                    continue
+                mime, _, _ = _img.probe(data, self.image_policy, f"image {i}")
+            except ImageError as exc:
+                raise DataFormatError(f"judgment {judgment.id!r}: image {i}: {exc}") from None
+            digest = hashlib.sha256(data).hexdigest()
+            refs.append(_BLOB_PREFIX + digest)
+            blobs.append((digest, mime, data))
+        return refs, blobs
+
+    def add(self, judgment: Judgment, *, base_dir: str | Path | None = None) -> bool:
+        """Store one judgment; False when one with the same id is already there."""
+        return self.add_many([judgment], base_dir=base_dir) == 1
+
+    def add_many(self, judgments: Iterable[Judgment], *, base_dir: str | Path | None = None) -> int:
+        """Store judgments in one transaction (all or none); returns how many were new.
+
+        Image files are read before the write lock is taken, so slow disks do not stall other writers.
+        """
+        rows = []
+        all_blobs: list[tuple[str, str, bytes]] = []
+        now = time.time()
+        for j in judgments:
+            j = j.with_id()
+            refs, blobs = self._blob_refs(j, base_dir)
+            stored = j.model_copy(update={"query": j.query.model_copy(update={"images": refs})})
+            record = json.dumps(stored.model_dump(mode="json", exclude_none=True), ensure_ascii=False,
+                                separators=(",", ":"))
+            rows.append((j.id, now, j.model_a, j.model_b, record))
+            all_blobs.extend(blobs)
+        if not rows:
+            return 0
+        with self._write() as c:
+            c.executemany("INSERT OR IGNORE INTO images(sha256, mime, data) VALUES (?, ?, ?)", all_blobs)
+            before = c.total_changes
+            c.executemany("INSERT OR IGNORE INTO judgments(id, added_at, model_a, model_b, record) "
+                          "VALUES (?, ?, ?, ?, ?)", rows)
+            return c.total_changes - before
+
+    # ------------------------------------------------------------------ reading
+
+    def count(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM judgments").fetchone()[0])
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __contains__(self, judgment_id: object) -> bool:
+        return self._connect().execute("SELECT 1 FROM judgments WHERE id = ?", (judgment_id,)).fetchone() is not None
+
+    def last_seq(self) -> int:
+        """The newest row's sequence number (0 when empty): a cursor for ``iter_judgments(since=...)``."""
+        return int(self._connect().execute("SELECT COALESCE(MAX(seq), 0) FROM judgments").fetchone()[0])
+
+    def models(self) -> list[str]:
+        """Every model name that appears in a stored judgment, sorted."""
+        rows = self._connect().execute("SELECT model_a FROM judgments UNION SELECT model_b FROM judgments").fetchall()
+        return sorted(r[0] for r in rows)
+
+    def image_bytes(self, digest: str) -> tuple[bytes, str]:
+        """(bytes, mime) of a stored image by its sha256 hex digest."""
+        row = self._connect().execute("SELECT data, mime FROM images WHERE sha256 = ?", (digest,)).fetchone()
+        if row is None:
+            raise StoreError(f"feedback store {self.path} has no image {digest}")
+        return bytes(row[0]), str(row[1])
+
+    def _image_dir(self) -> Path:
+        if self._tmp_images is None:
+            self._tmp_images = Path(tempfile.mkdtemp(prefix="mmroute-store-images-"))
+        return self._tmp_images
+
+    def _materialise(self, ref: str, images: str, folder: Path | None, cache: dict[str, str]) -> str:
+        if not ref.startswith(_BLOB_PREFIX):
+            return ref
+        if ref in cache:
+            return cache[ref]
+        digest = ref[len(_BLOB_PREFIX):]
+        data, mime = self.image_bytes(digest)
+        if images == "data_url":
+            out = f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+        else:
+            assert folder is not None
+            target = folder / (digest + _EXT.get(mime, ".img"))
+            if not target.exists():
+                tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            out = str(target)
+        cache[ref] = out
+        return out
+
+    def iter_with_seq(self, since: int | float | datetime | None = None, *,
+                      images: Literal["data_url", "path"] = "data_url",
+                      image_dir: str | Path | None = None) -> Iterator[tuple[int, Judgment]]:
+        """Yield ``(seq, judgment)`` in insertion order.
+
+        ``since``: an int is a sequence cursor (rows with a larger seq, see :meth:`last_seq`); a
+        datetime or a float (Unix seconds) keeps rows added after that time. ``images``: as data URLs
+        (self-contained) or as files written under ``image_dir`` (a temp folder by default).
+        """
+        if since is None:
+            where, arg = "seq > ?", 0
+        elif isinstance(since, bool):
+            raise TypeError("since must be a sequence number, a datetime or Unix seconds")
+        elif isinstance(since, int):
+            where, arg = "seq > ?", since
+        else:
+            where, arg = "added_at > ?", since.timestamp() if isinstance(since, datetime) else float(since)
+        folder = Path(image_dir) if image_dir is not None else (self._image_dir() if images == "path" else None)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        cache: dict[str, str] = {}
+        conn = self._connect()
+        last = -1
+        while True:  # pages, so a long iteration never holds a read snapshot (and the WAL) open
+            rows = conn.execute(f"SELECT seq, record FROM judgments WHERE {where} AND seq > ? ORDER BY seq LIMIT 1000",
+                                (arg, last)).fetchall()
+            if not rows:
+                return
+            for seq, record in rows:
+                j = Judgment.model_validate_json(record)
+                if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
+                    new = [self._materialise(s, images, folder, cache) for s in j.query.images]
+                    j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
+                yield seq, j
+                last = seq
+
+    def iter_judgments(self, since: int | float | datetime | None = None, *,
+                       images: Literal["data_url", "path"] = "data_url",
+                       image_dir: str | Path | None = None) -> Iterator[Judgment]:
+        """Stored judgments in insertion order, images materialised (see :meth:`iter_with_seq`)."""
+        for _, j in self.iter_with_seq(since, images=images, image_dir=image_dir):
+            yield j
+
+    iter = iter_judgments  # the name docs/architecture.md uses
+
+    # ------------------------------------------------------------------ files
+
+    def export_jsonl(self, path: str | Path, *, images: Literal["files", "data_url"] = "files") -> int:
+        """Write every judgment to a judgments JSONL file (atomically); returns the count.
+
+        ``images="files"`` writes each image once under ``<file's folder>/images/`` and refers to it
+        by a relative path, so the export is a portable folder; ``"data_url"`` inlines them.
+        """
+        path = Path(path)
+        if images == "files":
+            folder = path.parent / "images"
+            gen = ((j.model_copy(update={"query": QueryRecord(
+                text=j.query.text, images=[_relative(s, path.parent) for s in j.query.images])}))
+                for j in self.iter_judgments(images="path", image_dir=folder))
+        else:
+            gen = self.iter_judgments(images="data_url")
+        return write_jsonl(path, gen)
+
+    def import_jsonl(self, path: str | Path, *, strict: bool = True, batch_size: int = 500) -> ImportSummary:
+        """Add a judgments JSONL file (streamed, in batches); images relative to the file's folder.
+
+        Strict: the first bad line raises (batches before it stay committed, and re-importing is
+        harmless since adding is idempotent). Lenient: bad lines are skipped and returned.
+        """
+        path = Path(path)
+        summary = ImportSummary()
+        batch: list[Judgment] = []
+
+        def flush() -> None:
+            added = self.add_many(batch, base_dir=path.parent)
+            summary.added += added
+            summary.already_present += len(batch) - added
+            batch.clear()
+
+        for _, got in iter_records(path, Judgment):
+            if isinstance(got, DataLineError):
+                if strict:
+                    flush()
+                    raise got
+                summary.errors.append(got)
+                continue
+            batch.append(got)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return summary
+
+    def integrity_ok(self) -> bool:
+        """SQLite's own consistency check (used after crashes)."""
+        return self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _relative(ref: str, base: Path) -> str:
+    if ref.startswith(("data:", "http://", "https://")):
+        return ref
+    try:
+        return os.path.relpath(ref, base)
+    except ValueError:  # pragma: no cover - different drives on Windows
+        return ref

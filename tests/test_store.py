@@ -1,0 +1,205 @@
+"""FeedbackStore: idempotency, self-contained images, concurrent writer processes, SIGKILL safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmroute.data import Judgment, read_judgments, write_jsonl
+from mmroute.data.formats import DataLineError
+from mmroute.data.store import SCHEMA_VERSION, FeedbackStore, StoreError
+from mmroute.errors import DataFormatError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _j(i: int = 0, **kw) -> Judgment:
+    data = {"query": {"text": f"question {i}"}, "model_a": "a", "model_b": "b", "winner": "model_a"}
+    data.update(kw)
+    return Judgment.model_validate(data)
+
+
+def _png(path: Path, colour=(0, 128, 255)) -> Path:
+    Image.new("RGB", (10, 6), colour).save(path)
+    return path
+
+
+def test_add_is_idempotent_by_id_and_by_content(tmp_path):
+    s = FeedbackStore(tmp_path / "fb.db")
+    assert s.add(_j(1, id="x")) is True
+    assert s.add(_j(2, id="x")) is False  # same id: kept once, first wins
+    assert s.add(_j(3)) is True and s.add(_j(3)) is False  # no id: content id
+    assert s.add_many([_j(3), _j(4), _j(4), _j(5)]) == 2
+    assert s.count() == 4 and len(s) == 4
+    ids = [j.id for j in s.iter_judgments()]
+    assert ids[0] == "x" and ids[1] == _j(3).content_id() and len(set(ids)) == 4
+    assert s.schema_version == SCHEMA_VERSION and s.models() == ["a", "b"]
+
+
+def test_images_survive_deletion_of_the_originals(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _png(src / "a.png")
+    s = FeedbackStore(tmp_path / "fb.db")
+    s.add(_j(1, query={"text": "colour?", "images": ["a.png"]}), base_dir=src)
+    s.add(_j(2, query={"text": "again", "images": [str(src / "a.png")]}))
+    original = (src / "a.png").read_bytes()
+    (src / "a.png").unlink()
+    with sqlite3.connect(tmp_path / "fb.db") as c:
+        assert c.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1  # content-addressed: stored once
+    j1, j2 = list(s.iter_judgments())
+    assert j1.query.images[0].startswith("data:image/png;base64,")
+    assert j1.query.to_query().images[0].data == original
+    (p,) = next(iter(s.iter_judgments(images="path"))).query.images
+    assert Path(p).read_bytes() == original
+
+
+def test_missing_image_is_rejected_with_its_name(tmp_path):
+    s = FeedbackStore(tmp_path / "fb.db")
+    with pytest.raises(DataFormatError, match="gone.png"):
+        s.add(_j(1, query={"text": "x", "images": [str(tmp_path / "gone.png")]}))
+    assert s.count() == 0
+
+
+def test_iter_since_cursor_and_time(tmp_path):
+    s = FeedbackStore(tmp_path / "fb.db")
+    s.add_many([_j(i) for i in range(3)])
+    cursor = s.last_seq()
+    t = time.time()
+    time.sleep(0.01)
+    s.add_many([_j(i) for i in range(3, 5)])
+    assert [j.query.text for j in s.iter_judgments(since=cursor)] == ["question 3", "question 4"]
+    assert len(list(s.iter_judgments(since=t))) == 2
+    assert len(list(s.iter_judgments())) == 5
+
+
+def test_export_import_round_trip_is_self_contained(tmp_path):
+    _png(tmp_path / "a.png")
+    s = FeedbackStore(tmp_path / "fb.db")
+    s.add_many([_j(1, query={"text": "c?", "images": ["a.png"]}, winner="tie (bothbad)", source="ui"), _j(2, id="k")],
+               base_dir=tmp_path)
+    out = tmp_path / "export" / "fb.jsonl"
+    assert s.export_jsonl(out) == 2
+    back = read_judgments(out, check_images=True)
+    assert back.ok and [j.id for j in back.items] == [j.id for j in s.iter_judgments()]
+    assert not Path(back.items[0].query.images[0]).is_absolute()
+    s2 = FeedbackStore(tmp_path / "fb2.db")
+    summary = s2.import_jsonl(out)
+    assert (summary.added, summary.already_present) == (2, 0)
+    assert s2.import_jsonl(out).already_present == 2 and s2.count() == 2
+    assert [j.model_dump() for j in s2.iter_judgments()] == [j.model_dump() for j in s.iter_judgments()]
+
+
+def test_import_strict_and_lenient(tmp_path):
+    p = tmp_path / "j.jsonl"
+    write_jsonl(p, [_j(1, id="1"), _j(2, id="2")])
+    with open(p, "a") as fh:
+        fh.write("{broken\n")
+        fh.write(_j(3, id="3").model_dump_json() + "\n")
+    s = FeedbackStore(tmp_path / "fb.db")
+    with pytest.raises(DataLineError, match=r"j.jsonl:3: malformed JSON"):
+        s.import_jsonl(p, strict=True)
+    assert s.count() == 2  # lines before the bad one are kept; re-importing is harmless
+    summary = s.import_jsonl(p, strict=False)
+    assert summary.added == 1 and summary.already_present == 2 and [e.line for e in summary.errors] == [3]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    FeedbackStore(tmp_path / "fb.db").close()
+    with sqlite3.connect(tmp_path / "fb.db") as c:
+        c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="schema version"):
+        FeedbackStore(tmp_path / "fb.db")
+
+
+_WORKER = textwrap.dedent("""
+    import os, sys, time
+    from mmroute.data.formats import Judgment
+    from mmroute.data.store import FeedbackStore
+    path, wid, n, go, img = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    store = FeedbackStore(path)
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    for i in range(n):
+        images = [img] if i % 250 == 0 else []
+        store.add(Judgment(query={"text": f"w{wid} q{i}", "images": images}, model_a="a", model_b="b",
+                           winner="model_a", source=f"w{wid}"))
+    # a re-run of the same node after a crash must not double-insert
+    store.add(Judgment(query={"text": f"w{wid} q0", "images": [img]}, model_a="a", model_b="b",
+                       winner="model_a", source=f"w{wid}"))
+""")
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+
+
+@pytest.mark.timeout(120)
+def test_eight_processes_append_concurrently(tmp_path):
+    db, go, img = tmp_path / "fb.db", tmp_path / "go", _png(tmp_path / "shared.png")
+    FeedbackStore(db).close()
+    procs = [_spawn([_WORKER, str(db), str(w), "1000", str(go), str(img)]) for w in range(8)]
+    for p in procs:  # all imported and connected before anyone writes: the appends really overlap
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    t0 = time.perf_counter()
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=100)
+        assert p.returncode == 0, err
+    elapsed = time.perf_counter() - t0
+    s = FeedbackStore(db)
+    rows = list(s.iter_judgments())
+    assert s.count() == 8000 and len(rows) == 8000
+    assert len({j.id for j in rows}) == 8000 and len({j.query.text for j in rows}) == 8000
+    sources = [j.source for j in rows]
+    switches = sum(a != b for a, b in zip(sources, sources[1:]))
+    assert switches > 50, "writers ran one after another, not concurrently"
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
+    assert s.integrity_ok()
+    assert elapsed < 60, f"8000 concurrent appends took {elapsed:.1f} s"
+
+
+_KILLED = textwrap.dedent("""
+    import sys
+    from mmroute.data.formats import Judgment
+    from mmroute.data.store import FeedbackStore
+    store = FeedbackStore(sys.argv[1])
+    i = 0
+    while True:
+        store.add(Judgment(query={"text": f"q{i}"}, model_a="a", model_b="b", winner="tie", id=str(i)))
+        print(i, flush=True)
+        i += 1
+""")
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_during_appends_leaves_store_intact(tmp_path):
+    db = tmp_path / "fb.db"
+    p = _spawn([_KILLED, str(db)])
+    last = -1
+    while last < 300:
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+        last = int(line)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL
+    s = FeedbackStore(db)
+    assert s.integrity_ok()
+    ids = [int(j.id) for j in s.iter_judgments()]
+    assert ids == list(range(len(ids)))  # every committed row, in order, no gaps, no duplicates
+    assert len(ids) >= last + 1  # everything the writer saw committed is there
+    assert s.add(_j(1, id="after-crash")) and s.count() == len(ids) + 1  # and it is writable again
