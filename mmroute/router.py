@@ -19,7 +19,7 @@ from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir
                          sha256_file, verify_checksums)
 from .errors import CheckpointError, ConfigError, InvalidInputError
 from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, decide,
+from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide,
                      estimate_text_tokens, hard_filters)
 from .pool import ModelPool
 from .query import Query
@@ -129,6 +129,23 @@ class Router:
         scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(q),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
         return decide(scored, policy, filtered, prompt_tokens=tokens, n_images=q.n_images)
+
+    def calibrate(self, queries: Sequence[Any], *, target_cost: float | None = None,
+                  target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
+        """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
+        calls to the best-rated model, meets the target; sets and returns the policy."""
+        qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
+        if not qs:
+            raise InvalidInputError("calibration needs at least one sample query")
+        quality = self.quality_from_features(self.features(qs, progress))
+        cost = np.stack([self.expected_costs(q) for q in qs])
+        names = self.pool.names
+        eligible = np.array([[n not in hard_filters(self.pool, text_tokens=estimate_text_tokens(q.text),
+                                                    n_images=q.n_images) for n in names] for q in qs])
+        lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost,
+                               target_strong_share=target_strong_share)
+        self.policy = CostAwarePolicy(lam)
+        return self.policy
 
     # -- feedback ---------------------------------------------------------------------------
     def record(self, query: Any, model_a: str, model_b: str, winner: str, *, store: "FeedbackStore | None" = None,

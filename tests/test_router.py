@@ -84,6 +84,18 @@ def test_cost_knob_moves_to_cheaper_models(router, split):
     assert cost1 < cost0
 
 
+def test_calibrate_meets_target_cost(router, split):
+    _, test = split
+    qs = [o.query.to_query() for o in test]
+    full = np.mean([d.chosen.expected_cost for d in router.route_many(qs, policy=CostAwarePolicy(0.0))])
+    policy = router.calibrate(qs, target_cost=0.5 * full)
+    try:
+        got = np.mean([d.chosen.expected_cost for d in router.route_many(qs)])
+        assert policy.lam > 0 and got <= 0.5 * full + 1e-12
+    finally:
+        router.policy = CostAwarePolicy(0.0)
+
+
 def test_decision_is_explained(router):
     d = router.route({"text": "What colour is the shape?", "images": [str(next((EXAMPLE / "images").iterdir()))]})
     assert d.reason and "excluded 2" in d.reason and "no vision" in d.reason

@@ -142,7 +142,7 @@ class RecordedAnswers:
         item = self.get(query)
         if item is None:
             return ()
-        return item.answers.get(model) or item.answers.get(_strip_replay(model)) or ()
+        return item.answers.get(_answer_key(item.answers, model) or "") or ()
 
     def next_sample(self, content_hash: str, model: str, index: int | None = None) -> RecordedSample:
         """The sample to serve: ``index`` (mod the number of samples) when given, else the next
@@ -151,8 +151,8 @@ class RecordedAnswers:
         if item is None:
             raise KeyError(f"no recorded answers for this query (content hash {content_hash[:12]}…; "
                            f"{len(self._items)} queries recorded)")
-        name = model if model in item.answers else _strip_replay(model)
-        samples = item.answers.get(name)
+        name = _answer_key(item.answers, model)
+        samples = item.answers.get(name) if name else None
         if not samples:
             raise KeyError(f"query {item.id!r} has no recorded answer from model {model!r} "
                            f"(recorded: {', '.join(sorted(item.answers)) or 'none'})")
@@ -192,6 +192,15 @@ class RecordedAnswers:
                 rec["gold"] = it.gold
             lines.append(json.dumps(rec, ensure_ascii=False))
         path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+
+def _answer_key(answers: dict[str, Any], model: str) -> str | None:
+    """The key a model's answers are recorded under: as given, without, or with the ``replay/``
+    prefix (LiteLLM hands a custom provider the name without it)."""
+    for key in (model, _strip_replay(model), f"replay/{model}"):
+        if key in answers:
+            return key
+    return None
 
 
 def _strip_replay(model: str) -> str:
