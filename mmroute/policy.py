@@ -250,7 +250,9 @@ def calibrate_lambda(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray
             lo = mid
         else:
             hi = mid
-    return hi
+    # Bisection ends on the boundary where a choice flips; step 0.1 % past it so last-bit
+    # differences in features (batched vs cached encodes) cannot flip it back.
+    return hi * 1.001
 
 
 def calibrate_threshold(p_strong: np.ndarray, *, target_strong_share: float | None = None,
