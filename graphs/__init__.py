@@ -1,0 +1,1 @@
+"""Prebuilt, compiled graphs for ``langgraph.json`` (``langgraph dev`` serves them)."""

@@ -1,0 +1,64 @@
+"""The verify-and-escalate cascade as one compiled LangGraph graph.
+
+    classify -> route -> generate -> verify --accept / cap--> finalize [-> feedback] -> END
+                            ^           |
+                            +-escalate--+
+
+The graph's state is :class:`~mmroute.graph.state.CascadeState`; it takes and returns
+``messages`` like any chat graph, so it drops into a user's graph as a subgraph node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from ..errors import ConfigError
+from ..pool import ModelPool
+from .nodes import (after_verify, create_classify_node, create_feedback_node, create_finalize_node, create_generate_node,
+                    create_plan_node, create_verify_node, current_router)
+from .state import CascadeState
+
+
+def _after_route(state: dict[str, Any]) -> str:
+    return "finalize" if state.get("status") == "over_budget" else "generate"
+
+
+def create_cascade_graph(router: Any, *, verifier: Any, pool: ModelPool | None = None, max_escalations: int = 2,
+                         max_cost_per_query: float | None = None, feedback: bool = False, checkpointer: Any = None,
+                         feedback_store: Any = None, record_escalations: bool = True, llm_kwargs: dict[str, Any] | None = None,
+                         name: str = "mmroute_cascade") -> CompiledStateGraph:
+    """Build and compile the cascade.
+
+    ``router``: a ``Router`` or ``LiveRouter``; ``pool`` defaults to the router's pool (it carries
+    prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store`` or
+    ``router.store``; ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a
+    checkpointer (pass one, or compile the parent graph with one when used as a subgraph).
+    """
+    if verifier is None:
+        raise ConfigError("the cascade needs a verifier (e.g. mmroute.verify.HeuristicVerifier())")
+    pool = pool if pool is not None else current_router(router).pool
+    builder = StateGraph(CascadeState)
+    builder.add_node("classify", create_classify_node(router))
+    builder.add_node("route", create_plan_node(router, max_cost_per_query=max_cost_per_query))
+    builder.add_node("generate", create_generate_node(pool, **(llm_kwargs or {})))
+    builder.add_node("verify", create_verify_node(verifier, router, max_escalations=max_escalations,
+                                                  max_cost_per_query=max_cost_per_query))
+    builder.add_node("finalize", create_finalize_node(router, store=feedback_store, record_escalations=record_escalations))
+    builder.add_edge(START, "classify")
+    builder.add_edge("classify", "route")
+    builder.add_conditional_edges("route", _after_route, ["generate", "finalize"])
+    builder.add_edge("generate", "verify")
+    builder.add_conditional_edges("verify", after_verify, ["generate", "finalize"])
+    if feedback:
+        builder.add_node("feedback", create_feedback_node(router, store=feedback_store))
+        builder.add_edge("finalize", "feedback")
+        builder.add_edge("feedback", END)
+    else:
+        builder.add_edge("finalize", END)
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
+__all__ = ["create_cascade_graph"]

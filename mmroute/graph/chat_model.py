@@ -1,0 +1,237 @@
+"""A LangChain chat model that routes every call: drop it in wherever a chat model goes.
+
+``RoutedChatModel`` reads the latest user turn (text + images) of the messages it is given,
+asks the router for a model, and calls it through ``mmroute.llm`` (LiteLLM, with retries and
+fallback along the decision's order). Tools bound with ``bind_tools`` travel to the model in
+OpenAI format and its tool calls come back as ``AIMessage.tool_calls``, so it runs inside
+``langgraph.prebuilt.create_react_agent`` unchanged. Within one agent turn the user turn is the
+same, so every step of a tool loop goes to the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, ensure_config
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field
+
+from ..errors import ConfigError, ProviderError
+from ..images import DEFAULT_POLICY
+from ..policy import RouteDecision
+from ..pool import ModelPool
+from ..query import Query
+from .nodes import RecordedAnswer, answer_record, current_router, judgment_id, thread_id, user_turn
+
+
+def to_tool_calls(raw_calls: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """OpenAI-format tool calls -> (LangChain ``tool_calls``, ``invalid_tool_calls``)."""
+    calls, invalid = [], []
+    for raw in raw_calls:
+        if "function" not in raw and "name" in raw:  # already LangChain-shaped
+            calls.append({"name": raw["name"], "args": raw.get("args", {}), "id": raw.get("id"), "type": "tool_call"})
+            continue
+        try:
+            parsed = parse_tool_call(raw, return_id=True)
+        except Exception as exc:  # malformed JSON arguments: keep it, as LangChain's own models do
+            invalid.append(make_invalid_tool_call(raw, str(exc)))
+            continue
+        if parsed is not None:
+            calls.append(parsed)
+    return calls, invalid
+
+
+def _tool_choice(choice: Any) -> Any:
+    """LangChain's tool_choice spellings -> OpenAI's (which LiteLLM maps to each provider)."""
+    if choice is None or isinstance(choice, dict):
+        return choice
+    if choice is True or choice == "any":
+        return "required"
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, str):
+        return {"type": "function", "function": {"name": choice}}
+    raise ConfigError(f"unsupported tool_choice {choice!r}")
+
+
+class RoutedChatModel(BaseChatModel):
+    """Route each call to the best model for the money, then call it through LiteLLM.
+
+    Args:
+        router: a ``Router`` or ``LiveRouter``.
+        pool: the models with prices and LiteLLM params (default: the router's pool).
+        verifier: optional ``mmroute.verify`` verifier; a rejected text answer is retried on the
+            next stronger model for this query, up to ``max_escalations`` times. Answers with
+            tool calls are not verified (they are not answers yet).
+        candidates: fixed model order, skipping the router.
+        decision: a decision already made for this call (what the routing middleware passes):
+            its order is used and escalation follows it, without routing again.
+        include_context: route on the whole conversation rather than the last user turn.
+        llm_kwargs: extra kwargs for ``mmroute.llm.complete`` (``max_retries``, ``timeout``, ...).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    router: Any = None
+    pool: ModelPool | None = None
+    verifier: Any = None
+    max_escalations: int = Field(1, ge=0)
+    candidates: list[str] | None = None
+    decision: RouteDecision | None = None
+    include_context: bool = False
+    record_escalations: bool = True
+    llm_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        # checked before pydantic runs, so the caller gets mmroute's ConfigError, not a ValidationError
+        if kwargs.get("router") is None and not kwargs.get("candidates") and kwargs.get("decision") is None:
+            raise ConfigError("RoutedChatModel needs a router (or a decision, or a fixed candidates list)")
+        if kwargs.get("pool") is None and kwargs.get("router") is None:
+            raise ConfigError("RoutedChatModel without a router needs a pool")
+        super().__init__(**kwargs)
+
+    # -- LangChain plumbing -------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "mmroute-routed"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"pool": self._pool().names, "candidates": self.candidates, "verifier": repr(self.verifier)}
+
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
+                   tool_choice: str | dict[str, Any] | bool | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (any form LangChain accepts) in OpenAI format, for whichever model is routed to."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _tool_choice(tool_choice)
+        return super().bind(tools=formatted, **kwargs)
+
+    # -- routing ------------------------------------------------------------------------------
+    def _query(self, messages: list[BaseMessage]) -> Query:
+        r = current_router(self.router) if self.router is not None else None
+        policy = getattr(r, "image_policy", None) or DEFAULT_POLICY
+        return Query.from_messages(messages, include_context=self.include_context, image_policy=policy)
+
+    def _pool(self) -> ModelPool:
+        return self.pool if self.pool is not None else current_router(self.router).pool
+
+    def _plan(self, messages: list[BaseMessage]) -> tuple[RouteDecision | None, list[str]]:
+        if self.decision is not None:
+            return self.decision, self.decision.ordered
+        if self.candidates:
+            return None, list(self.candidates)
+        decision = current_router(self.router).route(self._query(messages))
+        return decision, decision.ordered
+
+    def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = {**self.llm_kwargs, **kwargs, "pool": self._pool()}
+        if stop:
+            out["stop"] = stop
+        return out
+
+    def _next(self, decision: RouteDecision | None, messages: list[BaseMessage], answer: Any,
+              history: list[dict[str, Any]]) -> list[str] | None:
+        """Verify ``answer``; the models to escalate to, or None to keep it."""
+        if self.verifier is None or decision is None or answer.tool_calls:
+            return None
+        v = self.verifier.verify(self._query(messages), RecordedAnswer.of(answer_record(answer, 0)),
+                                 context={"model": answer.model})
+        history[-1]["verdict"] = {"confidence": v.confidence, "accept": v.accept, "reason": v.reason,
+                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
+        if v.accept or len(history) - 1 >= self.max_escalations:
+            return None
+        tried = {h["model"] for h in history}
+        stronger = [m for m in decision.escalation_order(after=answer.model) if m not in tried]
+        return stronger or None
+
+    def _result(self, decision: RouteDecision | None, answer: Any, history: list[dict[str, Any]],
+                messages: list[BaseMessage]) -> ChatResult:
+        self._record(decision, messages, history)
+        calls, invalid = to_tool_calls(answer.tool_calls or [])
+        meta = {
+            "model_name": answer.model,
+            "model": answer.model,
+            "cost_usd": float(answer.cost_usd),
+            "total_cost_usd": float(sum(h["cost_usd"] + (h.get("verdict") or {}).get("cost_usd", 0.0) for h in history)),
+            "latency_s": float(answer.latency_s),
+            "finish_reason": answer.finish_reason,
+            "routed_model": decision.model if decision else None,
+            "route_reason": decision.reason if decision else "fixed candidates",
+            "attempts": [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for h in history for a in h["attempts"]],
+            "answers": [{k: h[k] for k in ("model", "cost_usd", "verdict")} for h in history],
+        }
+        usage = UsageMetadata(input_tokens=int(getattr(answer, "prompt_tokens", 0) or 0),
+                              output_tokens=int(getattr(answer, "completion_tokens", 0) or 0),
+                              total_tokens=int(getattr(answer, "prompt_tokens", 0) or 0) + int(getattr(answer, "completion_tokens", 0) or 0))
+        msg = AIMessage(content=answer.text or "", tool_calls=calls, invalid_tool_calls=invalid,
+                        response_metadata=meta, usage_metadata=usage)
+        return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": answer.finish_reason})],
+                          llm_output={"model_name": answer.model, "route_reason": meta["route_reason"]})
+
+    def _record(self, decision: RouteDecision | None, messages: list[BaseMessage], history: list[dict[str, Any]]) -> None:
+        """An escalation the verifier accepted: accepted beats rejected, into the router's store."""
+        if not self.record_escalations or decision is None or len(history) < 2:
+            return
+        final = history[-1]
+        r = current_router(self.router) if self.router is not None else None
+        store = getattr(r, "store", None)
+        if r is None or store is None or not (final.get("verdict") or {}).get("accept"):
+            return
+        q = self._query(messages)
+        thread = thread_id(ensure_config())  # the agent run's thread, when inside LangGraph
+        for h in history[:-1]:
+            jid = judgment_id("escalation", thread, q.content_hash, final["model"], h["model"], user_turn(messages))
+            r.record(q, final["model"], h["model"], "model_a", store=store, source="escalation", id=jid)
+
+    @staticmethod
+    def _entry(answer: Any) -> dict[str, Any]:
+        return {"model": answer.model, "cost_usd": float(getattr(answer, "total_cost_usd", 0.0) or answer.cost_usd),
+                "attempts": list(answer.attempts), "verdict": None}
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        from ..llm import complete
+
+        decision, cands = self._plan(messages)
+        call_kw = self._kwargs(stop, kwargs)
+        answer = complete(messages, cands, **call_kw)
+        history = [self._entry(answer)]
+        while (nxt := self._next(decision, messages, answer, history)) is not None:
+            try:
+                answer = complete(messages, nxt, **call_kw)
+            except ProviderError as exc:  # the stronger models failed: keep the answer we have
+                history[-1]["attempts"].extend(exc.attempts)
+                break
+            history.append(self._entry(answer))
+        return self._result(decision, answer, history, messages)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        from ..llm import acomplete
+
+        decision, cands = self._plan(messages)
+        call_kw = self._kwargs(stop, kwargs)
+        answer = await acomplete(messages, cands, **call_kw)
+        history = [self._entry(answer)]
+        while (nxt := self._next(decision, messages, answer, history)) is not None:
+            try:
+                answer = await acomplete(messages, nxt, **call_kw)
+            except ProviderError as exc:  # the stronger models failed: keep the answer we have
+                history[-1]["attempts"].extend(exc.attempts)
+                break
+            history.append(self._entry(answer))
+        return self._result(decision, answer, history, messages)
+
+
+__all__ = ["RoutedChatModel", "to_tool_calls"]

@@ -1,0 +1,483 @@
+"""Node factories: router, classify, generate, verify, finalize and feedback.
+
+Each factory closes over the long-lived objects (router, pool, verifier, store) and returns a node
+that reads and writes only JSON-able state, so graphs built from them checkpoint and resume
+anywhere. Factories take a ``Router`` or a ``LiveRouter`` (which swaps in a retrained router
+between calls); nodes always ask it for the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.types import Command, Overwrite, interrupt
+
+from ..errors import ConfigError, InvalidInputError, ProviderError
+from ..policy import RouteDecision
+from ..pool import ModelPool
+from ..query import Query
+from .state import AnswerRecord, AttemptRecord, QueryInfo, VerdictRecord, decision_from_state, decision_to_state
+
+GotoSpec = Mapping[str, str] | Callable[[RouteDecision], str]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def current_router(router: Any) -> Any:
+    """The ``Router`` to use now: a ``LiveRouter`` hands out its latest version."""
+    return getattr(router, "router", router)
+
+
+def latest_query(state: Mapping[str, Any], router: Any = None, *, include_context: bool = False) -> Query:
+    """The query to route: the last user turn (text + images) of ``state["messages"]``."""
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    if not messages:
+        raise InvalidInputError("the state has no messages to route (expected a 'messages' list with a user turn)")
+    kwargs: dict[str, Any] = {"include_context": include_context}
+    policy = getattr(current_router(router), "image_policy", None) if router is not None else None
+    if policy is not None:
+        kwargs["image_policy"] = policy
+    return Query.from_messages(messages, **kwargs)
+
+
+def thread_id(config: RunnableConfig | None) -> str:
+    return str(((config or {}).get("configurable") or {}).get("thread_id") or "")
+
+
+def user_turn(messages: Sequence[Any]) -> int:
+    """How many user turns the conversation has: names the current turn, stably across re-runs."""
+    return sum(1 for m in messages or () if getattr(m, "type", None) == "human"
+               or (isinstance(m, Mapping) and m.get("role") == "user"))
+
+
+def judgment_id(kind: str, thread: str, query_hash: str, model_a: str, model_b: str, turn: int = 0) -> str:
+    """Deterministic id, so a node that re-runs (interrupt/resume, retries) stores nothing twice.
+
+    Thread and turn are part of it: the same question asked again later is new evidence.
+    """
+    key = json.dumps([kind, thread, turn, query_hash, model_a, model_b], separators=(",", ":"))
+    return f"{kind}:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def attempt_record(attempt: Any, step: int) -> AttemptRecord:
+    """One attempt of ``mmroute.llm`` (a model object, dataclass or dict) as a plain dict."""
+    if hasattr(attempt, "model_dump"):
+        raw = attempt.model_dump(mode="json")
+    elif isinstance(attempt, Mapping):
+        raw = dict(attempt)
+    else:
+        raw = {k: getattr(attempt, k) for k in ("model", "ok", "error", "cost_usd", "latency_s") if hasattr(attempt, k)}
+    error = raw.get("error")
+    ok = raw.get("ok")
+    if ok is None:
+        ok = raw.get("success", error is None)
+    out: AttemptRecord = {"model": str(raw.get("model", "")), "ok": bool(ok), "step": step,
+                          "error": None if error is None else str(error), "error_type": raw.get("error_type")}
+    for key in ("cost_usd", "latency_s"):
+        value = raw.get(key)
+        if isinstance(value, (int, float)):
+            out[key] = float(value)  # type: ignore[literal-required]
+    return out
+
+
+def answer_record(answer: Any, step: int) -> AnswerRecord:
+    """An ``mmroute.llm.Answer`` as a checkpointable dict (without its raw response)."""
+    return {
+        "model": str(answer.model),
+        "text": str(getattr(answer, "text", "") or ""),
+        "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
+        "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0),
+        "finish_reason": getattr(answer, "finish_reason", None),
+        "tool_calls": [dict(tc) if isinstance(tc, Mapping) else _jsonable(tc) for tc in getattr(answer, "tool_calls", None) or []],
+        "step": step,
+        "verdict": None,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _answer_attempts(answer: Any, step: int) -> list[AttemptRecord]:
+    attempts = [attempt_record(a, step) for a in getattr(answer, "attempts", None) or []]
+    if not any(a["ok"] and a["model"] == answer.model for a in attempts):  # a backend may list only failures
+        attempts.append({"model": str(answer.model), "ok": True, "error": None, "step": step,
+                         "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
+                         "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0)})
+    return attempts
+
+
+@dataclass
+class RecordedAnswer:
+    """An ``AnswerRecord`` seen through the attributes verifiers read (text, finish_reason, ...)."""
+
+    text: str
+    model: str
+    finish_reason: str | None = None
+    cost_usd: float = 0.0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, rec: AnswerRecord) -> "RecordedAnswer":
+        return cls(text=rec["text"], model=rec["model"], finish_reason=rec.get("finish_reason"),
+                   cost_usd=rec.get("cost_usd", 0.0), tool_calls=list(rec.get("tool_calls") or []))
+
+
+def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:
+    """The models whose predicted cost for this query still fits under ``cap`` after ``spent``."""
+    if cap is None:
+        return list(models)
+    cost = {c.model: c.expected_cost for c in decision.candidates}
+    return [m for m in models if spent + cost.get(m, 0.0) <= cap + 1e-12]
+
+
+def best_answer(answers: Sequence[AnswerRecord]) -> AnswerRecord | None:
+    """The accepted answer, else the most confident one (the later, stronger one on ties)."""
+    if not answers:
+        return None
+    for a in reversed(answers):
+        if a.get("verdict") and a["verdict"]["accept"]:  # type: ignore[index]
+            return a
+    return max(reversed(answers), key=lambda a: (a.get("verdict") or {}).get("confidence", 0.0))
+
+
+# -- router node --------------------------------------------------------------------------------
+
+
+def _check_goto(goto: GotoSpec | None, pool: ModelPool) -> None:
+    if goto is None or callable(goto):
+        return
+    if not isinstance(goto, Mapping) or not goto:
+        raise ConfigError("goto must be a non-empty mapping {model or tag: node} or a callable(decision) -> node")
+    tags = {t for m in pool.models for t in m.tags}
+    unknown = [k for k in goto if k not in pool and k not in tags and k != "*"]
+    if unknown:
+        raise ConfigError(f"goto keys {', '.join(map(repr, unknown))} name neither a pool model ({', '.join(pool.names)}) "
+                          f"nor a tag ({', '.join(sorted(tags)) or 'none'}); use '*' for a default")
+
+
+def resolve_goto(goto: GotoSpec, decision: RouteDecision, pool: ModelPool) -> str:
+    """The node for a decision: by model name, then by the model's tags (tiers), then ``'*'``."""
+    if callable(goto) and not isinstance(goto, Mapping):
+        return goto(decision)
+    if decision.model in goto:
+        return goto[decision.model]
+    spec = pool[decision.model] if decision.model in pool else None
+    for tag in spec.tags if spec is not None else ():
+        if tag in goto:
+            return goto[tag]
+    if "*" in goto:
+        return goto["*"]
+    raise ConfigError(f"goto has no node for model {decision.model!r} (nor its tags, nor '*')")
+
+
+def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_context: bool = False,
+                       key: str = "route") -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
+    """A node that routes the latest user turn and stores the decision under ``state[key]``.
+
+    With ``goto`` the node returns ``Command(goto=node)``: a mapping ``{model or tag: node}``
+    (tags are a model's ``tags`` in the pool, e.g. tiers like ``"cheap"``; ``"*"`` is the
+    default) or a callable ``decision -> node``. Add the node with ``destinations=`` to draw it.
+    """
+    _check_goto(goto, current_router(router).pool)
+
+    def route(state: dict[str, Any]) -> dict[str, Any] | Command:
+        r = current_router(router)
+        decision = r.route(latest_query(state, r, include_context=include_context))
+        update = {key: decision_to_state(decision)}
+        if goto is None:
+            return update
+        return Command(update=update, goto=resolve_goto(goto, decision, r.pool))
+
+    route.__name__ = "route"
+    return route
+
+
+# -- cascade nodes ------------------------------------------------------------------------------
+
+
+def create_classify_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Parse the latest user turn and start a fresh per-query record.
+
+    The query's fingerprint and modality go into the state (not its bytes); per-query lists are
+    reset with ``Overwrite`` so a second question on the same thread starts clean.
+    """
+
+    def classify(state: dict[str, Any]) -> dict[str, Any]:
+        q = latest_query(state, router)
+        info: QueryInfo = {"hash": q.content_hash, "text": q.text, "n_images": q.n_images}
+        return {"query": info, "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
+                "escalations": 0, "total_cost_usd": 0.0, "status": "routed", "final": None, "error": None,
+                "feedback": None}
+
+    return classify
+
+
+def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap."""
+    route_node = create_router_node(router)
+
+    def route(state: dict[str, Any]) -> dict[str, Any]:
+        update = route_node(state)
+        assert isinstance(update, dict)
+        decision = decision_from_state(update)
+        cands = within_budget(decision, decision.ordered, float(state.get("total_cost_usd") or 0.0), max_cost_per_query)
+        if not cands:
+            return {**update, "candidates": [], "status": "over_budget",
+                    "error": f"no eligible model's predicted cost fits max_cost_per_query={max_cost_per_query}"}
+        return {**update, "candidates": cands, "status": "routed"}
+
+    return route
+
+
+def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> RunnableLambda:
+    """Call ``state["candidates"]`` in order through ``mmroute.llm`` (its fallback moves on to the
+    next candidate on a provider error). Every attempt, failed ones too, is appended to
+    ``state["attempts"]``; a step where all candidates fail ends with ``status="provider_error"``.
+    Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``)."""
+
+    def _prepare(state: dict[str, Any]) -> tuple[list[str], int, float]:
+        cands = list(state.get("candidates") or [])
+        if not cands:
+            raise InvalidInputError("generate node has no candidates; run the route node first")
+        return cands, int(state.get("escalations") or 0), float(state.get("total_cost_usd") or 0.0)
+
+    def _ok(answer: Any, step: int, spent: float) -> dict[str, Any]:
+        rec = answer_record(answer, step)
+        billed = float(getattr(answer, "total_cost_usd", 0.0) or 0.0) or rec["cost_usd"]  # failed attempts billed too
+        return {"answers": [rec], "attempts": _answer_attempts(answer, step), "total_cost_usd": spent + billed,
+                "error": None}
+
+    def _failed(exc: ProviderError, step: int, spent: float) -> dict[str, Any]:
+        attempts = [attempt_record(a, step) for a in exc.attempts]
+        cost = sum(a.get("cost_usd", 0.0) for a in attempts)
+        return {"attempts": attempts, "status": "provider_error", "error": str(exc), "total_cost_usd": spent + cost}
+
+    def generate(state: dict[str, Any]) -> dict[str, Any]:
+        from ..llm import complete
+
+        cands, step, spent = _prepare(state)
+        try:
+            answer = complete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+        except ProviderError as exc:
+            return _failed(exc, step, spent)
+        return _ok(answer, step, spent)
+
+    async def agenerate(state: dict[str, Any]) -> dict[str, Any]:
+        from ..llm import acomplete
+
+        cands, step, spent = _prepare(state)
+        try:
+            answer = await acomplete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+        except ProviderError as exc:
+            return _failed(exc, step, spent)
+        return _ok(answer, step, spent)
+
+    return RunnableLambda(generate, afunc=agenerate, name="generate")
+
+
+def create_verify_node(verifier: Any, router: Any, *, max_escalations: int = 2,
+                       max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Judge the newest answer and decide: accept, or escalate to the next stronger model.
+
+    "Stronger" is the router's prediction for *this* query (``decision.escalation_order``), and
+    escalation stops at ``max_escalations`` or when the next call's predicted cost would break
+    ``max_cost_per_query`` (spent so far, verification included, plus that call).
+    """
+    if max_escalations < 0:
+        raise ConfigError(f"max_escalations must be >= 0, got {max_escalations}")
+    if max_cost_per_query is not None and not max_cost_per_query >= 0:
+        raise ConfigError(f"max_cost_per_query must be >= 0, got {max_cost_per_query}")
+
+    def verify(state: dict[str, Any]) -> dict[str, Any]:
+        from ..llm.convert import to_openai_messages
+
+        answers = list(state.get("answers") or [])
+        if state.get("status") == "provider_error" or not answers or answers[-1].get("verdict") is not None:
+            return {}  # nothing new to judge (this step failed): finalize keeps what there is
+        last = answers[-1]
+        r = current_router(router)
+        v = verifier.verify(latest_query(state, r), RecordedAnswer.of(last),
+                            context={"model": last["model"], "messages": to_openai_messages(state["messages"])})
+        verdict: VerdictRecord = {"confidence": float(v.confidence), "accept": bool(v.accept), "reason": str(v.reason),
+                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
+        spent = float(state.get("total_cost_usd") or 0.0) + verdict["cost_usd"]
+        update: dict[str, Any] = {"answers": [{**last, "verdict": verdict}], "total_cost_usd": spent}
+        if verdict["accept"]:
+            return {**update, "status": "accepted", "candidates": []}
+        escalations = int(state.get("escalations") or 0)
+        if escalations >= max_escalations:
+            return {**update, "status": "max_escalations", "candidates": []}
+        decision = decision_from_state(state)
+        tried = {a["model"] for a in answers}
+        stronger = [m for m in decision.escalation_order(after=last["model"]) if m not in tried]
+        if not stronger:
+            return {**update, "status": "no_stronger_model", "candidates": []}
+        affordable = within_budget(decision, stronger, spent, max_cost_per_query)
+        if not affordable:
+            return {**update, "status": "cost_cap", "candidates": []}
+        return {**update, "status": "escalating", "candidates": affordable, "escalations": escalations + 1}
+
+    return verify
+
+
+def after_verify(state: dict[str, Any]) -> str:
+    """Conditional edge: back to ``generate`` while escalating, else ``finalize``."""
+    return "generate" if state.get("status") == "escalating" else "finalize"
+
+
+def create_finalize_node(router: Any, *, store: Any = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
+    """Answer with the accepted (else the most confident) answer and learn from escalations.
+
+    An escalation gives two answers to one query; when the verifier accepts the stronger model's
+    answer, that is a judgment (accepted beats each rejected one, ``source="escalation"``) for the
+    feedback store, stored under a deterministic id so a re-run adds nothing.
+    """
+
+    def finalize(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        answers = list(state.get("answers") or [])
+        final = best_answer(answers)
+        update: dict[str, Any] = {"final": final}
+        if final is None:
+            return update
+        decision = decision_from_state(state)
+        meta = {"model_name": final["model"], "cost_usd": final["cost_usd"], "route_reason": decision.reason,
+                "routed_model": decision.model, "status": state.get("status"), "escalations": state.get("escalations", 0),
+                "total_cost_usd": state.get("total_cost_usd", 0.0),
+                "verdict": final.get("verdict")}
+        update["messages"] = [AIMessage(content=final["text"], response_metadata=meta)]
+        target = store if store is not None else getattr(current_router(router), "store", None)
+        accepted = final.get("verdict") and final["verdict"]["accept"]  # type: ignore[index]
+        if record_escalations and target is not None and accepted and len(answers) > 1:
+            _record_escalation(router, target, state, final, answers, thread_id(config))
+        return update
+
+    return finalize
+
+
+def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: AnswerRecord,
+                       answers: Sequence[AnswerRecord], thread: str) -> None:
+    r = current_router(router)
+    query = latest_query(state, r)
+    for rejected in answers:
+        verdict = rejected.get("verdict")
+        if rejected is final or rejected["model"] == final["model"] or not verdict or verdict["accept"]:
+            continue
+        jid = judgment_id("escalation", thread, query.content_hash, final["model"], rejected["model"],
+                          user_turn(state["messages"]))
+        r.record(query, final["model"], rejected["model"], "model_a", store=store, source="escalation", id=jid)
+
+
+# -- feedback -----------------------------------------------------------------------------------
+
+
+RATINGS = ("good", "bad")
+WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
+
+
+def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
+    """What the feedback interrupt shows: the final answer, or the router's first pick and the
+    final answer side by side after an escalation."""
+    answers = list(state.get("answers") or [])
+    final = state.get("final") or best_answer(answers)
+    if final is None:
+        return None
+    query = state.get("query") or {}
+    first = answers[0] if answers else final
+    base = {"question": query.get("text", ""), "n_images": query.get("n_images", 0)}
+    if first["model"] != final["model"]:
+        return {**base, "kind": "pairwise", "model_a": first["model"], "answer_a": first["text"],
+                "model_b": final["model"], "answer_b": final["text"],
+                "resume_with": {"winner": list(WINNERS)}}
+    return {**base, "kind": "rating", "model": final["model"], "answer": final["text"],
+            "resume_with": {"rating": list(RATINGS)}}
+
+
+def _rating_pair(decision: RouteDecision, model: str, rating: str) -> tuple[str, str, str] | None:
+    """A single rating as a pairwise judgment against the router's reference for this query.
+
+    The reference is the next stronger model (escalation order), else the best weaker one.
+    "good" from the cheaper side means it was enough (tie); "bad" means the stronger would have
+    won. For the strongest model: "good" beats the runner-up, "bad" is a both-bad tie.
+    """
+    stronger = decision.escalation_order(after=model) if model in {c.model for c in decision.candidates} else []
+    if stronger:
+        ref = stronger[0]
+        return (model, ref, "tie") if rating == "good" else (model, ref, "model_b")
+    others = sorted((c for c in decision.candidates if c.eligible and c.model != model), key=lambda c: -c.quality)
+    if not others:
+        return None
+    ref = others[0].model
+    return (model, ref, "model_a") if rating == "good" else (model, ref, "tie (bothbad)")
+
+
+def parse_feedback(value: Any) -> dict[str, str] | None:
+    """Validate a resume value: ``{"winner": ...}``, ``{"rating": ...}``, or ``None`` to skip."""
+    if value is None or (isinstance(value, Mapping) and value.get("skip")):
+        return None
+    if isinstance(value, str):
+        value = {"rating": value} if value in RATINGS else {"winner": value}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"feedback must be a dict like {{'winner': 'model_a'}} or {{'rating': 'good'}}, got {value!r}")
+    if "winner" in value:
+        if value["winner"] not in WINNERS:
+            raise InvalidInputError(f"feedback winner must be one of {', '.join(WINNERS)}, got {value['winner']!r}")
+        return {"winner": str(value["winner"])}
+    if "rating" in value:
+        if value["rating"] not in RATINGS:
+            raise InvalidInputError(f"feedback rating must be 'good' or 'bad', got {value['rating']!r}")
+        return {"rating": str(value["rating"])}
+    raise InvalidInputError(f"feedback needs 'winner' or 'rating', got keys {sorted(value)}")
+
+
+def create_feedback_node(router: Any, *, store: Any = None, source: str = "user") -> Callable[..., dict[str, Any]]:
+    """Ask the user (``interrupt``) about the answer and store the reply as a judgment.
+
+    Resume with ``Command(resume={"winner": "model_a"|"model_b"|"tie"})`` after an escalation, or
+    ``{"rating": "good"|"bad"}``; ``None`` skips. The node re-runs from its start on resume, so
+    nothing is written before ``interrupt`` returns and the judgment id is deterministic (thread,
+    query, models): the store's idempotent ``add`` keeps it exactly once however often it runs.
+    """
+    if store is None and getattr(current_router(router), "store", None) is None:
+        raise ConfigError("the feedback node needs a feedback store: pass store= or set router.store")
+
+    def feedback(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        request = feedback_request(state)
+        if request is None:
+            return {"feedback": None}
+        choice = parse_feedback(interrupt(request))
+        if choice is None:
+            return {"feedback": {"skipped": True}}
+        r = current_router(router)
+        target = store if store is not None else r.store
+        query = latest_query(state, r)
+        if "winner" in choice:
+            if request["kind"] != "pairwise":
+                raise InvalidInputError("a 'winner' needs two answers; this query has one - resume with {'rating': ...}")
+            a, b, winner = request["model_a"], request["model_b"], choice["winner"]
+        else:
+            pair = _rating_pair(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
+            if pair is None:
+                return {"feedback": {**choice, "stored": None, "why": "no other model to compare with"}}
+            a, b, winner = pair
+        jid = judgment_id(source, thread_id(config), query.content_hash, a, b, user_turn(state["messages"]))
+        r.record(query, a, b, winner, store=target, source=source, id=jid)
+        return {"feedback": {**choice, "judgment_id": jid, "model_a": a, "model_b": b, "winner": winner}}
+
+    return feedback
+
+
+__all__ = ["GotoSpec", "RecordedAnswer", "after_verify", "answer_record", "attempt_record", "best_answer",
+           "create_classify_node", "create_feedback_node", "create_finalize_node", "create_generate_node",
+           "create_plan_node", "create_router_node", "create_verify_node", "current_router", "feedback_request",
+           "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "thread_id", "user_turn", "within_budget"]
