@@ -7,6 +7,7 @@ provider) -> verify, escalate -> collect feedback (escalations + a simulated use
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -72,6 +73,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .graph import create_cascade_graph
     from .llm import RecordedAnswers, register_offline_providers
     from .llm.convert import query_to_messages
+    from .policy import estimate_text_tokens
     from .pool import ModelPool
     from .training import resolve_image_paths, retrain, train_router
     from .verify import AllOf, ConsistencyVerifier, HeuristicVerifier, llm_generate
@@ -85,8 +87,6 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     outs = read_outcomes(ex / "outcomes.jsonl")
     outcomes = resolve_image_paths(outs.items, outs.base_dir)
     recorded = RecordedAnswers.load(ex / "answers.jsonl")
-    import json
-
     raw = {}
     for line in (ex / "answers.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
@@ -95,25 +95,35 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     train = [o for o in outcomes if o.id not in test_ids]
     test = [o for o in outcomes if o.id in test_ids]
 
-    pool = ModelPool.load(pool_path) if pool_path else ModelPool.load(ex / "pool.yaml")
+    # With a pool of real models (--pool), the router has no judgments for them yet: they start at
+    # neutral ratings and are learnt from the feedback this run collects.
+    real = pool_path is not None
+    pool = ModelPool.load(pool_path) if real else ModelPool.load(ex / "pool.yaml")
     router = train_router(outcomes_to_judgments(train), encoder=encoder, pool=pool, seed=seed,
                           model_params={"rank": 8}, progress=not quiet)
-    strongest = max(pool.names, key=lambda m: np.mean([o.scores.get(m, 0) for o in train]))
+    if real:
+        strongest = max(pool.names, key=lambda m: pool[m].expected_cost(100, 0))
+    else:
+        strongest = max(pool.names, key=lambda m: np.mean([o.scores.get(m, 0) for o in train]))
     train_qs = [o.query.to_query() for o in train]
-    always_strong = float(np.mean([pool[strongest].expected_cost(len(q.text) // 4, q.n_images) for q in train_qs]))
+    always_strong = float(np.mean([pool[strongest].expected_cost(estimate_text_tokens(q.text), q.n_images) for q in train_qs]))
     policy = router.calibrate(train_qs, target_cost=COST_FRACTION * always_strong)
     train_records = [{"q": q, "answers": raw[o.id]["answers"], "correct": raw[o.id]["correct"]}
                      for o, q in zip(train, train_qs) if o.id in raw]
-    threshold, cal = _calibrate_threshold(train_records, router, strongest)
+    if real:  # no recorded samples of these models to calibrate on: the verifier's default
+        threshold, cal = ConsistencyVerifier().threshold, None
+    else:
+        threshold, cal = _calibrate_threshold(train_records, router, strongest)
     router_dir = work / "router"
     router.save(router_dir)
     store = FeedbackStore(work / "feedback.db")
     router.store = store
+    calib = ("default (no recorded answers of these models to calibrate on)" if cal is None else
+             f"calibrated on training queries to match the strongest model's accuracy: {cal.point.accuracy:.2f} "
+             f"vs routed-only {cal.weak_only.accuracy:.2f}, strongest-only {cal.strong_only.accuracy:.2f}")
     say(f"trained on {router.metadata['n_judgments']} judgments ({len(train)} queries); "
         f"lambda={policy.lam:.1f} for ~{COST_FRACTION:.0%} of {strongest}'s cost; "
-        f"escalation threshold {threshold:.2f} (calibrated on training queries to match the strongest "
-        f"model's accuracy: {cal.point.accuracy:.2f} vs routed-only {cal.weak_only.accuracy:.2f}, "
-        f"strongest-only {cal.strong_only.accuracy:.2f})\n")
+        f"escalation threshold {threshold:.2f} ({calib})\n")
 
     register_offline_providers(replay_answers=recorded)
     verifier = AllOf(HeuristicVerifier(), ConsistencyVerifier(llm_generate(pool=pool), k=2, threshold=threshold))
@@ -146,7 +156,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
             "conf": answers[0]["verdict"]["confidence"] if answers and answers[0].get("verdict") else float("nan"),
             "final": final.get("model", "-"), "escalated": len(answers) - 1, "correct": correct,
             "cost": float(state.get("total_cost_usd") or 0.0),
-            "strong_cost": pool[strongest].expected_cost(len(q.text) // 4, q.n_images),
+            "strong_cost": pool[strongest].expected_cost(estimate_text_tokens(q.text), q.n_images),
         })
     _print_table(rows, say)
 
@@ -163,6 +173,9 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
 
 
 def _is_correct(rec: dict[str, Any] | None, answer: dict[str, Any]) -> bool | None:
+    """Recorded verdict for a replayed sample; for other models, the gold answer (where there is one)."""
+    from .verify.answers import answers_equal, extract_answer
+
     if rec is None or not answer.get("model"):
         return None
     samples = rec["answers"].get(answer["model"], [])
@@ -170,7 +183,11 @@ def _is_correct(rec: dict[str, Any] | None, answer: dict[str, Any]) -> bool | No
     for s, ok in zip(samples, flags):
         if (s["text"] if isinstance(s, dict) else s) == answer.get("text"):
             return bool(ok)
-    return None
+    gold = rec.get("gold")
+    if not gold or not answer.get("text"):
+        return None
+    text = str(answer["text"])
+    return answers_equal(text, gold) or str(extract_answer(gold) or gold).lower() in text.lower()
 
 
 def _print_table(rows: list[dict[str, Any]], say: Any) -> None:
