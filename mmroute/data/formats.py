@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic_core import PydanticCustomError
 
 from .. import images as _img
+from ..checkpoint import fsync_dir
 from ..errors import DataFormatError, ImageError
 from ..images import DEFAULT_POLICY, ImagePolicy
 from ..query import Query
@@ -368,21 +369,8 @@ def write_jsonl(path: str | Path, items: Iterable[BaseModel | dict[str, Any]]) -
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return n
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
 
 
 # --------------------------------------------------------------------------- deriving

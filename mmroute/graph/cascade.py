@@ -16,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from ..errors import ConfigError
+from ..llm.breaker import CircuitBreaker
 from ..pool import ModelPool
 from .nodes import (after_verify, create_classify_node, create_feedback_node, create_finalize_node, create_generate_node,
                     create_plan_node, create_verify_node, current_router)
@@ -43,7 +44,9 @@ def create_cascade_graph(router: Any, *, verifier: Any, pool: ModelPool | None =
     builder = StateGraph(CascadeState)
     builder.add_node("classify", create_classify_node(router))
     builder.add_node("route", create_plan_node(router, max_cost_per_query=max_cost_per_query))
-    builder.add_node("generate", create_generate_node(pool, **(llm_kwargs or {})))
+    # one breaker for the graph: a dead provider is skipped after a few failures, not retried per request
+    llm_kwargs = {"breaker": CircuitBreaker(), **(llm_kwargs or {})}
+    builder.add_node("generate", create_generate_node(pool, **llm_kwargs))
     builder.add_node("verify", create_verify_node(verifier, router, max_escalations=max_escalations,
                                                   max_cost_per_query=max_cost_per_query))
     builder.add_node("finalize", create_finalize_node(router, store=feedback_store, record_escalations=record_escalations))

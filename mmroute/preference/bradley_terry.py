@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mmroute.checkpoint import atomic_write_bytes
 from mmroute.errors import CheckpointError, ConfigError, InvalidInputError, MMRouteError
 from mmroute.preference.calibration import fit_temperature, pairwise_nll
 
@@ -171,27 +171,6 @@ class _Meta(BaseModel):
     sha256: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename so a crash never leaves a half-written file under ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class BradleyTerry:
@@ -974,7 +953,7 @@ class BradleyTerry:
             **{f"precision.{k}": v for k, v in self._precision.items()},
         }
         blob = st_save({k: v.detach().contiguous() for k, v in tensors.items()})
-        _atomic_write_bytes(out / TENSORS_FILE, blob)
+        atomic_write_bytes(out / TENSORS_FILE, blob)
         meta = _Meta(
             kind=_KIND,
             format_version=FORMAT_VERSION,
@@ -987,7 +966,7 @@ class BradleyTerry:
             tensors_file=TENSORS_FILE,
             sha256=hashlib.sha256(blob).hexdigest(),
         )
-        _atomic_write_bytes(out / META_FILE, meta.model_dump_json(indent=2).encode())
+        atomic_write_bytes(out / META_FILE, meta.model_dump_json(indent=2).encode())
         return out
 
     @classmethod
