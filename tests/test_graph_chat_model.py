@@ -89,6 +89,27 @@ def test_invoke_routes_and_reports_model_cost_and_reason(router, scripted):
     assert any(b.get("type") == "image_url" for b in sent)  # the image reached the vision model
 
 
+def test_stream_yields_tokens_from_the_routed_model(router, scripted):
+    scripted.set(MID, "a blue square")
+    chunks = list(RoutedChatModel(router=router, llm_kwargs=FAST).stream([image_message("what colour?")]))
+    assert len(chunks) >= 2  # tokens, then the closing chunk with the routing metadata
+    whole = chunks[0]
+    for c in chunks[1:]:
+        whole = whole + c
+    assert whole.content == "a blue square"
+    assert whole.response_metadata["model_name"] == MID and whole.response_metadata["cost_usd"] > 0
+    assert scripted.models_called == [MID]
+
+
+def test_stream_passes_tool_calls_through(router, scripted):
+    scripted.set(CHEAP, tool_call("multiply", {"a": 6, "b": 7}, id="call_9"))
+    model = RoutedChatModel(router=router, llm_kwargs=FAST).bind_tools([multiply])
+    whole = None
+    for c in model.stream("what is 6 times 7?"):
+        whole = c if whole is None else whole + c
+    assert whole.tool_calls and whole.tool_calls[0]["name"] == "multiply" and whole.tool_calls[0]["args"] == {"a": 6, "b": 7}
+
+
 def test_bind_tools_sends_tools_and_returns_tool_calls(router, scripted):
     scripted.set(CHEAP, tool_call("multiply", {"a": 6, "b": 7}, id="call_1"))
     model = RoutedChatModel(router=router, llm_kwargs=FAST).bind_tools([multiply], tool_choice="multiply")

@@ -10,16 +10,17 @@ same, so every step of a tool loop goes to the same model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -232,6 +233,46 @@ class RoutedChatModel(BaseChatModel):
                 break
             history.append(self._entry(answer))
         return self._result(decision, answer, history, messages)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Token streaming from the routed model (fallback happens before the first token).
+
+        With a verifier the answer must be whole before it can be accepted or escalated, so it
+        arrives as one chunk."""
+        from ..llm import stream_complete
+
+        if self.verifier is not None:
+            msg = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=AIMessageChunk(
+                content=msg.content, tool_call_chunks=[
+                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                    for i, c in enumerate(msg.tool_calls)],
+                response_metadata=msg.response_metadata, usage_metadata=msg.usage_metadata))
+            return
+        decision, cands = self._plan(messages)
+        stream = stream_complete(messages, cands, **self._kwargs(stop, kwargs))
+        for raw in stream:
+            delta = raw.choices[0].delta if getattr(raw, "choices", None) else None
+            text = (getattr(delta, "content", None) or "") if delta is not None else ""
+            tool_chunks = [{"name": getattr(tc.function, "name", None), "args": getattr(tc.function, "arguments", None),
+                            "id": getattr(tc, "id", None), "index": getattr(tc, "index", i)}
+                           for i, tc in enumerate(getattr(delta, "tool_calls", None) or [])]
+            if not text and not tool_chunks:
+                continue
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=text, tool_call_chunks=tool_chunks))
+            if run_manager is not None and text:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+        answer = stream.answer
+        if answer is None:
+            return
+        usage = UsageMetadata(input_tokens=int(answer.prompt_tokens or 0), output_tokens=int(answer.completion_tokens or 0),
+                              total_tokens=int(answer.prompt_tokens or 0) + int(answer.completion_tokens or 0))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata={
+            "model_name": answer.model, "cost_usd": float(answer.cost_usd), "finish_reason": answer.finish_reason,
+            "routed_model": decision.model if decision else None,
+            "route_reason": decision.reason if decision else "fixed candidates"}))
 
 
 __all__ = ["RoutedChatModel", "to_tool_calls"]
