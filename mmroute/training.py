@@ -105,7 +105,7 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
                  model_params: dict[str, Any] | None = None, policy=None, progress: bool = False) -> Router:
     """Fit the preference model on judgments (held-out queries calibrate its temperature)."""
     from .features import EmbeddingCache, FeaturePipeline
-    from .preference import BradleyTerry
+    from .preference import DEFAULT_GRID, BradleyTerry, select_params
     from .router import DEFAULT_CACHE_ENTRIES
 
     pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
@@ -114,16 +114,26 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     names = sorted({m for pair in arrays.pairs for m in pair})
     if pool is None:
         pool = ModelPool.from_names(names)
-    model = BradleyTerry(seed=seed, **(model_params or {}))
     qkeys = [str(k) for k in arrays.query_index]
     cal = holdout_mask(qkeys, calibration_fraction, seed) if len(set(qkeys)) >= 20 else np.zeros(len(arrays), bool)
     train = arrays.subset(~cal)
+    params = {"seed": seed, **{k: v for k, v in (model_params or {}).items() if v is not None}}
+    selection = None
+    if "rank" not in params or "l2" not in params:  # let held-out queries decide the query capacity
+        fixed = {k: v for k, v in params.items()}
+        grid = [{k: v for k, v in g.items() if k not in fixed} for g in DEFAULT_GRID]
+        selection = select_params(train.X, train.pairs, train.y, train.weight, groups=train.query_index.tolist(),
+                                  base=fixed, grid=grid, models=names, seed=seed,
+                                  blocks=[(a, b) for _, a, b in pipeline.spec.blocks()])
+        params = selection.params
+    model = BradleyTerry(**params)
     model.fit(train.X, train.pairs, train.y, sample_weight=train.weight, models=names)
     if cal.any():
         held = arrays.subset(cal)
         model.calibrate(held.X, held.pairs, held.y, sample_weight=held.weight)
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
-            "calibration_judgments": int(cal.sum())}
+            "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
+            "selection": None if selection is None else [[p, s] for p, s in selection.scores]}
     return Router(pipeline, model, pool, policy, metadata=meta)
 
 

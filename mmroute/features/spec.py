@@ -193,6 +193,16 @@ class FeatureSpec(BaseModel):
         """The ``+``-joined canonical encoder ids: what a user would pass to rebuild the pipeline."""
         return "+".join(e.id for e in self.encoders)
 
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """``(name, start, stop)`` column ranges: each encoder's text block and image block."""
+        out, o = [], 0
+        for e in self.encoders:
+            out.append((f"{e.id}:text", o, o + e.dim))
+            if e.kind == "both":
+                out.append((f"{e.id}:image", o + e.dim, o + 2 * e.dim))
+            o += e.width
+        return out
+
     def describe(self) -> str:
         return f"'{self.encoder_spec}' (v{self.version}, dim {self.dim}, stats {','.join(self.stats) or '-'})"
 

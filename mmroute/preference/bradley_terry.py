@@ -152,6 +152,7 @@ class BradleyTerryConfig(BaseModel):
     prox: float = Field(1.0, ge=0.0, allow_inf_nan=False)
     update_steps: int = Field(20, ge=1)
     standardize: bool = True
+    ignore_columns: tuple[tuple[int, int], ...] = ()
 
 
 class _Meta(BaseModel):
@@ -195,6 +196,9 @@ class BradleyTerry:
     update_steps: L-BFGS iterations per ``partial_fit`` (kept small for low latency).
     standardize: z-score features with the statistics of the first ``fit`` (so ``l2`` means the
         same for CLIP features whose coordinates are ~0.04 as for raw statistics).
+    ignore_columns: ``[start, stop)`` column ranges kept out of the query terms (an encoder block
+        that held-out queries showed to be noise, e.g. a random-weight CLIP); the ratings and the
+        other columns are unaffected.
     """
 
     def __init__(
@@ -214,6 +218,7 @@ class BradleyTerry:
         prox: float = 1.0,
         update_steps: int = 20,
         standardize: bool = True,
+        ignore_columns: tuple[tuple[int, int], ...] | list[list[int]] = (),
     ) -> None:
         self.rank = rank
         self.head = head
@@ -230,6 +235,7 @@ class BradleyTerry:
         self.prox = prox
         self.update_steps = update_steps
         self.standardize = standardize
+        self.ignore_columns = tuple((int(a), int(b)) for a, b in ignore_columns)
         self._config()  # fail early on a bad hyper-parameter
         self._fitted = False
 
@@ -480,8 +486,13 @@ class BradleyTerry:
             std = torch.where(std < 1e-6, torch.ones_like(std), std)
         else:
             mean, std = torch.zeros(d), torch.ones(d)
+        inv = 1.0 / std
+        for a, b in self._cfg.ignore_columns:  # feature blocks held out of the query terms (scale 0)
+            if not 0 <= a < b <= d:
+                raise InvalidInputError(f"ignore_columns range [{a}, {b}) is outside the {d} feature columns")
+            inv[a:b] = 0.0
         self._mean = mean.contiguous()
-        self._inv_scale = (1.0 / std).contiguous()
+        self._inv_scale = inv.contiguous()
         gen = torch.Generator().manual_seed(int(self._cfg.seed))
         self._init_params(d, M, gen)
         self.n_features_in_ = d
@@ -718,7 +729,7 @@ class BradleyTerry:
         if not self._fitted:
             return self.fit(X, pairs, y, sample_weight)
         cfg = self._config()
-        for key in ("rank", "head", "hidden", "standardize"):
+        for key in ("rank", "head", "hidden", "standardize", "ignore_columns"):
             if getattr(cfg, key) != getattr(self._cfg, key):
                 raise ConfigError(
                     f"{key} changed from {getattr(self._cfg, key)!r} to {getattr(cfg, key)!r} since "

@@ -1,0 +1,439 @@
+"""Evaluation harness: outcomes file -> per-query arrays -> router and baselines -> one report.
+
+Two modes share everything after the prediction step:
+
+* :func:`cross_validate` — K-fold CV *by query* (seeded): in each fold the router (mmroute's
+  Bradley-Terry) and every learned baseline are fitted on judgments derived from the training
+  queries' outcomes (plus extra judgment files, minus any judgment on a test query) and predict
+  the held-out queries. Out-of-fold predictions of all folds are pooled and swept once.
+* :func:`evaluate_router` — a trained router directory predicts every query; the learned
+  baselines, which have no training data of their own here, are cross-validated on the file.
+
+Every unique query (text + images) is encoded once per run, for all folds and all methods; an
+optional on-disk :class:`EmbeddingCache` makes a second run skip encoding altogether.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ConfigError, DataFormatError, InvalidInputError
+from ..pool import ModelPool
+from ..query import Query
+from . import metrics as mx
+from .baselines import Baseline, BTRouter, JudgmentArrays, make_baselines
+
+log = logging.getLogger(__name__)
+
+BASELINE_ORDER = ("random", "oracle", "knn", "mf", "sw_ranking", "global")
+
+
+# ------------------------------------------------------------------------------------------ schema
+class ModelPoint(BaseModel):
+    """A single model called on every query."""
+
+    model_config = ConfigDict(extra="forbid")
+    quality: float
+    cost: float
+
+
+class CurveData(BaseModel):
+    """Raw sweep points (downsampled for the file); ``strong_pct`` only for two models."""
+
+    model_config = ConfigDict(extra="forbid")
+    cost: list[float]
+    quality: list[float]
+    strong_pct: list[float] | None = None
+
+
+class EvalReport(BaseModel):
+    """The JSON report (keys fixed by the evaluation-harness issue; ``config`` says how it was made)."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_queries: int
+    models: dict[str, ModelPoint]
+    router: dict[str, float | None]
+    baselines: dict[str, dict[str, float | None]]
+    curves: dict[str, CurveData]
+    config: dict[str, Any] = {}
+
+    def write(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
+
+
+# -------------------------------------------------------------------------------------------- data
+@dataclass
+class EvalSet:
+    """Per-query arrays over the unique queries of an outcomes file."""
+
+    queries: list[Query]
+    models: list[str]
+    Q: np.ndarray                 # (n, M) true quality
+    C: np.ndarray                 # (n, M) true cost, USD
+    cost_from_file: np.ndarray    # (n, M) bool: the cost came from the file (else from the pool)
+    hashes: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.queries)
+
+
+def outcomes_from_anchor(judgments: Iterable[Any], anchor: str) -> list[Any]:
+    """Judgments of models against one anchor -> per-query outcomes.
+
+    A model's score on a query is its share of won judgments against the anchor there (a tie counts
+    half); the anchor scores 0.5, i.e. the level at which a model is as good as the anchor. Only
+    models judged against the anchor on *every* kept query get a column: a router is evaluated on
+    queries where all candidates can be compared.
+    """
+    from ..data.formats import Outcome
+
+    wins: dict[str, dict[str, list[float]]] = {}
+    records: dict[str, Any] = {}
+    for j in judgments:
+        if anchor not in (j.model_a, j.model_b):
+            continue
+        other = j.model_b if j.model_a == anchor else j.model_a
+        won = j.y if j.model_a == other else 1.0 - j.y
+        k = j.query.text + "\x00" + "\x00".join(j.query.images)
+        records.setdefault(k, j.query)
+        wins.setdefault(k, {}).setdefault(other, []).append(float(won))
+    if not wins:
+        raise DataFormatError(f"no judgment involves the anchor model {anchor!r}")
+    models = sorted({m for per in wins.values() for m in per})
+    out = []
+    for k, per in wins.items():
+        scores = {m: float(np.mean(v)) for m, v in per.items()}
+        scores[anchor] = 0.5
+        out.append(Outcome(query=records[k], scores=scores))
+    full = [o for o in out if all(m in o.scores for m in models)]
+    return full
+
+
+def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None,
+                  pool: ModelPool | None = None, models: Sequence[str] | None = None) -> EvalSet:
+    """Outcomes -> arrays over unique queries. Per-query costs in the file win over the pool's prices.
+
+    A query that occurs several times is merged (scores and costs averaged per model); a query
+    missing a score for one of ``models`` (default: every model seen) is dropped and counted.
+    """
+    from ..policy import estimate_text_tokens
+
+    if not outcomes:
+        raise InvalidInputError("no outcomes to evaluate on")
+    if models is None:
+        seen: dict[str, None] = {}
+        for o in outcomes:
+            for m in o.scores:
+                seen.setdefault(m, None)
+        models = list(seen)
+    models = list(models)
+    M = len(models)
+    if M < 2:
+        raise InvalidInputError(f"need at least two models to route between, got {models}")
+    col = {m: i for i, m in enumerate(models)}
+    rows: dict[str, int] = {}
+    queries: list[Query] = []
+    S = []  # per row: (sum scores, count scores, sum costs, count costs)
+    dropped: dict[str, int] = {}
+    for o in outcomes:
+        if any(m not in o.scores for m in models):
+            dropped["missing model score"] = dropped.get("missing model score", 0) + 1
+            continue
+        q = o.query.to_query(base_dir=base_dir)
+        h = q.content_hash
+        r = rows.get(h)
+        if r is None:
+            r = rows[h] = len(queries)
+            queries.append(q)
+            S.append([np.zeros(M), 0, np.zeros(M), np.zeros(M)])
+        else:
+            dropped["duplicate query merged"] = dropped.get("duplicate query merged", 0) + 1
+        acc = S[r]
+        acc[0] += np.array([o.scores[m] for m in models])
+        acc[1] += 1
+        for m, c in (o.costs or {}).items():
+            if m in col:
+                acc[2][col[m]] += c
+                acc[3][col[m]] += 1
+    if not queries:
+        raise InvalidInputError(f"no outcome scores all of {models}")
+    n = len(queries)
+    Q = np.stack([a[0] / a[1] for a in S])
+    from_file = np.stack([a[3] > 0 for a in S])
+    C = np.stack([np.where(a[3] > 0, a[2] / np.maximum(a[3], 1), np.nan) for a in S])
+    if not from_file.all():
+        need = sorted({models[j] for j in np.nonzero(~from_file.all(axis=0))[0]})
+        if pool is None:
+            pool = ModelPool.from_names(need)
+        unknown = [m for m in need if m not in pool or not pool[m].prices_known]
+        if unknown:
+            raise ConfigError(f"no cost for model(s) {', '.join(unknown)}: the outcomes file has no per-query costs "
+                              "for them and the pool (or LiteLLM's price map) has no prices; pass --pool with "
+                              "input_cost_per_token / output_cost_per_token")
+        for i, q in enumerate(queries):
+            tokens = estimate_text_tokens(q.text)
+            for j in np.nonzero(~from_file[i])[0]:
+                C[i, j] = pool[models[j]].expected_cost(tokens, q.n_images)
+    return EvalSet(queries=queries, models=models, Q=Q, C=C, cost_from_file=from_file,
+                   hashes=list(rows), dropped=dropped)
+
+
+def outcome_judgments(Q: np.ndarray, rows: np.ndarray) -> JudgmentArrays:
+    """Every model pair of each given query: higher score wins, equal scores tie (y = 0.5).
+
+    The array twin of :func:`mmroute.data.formats.outcomes_to_judgments` (tested equal), which would
+    build ``n * M(M-1)/2`` pydantic objects per fold.
+    """
+    M = Q.shape[1]
+    ia, ib = np.triu_indices(M, k=1)
+    qi = np.repeat(rows, len(ia))
+    a = np.tile(ia, len(rows))
+    b = np.tile(ib, len(rows))
+    sa, sb = Q[qi, a], Q[qi, b]
+    y = np.where(sa > sb, 1.0, np.where(sb > sa, 0.0, 0.5))
+    return JudgmentArrays(qi, a, b, y, np.ones(len(qi)), M)
+
+
+def judgments_to_arrays(judgments: Iterable[Any], models: Sequence[str], row_of: dict[str, int],
+                        new_queries: list[Query], base_dir: str | Path | None = None) -> tuple[JudgmentArrays, int]:
+    """Extra judgment records -> arrays; queries not yet known are appended to ``new_queries``.
+
+    Judgments naming a model outside ``models`` are skipped (returned count): the evaluation is
+    over the outcome file's models only.
+    """
+    col = {m: i for i, m in enumerate(models)}
+    qi, ia, ib, y, w = [], [], [], [], []
+    skipped = 0
+    for j in judgments:
+        if j.model_a not in col or j.model_b not in col:
+            skipped += 1
+            continue
+        q = j.query.to_query(base_dir=base_dir)
+        r = row_of.get(q.content_hash)
+        if r is None:
+            r = row_of[q.content_hash] = len(row_of)
+            new_queries.append(q)
+        qi.append(r), ia.append(col[j.model_a]), ib.append(col[j.model_b]), y.append(j.y), w.append(float(j.weight))
+    return JudgmentArrays(np.array(qi, dtype=np.int64), np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64),
+                          np.array(y), np.array(w), len(models)), skipped
+
+
+def _concat(a: JudgmentArrays, b: JudgmentArrays) -> JudgmentArrays:
+    return JudgmentArrays(np.concatenate([a.qi, b.qi]), np.concatenate([a.ia, b.ia]), np.concatenate([a.ib, b.ib]),
+                          np.concatenate([a.y, b.y]), np.concatenate([a.w, b.w]), a.n_models)
+
+
+def fold_ids(n: int, k: int, seed: int) -> np.ndarray:
+    """Fold index of each query: a seeded permutation cut into k near-equal folds."""
+    if k < 2 or k > n:
+        raise ConfigError(f"--cv needs 2 <= K <= number of queries ({n}), got {k}")
+    perm = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[perm] = np.arange(n) % k
+    return out
+
+
+# -------------------------------------------------------------------------------------- predicting
+Factory = Callable[[], dict[str, Baseline]]
+
+
+def crossval_predict(X: np.ndarray, data: EvalSet, learners: Factory, *, k: int, seed: int,
+                     extra: JudgmentArrays | None = None, progress: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """Out-of-fold predictions (n, M) of each learner, and the policy's cost estimate per query.
+
+    The policy believes a pool-priced cost exactly (it is computed from the prompt, before the call)
+    and a file cost only through the training queries' per-model average (the real cost depends on
+    the answer's length, unknown when routing).
+    """
+    n, M = data.Q.shape
+    folds = fold_ids(n, k, seed)
+    preds: dict[str, np.ndarray] = {}
+    Chat = data.C.copy()
+    timing: dict[str, float] = {}
+    for f in range(k):
+        test = np.nonzero(folds == f)[0]
+        train = np.nonzero(folds != f)[0]
+        J = outcome_judgments(data.Q, train)
+        if extra is not None and len(extra):
+            J = _concat(J, extra.subset(~np.isin(extra.qi, test)))
+        mean_cost = data.C[train].mean(axis=0)
+        Chat[test] = np.where(data.cost_from_file[test], mean_cost[None, :], data.C[test])
+        for name, learner in learners().items():
+            t0 = time.perf_counter()
+            learner.fit(X, J)
+            p = np.asarray(learner.predict_quality(X[test]), dtype=np.float64)
+            preds.setdefault(name, np.zeros((n, M)))[test] = p
+            timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
+        if progress:
+            log.info("fold %d/%d done (%d test queries, %d training judgments)", f + 1, k, len(test), len(J))
+    return preds, Chat, timing
+
+
+# ---------------------------------------------------------------------------------------- scoring
+def _downsample(curve: mx.Curve, max_points: int = 400) -> CurveData:
+    K = len(curve.cost)
+    idx = np.unique(np.linspace(0, K - 1, min(K, max_points)).round().astype(int))
+    # keep every Pareto point too, so the stored curve draws the same monotone line
+    pc, _ = curve.pareto()
+    on_front = np.nonzero(np.isin(curve.cost, pc))[0]
+    idx = np.unique(np.concatenate([idx, on_front[:max_points]]))
+    return CurveData(cost=curve.cost[idx].tolist(), quality=curve.quality[idx].tolist(),
+                     strong_pct=None if curve.strong_pct is None else curve.strong_pct[idx].tolist())
+
+
+def _mean_metrics(per_fold: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Average each metric over folds; null when any fold has it null (e.g. never matched the best)."""
+    out: dict[str, float | None] = {}
+    for key in per_fold[0]:
+        vals = [m[key] for m in per_fold]
+        out[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+    return out
+
+
+def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[str, np.ndarray],
+                 Chat: np.ndarray, config: dict[str, Any], n_points: int = 256,
+                 folds: np.ndarray | None = None) -> EvalReport:
+    """Sweep every prediction on the same queries and score it against the same reference.
+
+    With ``folds`` (cross-validation) each metric is computed per fold — that fold's single
+    models, hull and oracle, that fold's model predicting — and averaged: pooling the scores of
+    five differently fitted models under one threshold would rank queries partly by which fold
+    they were in (a feature-free model would switch whole folds at once). The stored curves are
+    the pooled ones, for the picture.
+    """
+    ref = mx.reference(data.Q, data.C, n_points=n_points)
+    groups = [np.arange(data.n)] if folds is None else [np.nonzero(folds == f)[0] for f in np.unique(folds)]
+    fold_refs = [ref] if folds is None else [mx.reference(data.Q[g], data.C[g], n_points=n_points) for g in groups]
+
+    def score(P: np.ndarray | None) -> tuple[mx.Curve, dict[str, float | None]]:
+        if P is None:  # the oracle
+            mets = [mx.summarize(r.oracle, r) for r in fold_refs]
+            return ref.oracle, _mean_metrics(mets)
+        mets = [mx.evaluate_predictions(P[g], data.Q[g], data.C[g], r, Chat=Chat[g], n_points=n_points)[1]
+                for g, r in zip(groups, fold_refs)]
+        curve = mx.evaluate_predictions(P, data.Q, data.C, ref, Chat=Chat, n_points=n_points)[0]
+        return curve, _mean_metrics(mets)
+
+    curves: dict[str, CurveData] = {}
+    r_curve, r_metrics = score(router_pred)
+    curves["router"] = _downsample(r_curve)
+    baselines: dict[str, dict[str, float | None]] = {}
+    for name in BASELINE_ORDER:
+        if name == "oracle":
+            curve, met = score(None)
+        elif name in baseline_preds:
+            curve, met = score(baseline_preds[name])
+        else:
+            continue
+        baselines[name] = met
+        curves[name] = _downsample(curve)
+    curves["hull"] = CurveData(cost=ref.hull_c.tolist(), quality=ref.hull_q.tolist())
+    models = {m: ModelPoint(quality=float(ref.q_models[i]), cost=float(ref.c_models[i]))
+              for i, m in enumerate(data.models)}
+    config = {**config, "metrics": "mean over folds" if folds is not None else "all queries",
+              "auc_hull": float(np.mean([r.auc_hull for r in fold_refs])),
+              "auc_oracle": float(np.mean([r.auc_oracle for r in fold_refs])),
+              "cost_range": [ref.lo, ref.hi], "best_model": data.models[ref.best],
+              "strong_model": None if ref.strong is None else data.models[ref.strong],
+              "dropped": data.dropped, "costs_from_file": float(data.cost_from_file.mean())}
+    return EvalReport(n_queries=data.n, models=models, router=r_metrics, baselines=baselines,
+                      curves=curves, config=config)
+
+
+# ------------------------------------------------------------------------------------------ modes
+def _encode(pipeline: Any, queries: list[Query], progress: bool) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    X = pipeline.transform(queries, progress=progress)
+    return np.asarray(X, dtype=np.float32), time.perf_counter() - t0
+
+
+def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, seed: int = 0,
+                   pool: ModelPool | None = None, extra_judgments: Sequence[Any] = (),
+                   base_dir: str | Path | None = None, bt_params: dict[str, Any] | None = None,
+                   baselines: Sequence[str] | None = None, cache: Any = None, progress: bool = False,
+                   n_points: int = 256) -> EvalReport:
+    """K-fold CV of mmroute's Bradley-Terry router and the baselines on one outcomes set."""
+    from ..features import FeaturePipeline
+
+    t_start = time.perf_counter()
+    data = load_eval_set(outcomes, base_dir=base_dir, pool=pool)
+    row_of = {h: i for i, h in enumerate(data.hashes)}
+    extra_q: list[Query] = []
+    extra, skipped = judgments_to_arrays(extra_judgments, data.models, row_of, extra_q, base_dir) \
+        if extra_judgments else (None, 0)
+    pipeline = FeaturePipeline.from_spec(encoder, cache=cache) if isinstance(encoder, str) else encoder
+    X, t_enc = _encode(pipeline, data.queries + extra_q, progress)
+    bt = {"seed": seed, **(bt_params or {})}
+    wanted = set(baselines) if baselines is not None else set(BASELINE_ORDER)
+
+    def learners() -> dict[str, Baseline]:
+        layout = getattr(getattr(pipeline, "spec", None), "blocks", None)  # absent on bare test pipelines
+        blocks = [(a, b) for _, a, b in layout()] if callable(layout) else []
+        out: dict[str, Baseline] = {"router": BTRouter(blocks=blocks, **bt)}
+        out.update({k_: v for k_, v in make_baselines(len(data.models), seed=seed, bt_params=bt).items() if k_ in wanted})
+        return out
+
+    # the learners index X by row: outcome queries first, extra-only queries after them
+    preds, Chat, timing = crossval_predict(X, data, learners, k=k, seed=seed, extra=extra, progress=progress)
+    router_pred = preds.pop("router")
+    config = {"mode": "cv", "folds": k, "seed": seed, "encoder": getattr(pipeline.spec, "encoder_spec", str(encoder)),
+              "feature_dim": int(X.shape[1]), "extra_judgments": 0 if extra is None else len(extra),
+              "extra_judgments_skipped": skipped, "bt_params": bt, "seconds": {
+                  "encode": round(t_enc, 2), **{k_: round(v, 2) for k_, v in timing.items()}}}
+    report = build_report(data, router_pred, preds, Chat, config, n_points=n_points,
+                          folds=fold_ids(data.n, k, seed))
+    report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    return report
+
+
+def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: ModelPool | None = None,
+                    base_dir: str | Path | None = None, k: int = 5, seed: int = 0,
+                    baselines: Sequence[str] | None = None, progress: bool = False,
+                    n_points: int = 256) -> EvalReport:
+    """Evaluate a trained router on an outcomes set; baselines are K-fold CV'd on the same set."""
+    from ..policy import estimate_text_tokens
+    from ..router import Router
+
+    t_start = time.perf_counter()
+    router = Router.load(router_dir, pool=pool)
+    data = load_eval_set(outcomes, base_dir=base_dir, pool=pool or router.pool)
+    missing = [m for m in data.models if m not in router.models]
+    if missing:
+        raise ConfigError(f"the router's pool lacks model(s) {', '.join(missing)} that the outcomes score; "
+                          f"pass --pool naming them (router models: {', '.join(router.models)})")
+    cols = np.array([router.models.index(m) for m in data.models])
+    X, t_enc = _encode(router.pipeline, data.queries, progress)
+    t0 = time.perf_counter()
+    router_pred = router.quality_from_features(X)[:, cols]
+    t_pred = time.perf_counter() - t0
+    wanted = set(baselines) if baselines is not None else set(BASELINE_ORDER)
+    preds, Chat, timing = crossval_predict(
+        X, data, lambda: {k_: v for k_, v in make_baselines(len(data.models), seed=seed).items() if k_ in wanted},
+        k=k, seed=seed, progress=progress)
+    # the router's own belief about cost: its pool's prices for this prompt (file costs stay the truth)
+    for i, q in enumerate(data.queries):
+        tok = estimate_text_tokens(q.text)
+        for j, m in enumerate(data.models):
+            spec = router.pool[m]
+            if spec.prices_known:
+                Chat[i, j] = spec.expected_cost(tok, q.n_images)
+    config = {"mode": "router", "router": str(router_dir), "encoder": router.pipeline.spec.encoder_spec,
+              "baseline_folds": k, "seed": seed, "feature_dim": int(X.shape[1]),
+              "seconds": {"encode": round(t_enc, 2), "router_predict": round(t_pred, 3),
+                          **{k_: round(v, 2) for k_, v in timing.items()}}}
+    # same folds for every method, so the router is scored on exactly the baselines' test slices
+    report = build_report(data, router_pred, preds, Chat, config, n_points=n_points,
+                          folds=fold_ids(data.n, k, seed))
+    report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    return report
