@@ -109,7 +109,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmroute", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="mmroute", description="Route each text+image LLM query to the model that answers it best "
+        "for the money, and learn from feedback.", epilog="Errors print one line and exit 2; --debug shows the traceback.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
