@@ -7,7 +7,6 @@ slice of the new judgments and replaces it only if it is not worse; old versions
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError
+from .errors import InvalidInputError
+from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
 from .pool import ModelPool
 from .query import Query
@@ -86,17 +86,6 @@ def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> li
                    for s in imgs]
             it = it.model_copy(update={"query": it.query.model_copy(update={"images": new})})
         out.append(it)
-    return out
-
-
-def holdout_mask(keys: Sequence[str], fraction: float, seed: int = 0) -> np.ndarray:
-    """True for held-out items: a stable hash split, so a key stays on one side across runs."""
-    if not 0 <= fraction < 1:
-        raise ConfigError(f"held-out fraction must be in [0, 1), got {fraction}")
-    out = np.zeros(len(keys), bool)
-    for i, k in enumerate(keys):
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "big")
-        out[i] = (h / 2**64) < fraction
     return out
 
 

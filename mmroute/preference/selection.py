@@ -39,10 +39,14 @@ class Selection:
         return f"selected {self.params} (held-out log-loss {best:.4f} on {self.n_valid} judgments)"
 
 
-def _holdout(groups: Sequence[Any], fraction: float, seed: int) -> np.ndarray:
-    out = np.empty(len(groups), dtype=bool)
-    for i, g in enumerate(groups):
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{g}".encode()).digest()[:8], "big")
+def holdout_mask(keys: Sequence[Any], fraction: float, seed: int = 0) -> np.ndarray:
+    """True for held-out items: a stable hash split, so a key stays on one side across runs
+    and processes (no RNG state involved)."""
+    if not 0 <= fraction < 1:
+        raise InvalidInputError(f"held-out fraction must be in [0, 1), got {fraction}")
+    out = np.empty(len(keys), dtype=bool)
+    for i, k in enumerate(keys):
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "big")
         out[i] = h / 2**64 < fraction
     return out
 
@@ -68,7 +72,7 @@ def select_params(X: Any, pairs: Any, y: Any, sample_weight: Any = None, *, grou
     base = dict(base or {})
     if len(set(groups)) < MIN_GROUPS:
         return Selection({**base, **grid[0]})
-    valid = _holdout(groups, valid_fraction, seed)
+    valid = holdout_mask(groups, valid_fraction, seed)
     if valid.all() or not valid.any():
         return Selection({**base, **grid[0]})
     names = list(models) if models is not None else sorted({m for p in pairs for m in p})
