@@ -13,6 +13,7 @@ models it is exactly RouteLLM's "strong win rate".
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -336,6 +337,9 @@ def bt_newton(A: np.ndarray, ridge: float = 1e-4, steps: int = 30) -> np.ndarray
 
 
 # -------------------------------------------------------------------------------------- the router
+_log = logging.getLogger(__name__)
+
+
 class BTRouter:
     """mmroute's own preference model (:class:`BradleyTerry`) fitted on the same judgment arrays.
 
@@ -363,6 +367,7 @@ class BTRouter:
             params = select_params(Xj, pairs, judgments.y, judgments.w, groups=judgments.qi.tolist(), base=fixed,
                                    grid=grid, models=names, seed=int(fixed.get("seed", 0)), blocks=self.blocks).params
             self.selected = params
+            _log.info("router fold: selected %s", {k: v for k, v in params.items() if k in ("rank", "l2", "ignore_columns")})
         self.model = BradleyTerry(**params).fit(Xj, pairs, judgments.y, sample_weight=judgments.w, models=names)
         return self
 

@@ -94,7 +94,7 @@ def select_params(X: Any, pairs: Any, y: Any, sample_weight: Any = None, *, grou
         m = BradleyTerry(**params).fit(X[~valid], pairs[~valid], y[~valid], sample_weight=w[~valid], models=names)
         score = float(m.log_loss(X[decisive], pairs[decisive], y[decisive], sample_weight=w[decisive]))
         scores.append((params, score))
-        if score < best_score:
+        if score < best_score - 1e-4 * abs(best_score):  # a real gain, not rounding noise
             best, best_score = params, score
             dropped.append(tuple(block))
     return Selection(best, scores, int((~valid).sum()), int(decisive.sum()))
