@@ -277,7 +277,7 @@ class ClipEncoder:
             return [(tok([text])[0], 1)]
         texts: list[str] = []
         for p in pieces:
-            ids = hf(p, add_special_tokens=False)["input_ids"]
+            ids = hf(p, add_special_tokens=False, verbose=False)["input_ids"]
             windows = split_ids(ids, body - 2) if len(pieces) == 1 else [ids[: body - 2]]
             texts.extend(hf.decode(w) for w in pick_chunks(windows, self.max_chunks))
         return [(row, 1) for row in tok(texts)]

@@ -86,12 +86,12 @@ class SentenceEncoder:
             return [(text, 1)]
         pieces = char_windows(text, self.max_chunks, body * 8) if len(text) > self.max_chunks * body * 8 else [text]
         if len(pieces) == 1:
-            ids = tok(pieces[0], add_special_tokens=False)["input_ids"]
+            ids = tok(pieces[0], add_special_tokens=False, verbose=False)["input_ids"]  # we chunk: no length warning
             if len(ids) <= body:
                 return [(text, max(len(ids), 1))]
             chunks = pick_chunks(split_ids(ids, body), self.max_chunks)
         else:
-            chunks = [tok(p, add_special_tokens=False)["input_ids"][:body] for p in pieces]
+            chunks = [tok(p, add_special_tokens=False, verbose=False)["input_ids"][:body] for p in pieces]
         return [(tok.decode(c), max(len(c), 1)) for c in chunks]
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
