@@ -140,8 +140,8 @@ class Router:
         quality = self.quality_from_features(self.features(qs, progress))
         cost = np.stack([self.expected_costs(q) for q in qs])
         names = self.pool.names
-        eligible = np.array([[n not in hard_filters(self.pool, text_tokens=estimate_text_tokens(q.text),
-                                                    n_images=q.n_images) for n in names] for q in qs])
+        removed = [hard_filters(self.pool, text_tokens=estimate_text_tokens(q.text), n_images=q.n_images) for q in qs]
+        eligible = np.array([[n not in r for n in names] for r in removed])
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost,
                                target_strong_share=target_strong_share)
         self.policy = CostAwarePolicy(lam)

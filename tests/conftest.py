@@ -31,3 +31,13 @@ def _few_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def scripted():
+    """The offline `scripted/<name>` LiteLLM provider, answering "a fine answer" unless told otherwise."""
+    from mmroute.llm import ScriptedLLM, reply
+
+    s = ScriptedLLM(default=reply("a fine answer")).install()
+    yield s
+    s.reset()

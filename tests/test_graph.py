@@ -22,7 +22,7 @@ from PIL import Image
 from mmroute.errors import ConfigError, InvalidInputError
 from mmroute.graph import (RouterState, create_cascade_graph, create_router_node, decision_from_state, judgment_id,
                            parse_feedback)
-from mmroute.llm import ScriptedLLM, fail, reply
+from mmroute.llm import ScriptedLLM, fail
 from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.verify import HeuristicVerifier
@@ -69,13 +69,6 @@ def router():
     d = r.route("what is 2 + 2?")
     assert d.model == CHEAP and d.escalation_order() == [MID, STRONG], d  # the premise of every test here
     return r
-
-
-@pytest.fixture
-def scripted():
-    s = ScriptedLLM(default=reply("a fine answer")).install()
-    yield s
-    s.reset()
 
 
 @pytest.fixture

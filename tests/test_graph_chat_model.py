@@ -18,7 +18,7 @@ from PIL import Image
 
 from mmroute.errors import ConfigError, ProviderError
 from mmroute.graph import RoutedChatModel, RoutingMiddleware
-from mmroute.llm import ScriptedLLM, fail, reply, tool_call
+from mmroute.llm import ScriptedLLM, fail, tool_call
 from mmroute.pool import ModelPool
 from mmroute.verify import HeuristicVerifier
 
@@ -52,13 +52,6 @@ def router():
                      model_params={"max_epochs": 40})
     assert r.route("hi").model == CHEAP and r.route("hi").escalation_order() == [MID, STRONG]
     return r
-
-
-@pytest.fixture
-def scripted():
-    s = ScriptedLLM(default=reply("a fine answer")).install()
-    yield s
-    s.reset()
 
 
 @tool
