@@ -105,6 +105,9 @@ def test_cross_validate_router_learns_and_report_shape():
     # no features: per fold exactly the mixing line
     assert abs(d["baselines"]["global"]["pgr_hull"]) < 1e-6
     assert d["router"]["cpt50"] < 50
+    # each fold's capacity choice is in the report, JSON-ready
+    chosen = d["config"]["router_selected"]
+    assert len(chosen) == 4 and all({"rank", "l2"} <= set(c) for c in chosen)
 
 
 def test_extra_judgments_on_test_queries_are_left_out(monkeypatch):
@@ -115,13 +118,13 @@ def test_extra_judgments_on_test_queries_are_left_out(monkeypatch):
     seen_tests: list[tuple[np.ndarray, np.ndarray]] = []
     real = h.crossval_predict
 
-    def spy(X, data, learners, *, k, seed, extra=None, progress=False):
+    def spy(X, data, learners, *, k, seed, extra=None, progress=False, on_fit=None):
         folds = h.fold_ids(data.n, k, seed)
         for f in range(k):
             test = np.nonzero(folds == f)[0]
             kept = extra.subset(~np.isin(extra.qi, test))
             seen_tests.append((test, kept.qi))
-        return real(X, data, learners, k=k, seed=seed, extra=extra, progress=progress)
+        return real(X, data, learners, k=k, seed=seed, extra=extra, progress=progress, on_fit=on_fit)
 
     monkeypatch.setattr(h, "crossval_predict", spy)
     rep = h.cross_validate(outs, encoder=FakePipeline(), k=2, extra_judgments=extra, baselines=["random"],

@@ -249,8 +249,11 @@ Factory = Callable[[], dict[str, Baseline]]
 
 
 def crossval_predict(X: np.ndarray, data: EvalSet, learners: Factory, *, k: int, seed: int,
-                     extra: JudgmentArrays | None = None, progress: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+                     extra: JudgmentArrays | None = None, progress: bool = False,
+                     on_fit: Callable[[int, str, Baseline], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Out-of-fold predictions (n, M) of each learner, and the policy's cost estimate per query.
+
+    ``on_fit(fold, name, learner)`` sees every fitted learner (e.g. to record what it chose).
 
     The policy believes a pool-priced cost exactly (it is computed from the prompt, before the call)
     and a file cost only through the training queries' per-model average (the real cost depends on
@@ -272,6 +275,8 @@ def crossval_predict(X: np.ndarray, data: EvalSet, learners: Factory, *, k: int,
         for name, learner in learners().items():
             t0 = time.perf_counter()
             learner.fit(X, J)
+            if on_fit is not None:
+                on_fit(f, name, learner)
             p = np.asarray(learner.predict_quality(X[test]), dtype=np.float64)
             preds.setdefault(name, np.zeros((n, M)))[test] = p
             timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
@@ -352,6 +357,14 @@ def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[st
 
 
 # ------------------------------------------------------------------------------------------ modes
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A fold's chosen Bradley-Terry parameters, JSON-ready (column ranges as lists)."""
+    out = {k: v for k, v in params.items() if k in ("rank", "l2", "ignore_columns")}
+    if "ignore_columns" in out:
+        out["ignore_columns"] = [list(b) for b in out["ignore_columns"]]
+    return out
+
+
 def _encode(pipeline: Any, queries: list[Query], progress: bool) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     X = pipeline.transform(queries, progress=progress)
@@ -384,12 +397,20 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
         out.update({k_: v for k_, v in make_baselines(len(data.models), seed=seed, bt_params=bt).items() if k_ in wanted})
         return out
 
+    selected: list[dict[str, Any] | None] = [None] * k
+
+    def record(fold: int, name: str, learner: Baseline) -> None:
+        if name == "router":
+            chosen = getattr(learner, "selected", None)
+            selected[fold] = None if chosen is None else _json_params(chosen)
+
     # the learners index X by row: outcome queries first, extra-only queries after them
-    preds, Chat, timing = crossval_predict(X, data, learners, k=k, seed=seed, extra=extra, progress=progress)
+    preds, Chat, timing = crossval_predict(X, data, learners, k=k, seed=seed, extra=extra, progress=progress,
+                                           on_fit=record)
     router_pred = preds.pop("router")
     config = {"mode": "cv", "folds": k, "seed": seed, "encoder": getattr(pipeline.spec, "encoder_spec", str(encoder)),
               "feature_dim": int(X.shape[1]), "extra_judgments": 0 if extra is None else len(extra),
-              "extra_judgments_skipped": skipped, "bt_params": bt, "seconds": {
+              "extra_judgments_skipped": skipped, "bt_params": bt, "router_selected": selected, "seconds": {
                   "encode": round(t_enc, 2), **{k_: round(v, 2) for k_, v in timing.items()}}}
     report = build_report(data, router_pred, preds, Chat, config, n_points=n_points,
                           folds=fold_ids(data.n, k, seed))
