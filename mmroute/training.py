@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class JudgmentArrays:
-    """Judgments as the preference model wants them; queries encoded once each."""
+class EncodedJudgments:
+    """Judgments as the preference model wants them (features gathered per judgment, model names);
+    queries encoded once each. The evaluation harness uses index-only :class:`mmroute.eval.JudgmentArrays`."""
 
     X: np.ndarray            # (n, d) features per judgment (rows of Xq gathered)
     pairs: np.ndarray        # (n, 2) model names
@@ -41,8 +42,8 @@ class JudgmentArrays:
     Xq: np.ndarray           # (u, d) features of unique queries
     ids: list[str] = field(default_factory=list)
 
-    def subset(self, mask: np.ndarray) -> "JudgmentArrays":
-        return JudgmentArrays(self.X[mask], self.pairs[mask], self.y[mask], self.weight[mask],
+    def subset(self, mask: np.ndarray) -> "EncodedJudgments":
+        return EncodedJudgments(self.X[mask], self.pairs[mask], self.y[mask], self.weight[mask],
                               self.query_index[mask], self.Xq, [i for i, k in zip(self.ids, mask) if k])
 
     def __len__(self) -> int:
@@ -51,7 +52,7 @@ class JudgmentArrays:
 
 def encode_judgments(judgments: Sequence["Judgment"], pipeline: "FeaturePipeline", *,
                      base_dir: str | Path | None = None, image_policy: ImagePolicy = DEFAULT_POLICY,
-                     progress: bool = False) -> JudgmentArrays:
+                     progress: bool = False) -> EncodedJudgments:
     """Build training arrays; each distinct query (text + images) is encoded once."""
     if not judgments:
         raise InvalidInputError("no judgments to train on")
@@ -69,7 +70,7 @@ def encode_judgments(judgments: Sequence["Judgment"], pipeline: "FeaturePipeline
     pairs = np.array([[j.model_a, j.model_b] for j in judgments], dtype=object)
     y = np.array([j.y for j in judgments], dtype=np.float64)
     w = np.array([float(j.weight) for j in judgments], dtype=np.float64)
-    return JudgmentArrays(Xq[qidx], pairs, y, w, qidx, Xq, [str(j.id) for j in judgments])
+    return EncodedJudgments(Xq[qidx], pairs, y, w, qidx, Xq, [str(j.id) for j in judgments])
 
 
 def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> list[Any]:

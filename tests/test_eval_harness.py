@@ -194,3 +194,39 @@ def test_cli_router_mode(tmp_path):
     assert set(d["baselines"]) == {"random", "oracle"}
     # costs come from the file (0.001 / 0.01), not from the pool's prices
     assert d["models"]["dear"]["cost"] == pytest.approx(0.01)
+
+
+def test_repeated_cv_means_and_spread():
+    outs = _outcomes(120)
+    kw = dict(encoder=FakePipeline(), k=3, bt_params={"max_epochs": 20, "rank": 2, "l2": 0.01},
+              baselines=["random", "knn"])
+    rep = h.cross_validate(outs, repeats=3, seed=5, **kw)
+    singles = [h.cross_validate(outs, seed=s, **kw) for s in (5, 6, 7)]
+    for name in ("router", "random", "knn"):
+        per = [r.router if name == "router" else r.baselines[name] for r in singles]
+        got = rep.router if name == "router" else rep.baselines[name]
+        # each repeat is exactly the single run with that seed; the report holds mean and sd over them
+        vals = [p["pgr_hull"] for p in per]
+        assert got["pgr_hull"] == pytest.approx(np.mean(vals))
+        assert rep.spread[name]["pgr_hull"] == pytest.approx(np.std(vals, ddof=1))
+        assert rep.config["pgr_hull_per_repeat"][name] == pytest.approx(vals)
+    # three different fold splits of the random router give different figures: the spread is real
+    assert rep.spread["random"]["pgr_hull"] > 0
+    assert rep.config["repeats"] == 3 and len(rep.config["router_selected"]) == 9
+    assert singles[0].spread is None and singles[0].config["repeats"] == 1
+    with pytest.raises(ConfigError, match="repeats"):
+        h.cross_validate(outs, repeats=0, **kw)
+
+
+def test_cli_repeats_only_with_cv(tmp_path):
+    import argparse
+
+    from mmroute.eval.cli import add_eval_arguments, eval_command
+
+    path = tmp_path / "o.jsonl"
+    write_jsonl(path, _outcomes(20))
+    p = argparse.ArgumentParser()
+    add_eval_arguments(p)
+    with pytest.raises(ConfigError, match="--repeats"):
+        eval_command(p.parse_args(["--router", str(tmp_path), "--outcomes", str(path), "--repeats", "2",
+                                   "--json", str(tmp_path / "r.json"), "--quiet"]))

@@ -27,6 +27,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", required=True, metavar="REPORT.json", help="where to write the report")
     parser.add_argument("--plot", metavar="CURVE.png", help="also draw the quality-vs-cost curves (needs matplotlib)")
     parser.add_argument("--seed", type=int, default=0, help="folds, random baseline and model initialisation")
+    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+                        help="--cv only: repeat the K-fold CV with seeds seed..seed+R-1; metrics are means, "
+                             "the report's 'spread' their standard deviations")
     parser.add_argument("--folds", type=int, default=5, help="with --router: folds the baselines are CV'd with")
     parser.add_argument("--baselines", help="comma-separated subset of random,knn,mf,sw_ranking,global")
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder (second runs skip encoding)")
@@ -68,8 +71,11 @@ def eval_command(args: argparse.Namespace) -> int:
             raise ConfigError("--cv needs --encoder (e.g. st:minilm+clip:tiny)")
         report = cross_validate(items, encoder=args.encoder, k=args.cv, seed=args.seed, pool=pool,
                                 extra_judgments=extra, base_dir=path.parent, cache=cache, baselines=wanted,
-                                bt_params={"rank": args.rank, "l2": args.l2}, progress=not args.quiet)
+                                bt_params={"rank": args.rank, "l2": args.l2}, progress=not args.quiet,
+                                repeats=args.repeats)
     else:
+        if args.repeats != 1:
+            raise ConfigError("--repeats repeats the cross-validation: it only applies with --cv")
         if extra:
             raise ConfigError("--judgments trains the router: it only applies with --cv")
         report = evaluate_router(args.router, items, pool=pool, base_dir=path.parent, k=args.folds,
@@ -87,8 +93,14 @@ def eval_command(args: argparse.Namespace) -> int:
     keys = ["pgr_hull", "auc", "cost_to_match_best", "max_quality", "apgr", "cpt50", "cpt80"]
     print(f"{report.n_queries} queries, models: " + ", ".join(
         f"{m} q={p.quality:.4f} c={p.cost:.3g}" for m, p in report.models.items()), file=out)
+    spread = report.spread or {}
     for name, met in [("router", report.router), *report.baselines.items()]:
-        print(f"{name:>11}: " + "  ".join(f"{k}={_fmt(met.get(k))}" for k in keys if k in met), file=out)
+        sd = spread.get(name, {})
+        print(f"{name:>11}: " + "  ".join(f"{k}={_fmt(met.get(k))}" + (f"±{_fmt(sd[k])}" if sd.get(k) is not None else "")
+                                          for k in keys if k in met), file=out)
+    if spread:
+        print(f"(means over {report.config['repeats']} repeated {report.config['folds']}-fold CVs ± standard deviation)",
+              file=out)
     print(f"report: {args.json}" + (f"; plot: {args.plot}" if args.plot else ""), file=out)
     return 0
 

@@ -63,6 +63,7 @@ class EvalReport(BaseModel):
     router: dict[str, float | None]
     baselines: dict[str, dict[str, float | None]]
     curves: dict[str, CurveData]
+    spread: dict[str, dict[str, float | None]] | None = None  # sd over repeated CV (``repeats`` > 1)
     config: dict[str, Any] = {}
 
     def write(self, path: str | Path) -> None:
@@ -375,10 +376,18 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
                    pool: ModelPool | None = None, extra_judgments: Sequence[Any] = (),
                    base_dir: str | Path | None = None, bt_params: dict[str, Any] | None = None,
                    baselines: Sequence[str] | None = None, cache: Any = None, progress: bool = False,
-                   n_points: int = 256) -> EvalReport:
-    """K-fold CV of mmroute's Bradley-Terry router and the baselines on one outcomes set."""
+                   n_points: int = 256, repeats: int = 1) -> EvalReport:
+    """K-fold CV of mmroute's Bradley-Terry router and the baselines on one outcomes set.
+
+    With ``repeats`` > 1 the whole K-fold CV is repeated with seeds ``seed, seed + 1, ...`` (new
+    fold split, new model initialisations); the metrics are the means over repeats and ``spread``
+    holds their standard deviations. On a few hundred queries one split decides a lot: the spread
+    says which differences between methods are larger than the split's own noise.
+    """
     from ..features import FeaturePipeline
 
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     t_start = time.perf_counter()
     data = load_eval_set(outcomes, base_dir=base_dir, pool=pool)
     row_of = {h: i for i, h in enumerate(data.hashes)}
@@ -387,35 +396,76 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
         if extra_judgments else (None, 0)
     pipeline = FeaturePipeline.from_spec(encoder, cache=cache) if isinstance(encoder, str) else encoder
     X, t_enc = _encode(pipeline, data.queries + extra_q, progress)
-    bt = {"seed": seed, **(bt_params or {})}
     wanted = set(baselines) if baselines is not None else set(BASELINE_ORDER)
+    layout = getattr(getattr(pipeline, "spec", None), "blocks", None)  # absent on bare test pipelines
+    blocks = [(a, b) for _, a, b in layout()] if callable(layout) else []
+    selected: list[dict[str, Any] | None] = []
+    timing: dict[str, float] = {}
+    reports: list[EvalReport] = []
+    for r in range(repeats):
+        s = seed + r
+        bt = {"seed": s, **(bt_params or {})}
 
-    def learners() -> dict[str, Baseline]:
-        layout = getattr(getattr(pipeline, "spec", None), "blocks", None)  # absent on bare test pipelines
-        blocks = [(a, b) for _, a, b in layout()] if callable(layout) else []
-        out: dict[str, Baseline] = {"router": BTRouter(blocks=blocks, **bt)}
-        out.update({k_: v for k_, v in make_baselines(len(data.models), seed=seed, bt_params=bt).items() if k_ in wanted})
-        return out
+        def learners(bt: dict[str, Any] = bt, s: int = s) -> dict[str, Baseline]:
+            out: dict[str, Baseline] = {"router": BTRouter(blocks=blocks, **bt)}
+            out.update({k_: v for k_, v in make_baselines(len(data.models), seed=s, bt_params=bt).items() if k_ in wanted})
+            return out
 
-    selected: list[dict[str, Any] | None] = [None] * k
+        chosen: list[dict[str, Any] | None] = [None] * k
 
-    def record(fold: int, name: str, learner: Baseline) -> None:
-        if name == "router":
-            chosen = getattr(learner, "selected", None)
-            selected[fold] = None if chosen is None else _json_params(chosen)
+        def record(fold: int, name: str, learner: Baseline) -> None:
+            if name == "router":
+                params = getattr(learner, "selected", None)
+                chosen[fold] = None if params is None else _json_params(params)
 
-    # the learners index X by row: outcome queries first, extra-only queries after them
-    preds, Chat, timing = crossval_predict(X, data, learners, k=k, seed=seed, extra=extra, progress=progress,
-                                           on_fit=record)
-    router_pred = preds.pop("router")
-    config = {"mode": "cv", "folds": k, "seed": seed, "encoder": getattr(pipeline.spec, "encoder_spec", str(encoder)),
-              "feature_dim": int(X.shape[1]), "extra_judgments": 0 if extra is None else len(extra),
-              "extra_judgments_skipped": skipped, "bt_params": bt, "router_selected": selected, "seconds": {
-                  "encode": round(t_enc, 2), **{k_: round(v, 2) for k_, v in timing.items()}}}
-    report = build_report(data, router_pred, preds, Chat, config, n_points=n_points,
-                          folds=fold_ids(data.n, k, seed))
+        # the learners index X by row: outcome queries first, extra-only queries after them
+        preds, Chat, t_fit = crossval_predict(X, data, learners, k=k, seed=s, extra=extra, progress=progress,
+                                              on_fit=record)
+        selected.extend(chosen)
+        for name, sec in t_fit.items():
+            timing[name] = timing.get(name, 0.0) + sec
+        router_pred = preds.pop("router")
+        reports.append(build_report(data, router_pred, preds, Chat, {}, n_points=n_points,
+                                    folds=fold_ids(data.n, k, s)))
+        if progress and repeats > 1:
+            log.info("repeat %d/%d done (seed %d)", r + 1, repeats, s)
+    report = _combine_repeats(reports)
+    report.config.update({
+        "mode": "cv", "folds": k, "seed": seed, "repeats": repeats,
+        "encoder": getattr(pipeline.spec, "encoder_spec", str(encoder)), "feature_dim": int(X.shape[1]),
+        "extra_judgments": 0 if extra is None else len(extra), "extra_judgments_skipped": skipped,
+        "bt_params": {"seed": seed, **(bt_params or {})},
+        # fold f of repeat r is entry r * folds + f
+        "router_selected": selected,
+        "seconds": {"encode": round(t_enc, 2), **{k_: round(v, 2) for k_, v in timing.items()}}})
     report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     return report
+
+
+def _combine_repeats(reports: list[EvalReport]) -> EvalReport:
+    """Metrics averaged over repeated CV runs, their standard deviation in ``spread``; the curves
+    (for the picture) are the first repeat's."""
+    first = reports[0]
+    if len(reports) == 1:
+        return first
+
+    def merge(get: Callable[[EvalReport], dict[str, float | None]]) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        mean = _mean_metrics([get(r) for r in reports])
+        sd: dict[str, float | None] = {}
+        for key in mean:
+            vals = [get(r)[key] for r in reports]
+            sd[key] = None if any(v is None for v in vals) else float(np.std(vals, ddof=1))
+        return mean, sd
+
+    router, spread_router = merge(lambda r: r.router)
+    baselines: dict[str, dict[str, float | None]] = {}
+    spread = {"router": spread_router}
+    for name in first.baselines:
+        baselines[name], spread[name] = merge(lambda r, n=name: r.baselines[n])
+    config = {**first.config, "curves": "first repeat",
+              "pgr_hull_per_repeat": {"router": [r.router["pgr_hull"] for r in reports],
+                                      **{n: [r.baselines[n]["pgr_hull"] for r in reports] for n in first.baselines}}}
+    return first.model_copy(update={"router": router, "baselines": baselines, "spread": spread, "config": config})
 
 
 def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: ModelPool | None = None,
