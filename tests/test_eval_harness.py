@@ -159,10 +159,11 @@ def test_cli_cv_with_plot(tmp_path):
     add_eval_arguments(p)
     args = p.parse_args(["--cv", "2", "--outcomes", str(path), "--encoder", "clip:tiny", "--json",
                          str(tmp_path / "r.json"), "--plot", str(tmp_path / "c.png"), "--baselines",
-                         "random", "--sample", "30", "--quiet"])
+                         "random", "--sample", "30", "--repeats", "2", "--quiet"])
     assert eval_command(args) == 0
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["n_queries"] == 30 and d["config"]["sample"] == 30 and d["config"]["encoder"] == "clip:tiny"
+    assert d["config"]["repeats"] == 2 and set(d["spread"]) == {"router", "random", "oracle"}
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError):
         eval_command(p.parse_args(["--cv", "3", "--outcomes", str(path), "--json", str(tmp_path / "x.json")]))

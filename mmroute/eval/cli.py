@@ -88,7 +88,10 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import plot_report
 
-        plot_report(report, args.plot, title=f"{path.name}: quality vs cost ({report.n_queries} queries)")
+        title = f"{path.name}: quality vs cost ({report.n_queries} queries)"
+        if report.config.get("repeats", 1) > 1:
+            title += f"\ncurves: first of {report.config['repeats']} CV splits; legend: means over all splits"
+        plot_report(report, args.plot, title=title)
     out = sys.stdout
     keys = ["pgr_hull", "auc", "cost_to_match_best", "max_quality", "apgr", "cpt50", "cpt80"]
     print(f"{report.n_queries} queries, models: " + ", ".join(
