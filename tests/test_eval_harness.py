@@ -214,6 +214,7 @@ def test_repeated_cv_means_and_spread():
     # three different fold splits of the random router give different figures: the spread is real
     assert rep.spread["random"]["pgr_hull"] > 0
     assert rep.config["repeats"] == 3 and len(rep.config["router_selected"]) == 9
+    assert rep.config["auc_hull"] == pytest.approx(np.mean([r.config["auc_hull"] for r in singles]))
     assert singles[0].spread is None and singles[0].config["repeats"] == 1
     with pytest.raises(ConfigError, match="repeats"):
         h.cross_validate(outs, repeats=0, **kw)

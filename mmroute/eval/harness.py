@@ -463,6 +463,7 @@ def _combine_repeats(reports: list[EvalReport]) -> EvalReport:
     for name in first.baselines:
         baselines[name], spread[name] = merge(lambda r, n=name: r.baselines[n])
     config = {**first.config, "curves": "first repeat",
+              **{k: float(np.mean([r.config[k] for r in reports])) for k in ("auc_hull", "auc_oracle")},
               "pgr_hull_per_repeat": {"router": [r.router["pgr_hull"] for r in reports],
                                       **{n: [r.baselines[n]["pgr_hull"] for r in reports] for n in first.baselines}}}
     return first.model_copy(update={"router": router, "baselines": baselines, "spread": spread, "config": config})
