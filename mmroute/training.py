@@ -44,7 +44,7 @@ class EncodedJudgments:
 
     def subset(self, mask: np.ndarray) -> "EncodedJudgments":
         return EncodedJudgments(self.X[mask], self.pairs[mask], self.y[mask], self.weight[mask],
-                              self.query_index[mask], self.Xq, [i for i, k in zip(self.ids, mask) if k])
+                                self.query_index[mask], self.Xq, [i for i, k in zip(self.ids, mask) if k])
 
     def __len__(self) -> int:
         return len(self.y)
