@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+DEFAULT_MIN_HOLDOUT = 20  # mmroute.training.DEFAULT_MIN_HOLDOUT, repeated so --help stays light to import
+
 
 def _offline_defaults() -> None:
     # litellm fetches its price map at import unless told not to; we ship with the local copy.
@@ -21,7 +23,8 @@ def _read_judgment_files(paths: Sequence[str], strict: bool):
 
     out = []
     for p in paths:
-        res = read_judgments(p, strict=strict)
+        # images checked while reading: a missing one is a bad line with file:line, not an abort later
+        res = read_judgments(p, strict=strict, check_images=True)
         _report_skipped(p, res)
         out.extend(resolve_image_paths(res.items, res.base_dir))
     return out
@@ -39,11 +42,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     judgments = _read_judgment_files(args.judgments or [], args.strict)
     for p in args.outcomes or []:
-        res = read_outcomes(p, strict=args.strict)
+        res = read_outcomes(p, strict=args.strict, check_images=True)
         _report_skipped(p, res)
         judgments.extend(outcomes_to_judgments(resolve_image_paths(res.items, res.base_dir)))
     if not judgments:
-        raise SystemExit("error: give at least one --judgments or --outcomes file")
+        from .errors import InvalidInputError
+
+        raise InvalidInputError("no judgments to train on: give at least one --judgments or --outcomes file "
+                                "with valid lines")
     pool = ModelPool.load(args.pool) if args.pool else None
     params = {"rank": args.rank, "l2": args.l2}
     router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed,
@@ -96,7 +102,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .data.store import FeedbackStore
     from .training import retrain
 
-    report = retrain(args.router, FeedbackStore(args.store), out=args.out, holdout_fraction=args.holdout,
+    report = retrain(args.router, FeedbackStore.open_existing(args.store), out=args.out,
+                     holdout_fraction=args.holdout, min_holdout=args.min_holdout, tolerance=args.tolerance,
                      seed=args.seed, progress=not args.quiet)
     print(report.summary() + (f" ({report.version_dir})" if report.version_dir else ""))
     return 0 if report.accepted or not args.fail_if_rejected else 3
@@ -112,51 +119,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmroute", description="Route each text+image LLM query to the model that answers it best "
         "for the money, and learn from feedback.", epilog="Errors print one line and exit 2; --debug shows the traceback.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"mmroute {__version__}", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a router from judgments / outcomes")
-    t.add_argument("--judgments", action="append", metavar="FILE.jsonl")
-    t.add_argument("--outcomes", action="append", metavar="FILE.jsonl")
+    t.add_argument("--judgments", action="append", metavar="FILE.jsonl",
+                   help="pairwise judgments JSONL (repeatable)")
+    t.add_argument("--outcomes", action="append", metavar="FILE.jsonl",
+                   help="per-model scores JSONL, turned into judgments (repeatable)")
     t.add_argument("--pool", help="pool file (YAML/JSON); default: the models named in the data")
     t.add_argument("--encoder", required=True, help="encoder spec, e.g. clip:tiny or st:minilm+clip:tiny")
     t.add_argument("--out", required=True, help="router directory (a new version is added)")
     t.add_argument("--rank", type=int, help="rank of the query projection (default: chosen on held-out queries)")
     t.add_argument("--l2", type=float, help="ridge on the query terms (default: chosen on held-out queries)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--strict", action="store_true", help="fail on the first bad line instead of skipping it")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--seed", type=int, default=0, help="random seed (splits and initialisation; default 0)")
+    t.add_argument("--strict", action="store_true",
+                   help="fail on the first bad line (or missing image) instead of skipping and reporting it")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("route", help="route one query and explain the choice")
-    r.add_argument("--router", required=True)
-    r.add_argument("--text", default="")
-    r.add_argument("--image", action="append", metavar="PATH")
-    r.add_argument("--pool")
+    r.add_argument("--router", required=True, help="router directory (its CURRENT version is used)")
+    r.add_argument("--text", default="", help="the query's text")
+    r.add_argument("--image", action="append", metavar="PATH", help="an image file of the query (repeatable)")
+    r.add_argument("--pool", help="pool file overriding the router's saved pool (YAML/JSON)")
     r.add_argument("--lam", type=float, help="cost-aware policy: quality points per USD")
     r.add_argument("--threshold", type=float, help="two-model policy threshold (needs --strong/--weak)")
-    r.add_argument("--strong")
-    r.add_argument("--weak")
-    r.add_argument("--allow-remote-images", action="store_true")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--strong", help="the strong model of --threshold")
+    r.add_argument("--weak", help="the weak model of --threshold")
+    r.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
+    r.add_argument("--json", action="store_true", help="print the decision as JSON")
     r.set_defaults(func=cmd_route)
 
     i = sub.add_parser("import", help="convert a dataset into judgments / outcomes JSONL")
     i.add_argument("--format", required=True,
                    help="arena, mllm-bench, routellm-mmlu, routellm-gsm8k, routerbench, alpaca-eval")
-    i.add_argument("source")
-    i.add_argument("--out", required=True)
-    i.add_argument("--strict", action="store_true")
+    i.add_argument("source", help="the dataset file or folder")
+    i.add_argument("--out", required=True, help="JSONL file to write")
+    i.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
     i.set_defaults(func=cmd_import)
 
     rt = sub.add_parser("retrain", help="warm-start the router on new judgments in the feedback store")
-    rt.add_argument("--router", required=True)
-    rt.add_argument("--store", required=True, help="feedback store (SQLite file)")
+    rt.add_argument("--router", required=True, help="router directory to retrain")
+    rt.add_argument("--store", required=True, help="feedback store (an existing SQLite file)")
     rt.add_argument("--out", help="publish to another router directory (default: in place)")
-    rt.add_argument("--holdout", type=float, default=0.2)
-    rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--holdout", type=float, default=0.2,
+                    help="share of the new judgments (by query) held out to compare the routers (default 0.2)")
+    rt.add_argument("--min-holdout", type=int, default=DEFAULT_MIN_HOLDOUT,
+                    help=f"fewest held-out judgments to compare on; below it the old router is kept and the "
+                    f"judgments wait for the next run (default {DEFAULT_MIN_HOLDOUT})")
+    rt.add_argument("--tolerance", type=float, default=0.0,
+                    help="accept a held-out log-loss this much worse than the served router's (default 0)")
+    rt.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
     rt.add_argument("--fail-if-rejected", action="store_true", help="exit 3 when the new router is not better")
-    rt.add_argument("--quiet", action="store_true")
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
     rt.set_defaults(func=cmd_retrain)
 
     try:
@@ -171,13 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole loop on the embedded example set, offline")
     d.add_argument("--workdir", help="where to write the demo's files (default: a temp folder)")
     d.add_argument("--pool", help="a pool file naming real models (needs provider API keys)")
-    d.add_argument("--encoder", default="clip:tiny")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--encoder", default="clip:tiny", help="encoder spec (default clip:tiny)")
+    d.add_argument("--quiet", action="store_true", help="print only the summary")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def _quiet_broken_pipe() -> int:
+    """A closed reader (``mmroute route | head``) is normal for a CLI: no message, the shell's SIGPIPE status."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain either
+    except (OSError, ValueError):  # stdout without a file descriptor (embedded, tests)
+        pass
+    return 128 + 13  # 128 + SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _offline_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -185,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,8 @@ slice of the new judgments and replaces it only if it is not worse; old versions
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +129,23 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     return Router(pipeline, model, pool, policy, metadata=meta)
 
 
+#: Router metadata keys written by :func:`retrain` (see its docstring for the rule they implement).
+BOOKMARK_KEY = "store_bookmark"
+TRAINED_KEY = "trained_judgments"
+DEFAULT_MIN_HOLDOUT = 20
+
+
+def judgment_digest(judgment_id: str) -> str:
+    """The short hash of a judgment id kept in router metadata: compact, and enough to recognise
+    the judgments a router was trained on in a store rebuilt from an export."""
+    return hashlib.sha256(judgment_id.encode("utf-8")).hexdigest()[:16]
+
+
+def _query_key(j: "Judgment") -> str:
+    # held out by query, so the gate measures new queries, not new pairs on queries trained on
+    return hashlib.sha256(json.dumps([j.query.text, list(j.query.images)]).encode("utf-8")).hexdigest()
+
+
 @dataclass
 class RetrainReport:
     accepted: bool
@@ -138,33 +157,81 @@ class RetrainReport:
     new_log_loss: float | None
     version_dir: str | None = None
     store_watermark: int | None = None
+    store_id: str | None = None
+    n_carried: int = 0       # held out last time, trained on this time
+    note: str | None = None  # how the new judgments were found, when not by the bookmark
 
     def summary(self) -> str:
         verdict = "replaced" if self.accepted else "kept the old router"
-        return f"{verdict}: {self.reason}"
+        return f"{verdict}: {self.reason}" + (f" ({self.note})" if self.note else "")
+
+
+def _new_rows(router: Router, store: "FeedbackStore") -> tuple[list[tuple[int, "Judgment"]], list[tuple[int, "Judgment"]], int, str | None]:
+    """(fresh rows, carried rows, seq the rows cover, note): what the router has not trained on."""
+    mark = router.metadata.get(BOOKMARK_KEY) or {}
+    carried_ids = [str(i) for i in mark.get("held_out", [])]
+    sid = store.store_id
+    last = store.last_seq()
+    if mark.get("store_id") == sid and last >= int(mark.get("seq", 0)):
+        since = int(mark.get("seq", 0))
+        fresh = list(store.iter_with_seq(since))
+        carried = [r for r in store.get_with_seq(carried_ids) if r[0] <= since]
+        return fresh, carried, max([since] + [q for q, _ in fresh]), None
+    trained = set(router.metadata.get(TRAINED_KEY) or [])
+    ids = store.ids_with_seq()
+    rows = store.get_with_seq([i for _, i in ids if judgment_digest(i) not in trained])
+    held = set(carried_ids)
+    if not mark:
+        note = f"the router has no bookmark in store {sid}: every judgment it was not retrained on counts as new"
+    elif mark.get("store_id") != sid:
+        note = (f"store {sid} is not store {mark.get('store_id')} the router was last retrained from: judgments "
+                f"were matched by id, {len(rows)} of {len(ids)} not yet trained on")
+    else:
+        note = (f"store {sid} ends at row {last}, before the bookmark (row {mark.get('seq')}; restored from a "
+                f"backup?): judgments were matched by id, {len(rows)} of {len(ids)} not yet trained on")
+    return ([r for r in rows if r[1].id not in held], [r for r in rows if r[1].id in held],
+            max([0] + [q for q, _ in ids]), note)
 
 
 def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
             holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
-            progress: bool = False) -> RetrainReport:
-    """Warm-start the served router on judgments added to the store since it was trained.
+            min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainReport:
+    """Warm-start the served router on the store's judgments it has not been trained on.
 
-    The candidate is compared with the served router on a held-out slice of those new judgments
-    (log-loss); it is published to ``out`` (default: the same directory) only if it is not worse.
+    The rule (docs/architecture.md, "Retraining"): the router's metadata holds a bookmark
+    ``{store_id, seq, held_out}`` and the short hashes of every judgment id it was retrained on.
+    New judgments are the store's rows after ``seq`` when the store is the bookmarked one, else
+    (another or rebuilt store, or a router never retrained) every judgment whose id it was not
+    trained on. A stable hash of each new judgment's *query* puts ``holdout_fraction`` of them in
+    a held-out slice; the candidate is trained on the rest plus the judgments held out last time
+    (``held_out``: each judgment gates once, then is trained on, never lost), and published to
+    ``out`` (default: the same directory) only if its held-out log-loss is not worse than the
+    served router's by more than ``tolerance``. Fewer than ``min_holdout`` held-out judgments: the
+    old router is kept untouched and every judgment still counts as new next time; nothing is
+    published ungated (``min_holdout=0`` with ``holdout_fraction=0`` opts out of the gate).
     """
+    if min_holdout < 0:
+        raise InvalidInputError(f"min_holdout must be >= 0, got {min_holdout}")
     router = Router.load(router_dir)
-    since = int(router.metadata.get("store_watermark", 0) or 0)
-    rows = list(store.iter_with_seq(since))
-    if len(rows) < min_new:
-        return RetrainReport(False, f"only {len(rows)} new judgment(s) in the store since row {since} (need {min_new})",
-                             len(rows), 0, 0, None, None)
-    judgments = [j for _, j in rows]
-    watermark = max(r for r, _ in rows)
-    arrays = encode_judgments(judgments, router.pipeline, progress=progress)
-    held = holdout_mask(arrays.ids, holdout_fraction, seed)
-    if holdout_fraction > 0 and not held.any():
-        held[-1] = True  # always evaluate on something
-    train, test = arrays.subset(~held), arrays.subset(held)
+    fresh, carried, covered, note = _new_rows(router, store)
+    n_new = len(fresh) + len(carried)
+    sid = store.store_id
+    if n_new < max(min_new, 1):
+        return RetrainReport(False, f"only {n_new} new judgment(s) in store {store.path} (need {max(min_new, 1)})",
+                             n_new, 0, 0, None, None, store_id=sid, note=note)
+    held = holdout_mask([_query_key(j) for _, j in fresh], holdout_fraction, seed)
+    n_held = int(held.sum())
+    if n_held < min_holdout:
+        need = math.ceil(min_holdout / holdout_fraction) if holdout_fraction > 0 else None
+        hint = (f"; at a held-out fraction of {holdout_fraction:g} that takes about {need} new judgments"
+                if need else "; a held-out fraction of 0 leaves none")
+        return RetrainReport(False, f"only {n_held} of {len(fresh)} new judgment(s) fall in the held-out slice, "
+                             f"need {min_holdout} to compare the routers{hint} (nothing was trained on; they "
+                             "all count as new next time)", n_new, 0, n_held, None, None, store_id=sid, note=note)
+    rows = carried + [r for r, h in zip(fresh, held) if not h] + [r for r, h in zip(fresh, held) if h]
+    is_test = np.array([False] * (n_new - n_held) + [True] * n_held)
+    arrays = encode_judgments([j for _, j in rows], router.pipeline, progress=progress)
+    train, test = arrays.subset(~is_test), arrays.subset(is_test)
     candidate: BradleyTerry = copy.deepcopy(router.model)
     if len(train):
         candidate.partial_fit(train.X, train.pairs, train.y, sample_weight=train.weight)
@@ -174,12 +241,18 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
         new_ll = float(candidate.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         if not (new_ll <= old_ll + tolerance) or not math.isfinite(new_ll):
             return RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
-                                 f"on {len(test)} judgment(s)", len(rows), len(train), len(test), old_ll, new_ll)
-    fresh = Router(router.pipeline, candidate, router.pool, router.policy,
-                   metadata={**{k: v for k, v in router.metadata.items() if k != "version_dir"},
-                             "store_watermark": watermark, "retrained_from": router.metadata.get("version_dir"),
-                             "n_retrain_judgments": len(rows)})
-    folder = fresh.save(out or router_dir)
-    why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s)" if old_ll is not None
-           else "no held-out slice requested")
-    return RetrainReport(True, why, len(rows), len(train), len(test), old_ll, new_ll, str(folder), watermark)
+                                 f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
+                                 store_id=sid, n_carried=len(carried), note=note)
+    trained = sorted(set(router.metadata.get(TRAINED_KEY) or []) | {judgment_digest(i) for i in train.ids})
+    bookmark = {"store_id": sid, "seq": covered, "held_out": list(test.ids)}
+    fresh_router = Router(router.pipeline, candidate, router.pool, router.policy,
+                          metadata={**{k: v for k, v in router.metadata.items()
+                                       if k not in ("version_dir", "store_watermark")},
+                                    BOOKMARK_KEY: bookmark, TRAINED_KEY: trained,
+                                    "retrained_from": router.metadata.get("version_dir"),
+                                    "n_retrain_judgments": len(train)})
+    folder = fresh_router.save(out or router_dir)
+    why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s), trained on {len(train)}"
+           if old_ll is not None else f"ungated (min_holdout=0, no held-out slice), trained on {len(train)}")
+    return RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, str(folder), covered,
+                         store_id=sid, n_carried=len(carried), note=note)

@@ -176,7 +176,7 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     # consistent, learnable feedback: math-text wins arithmetic; the retrained router is kept
     for i in range(60):
         store.add(_judgment(f"What is {i} * {i + 3}?", "replay/math-text", "replay/tiny-text", "model_a", i))
-    rep = retrain(root, store, holdout_fraction=0.25)
+    rep = retrain(root, store, holdout_fraction=0.25, min_holdout=5)  # the gate's size rule: tests/test_retrain.py
     assert rep.accepted, rep.reason
     assert (root / "CURRENT").read_text() != before and rep.new_log_loss <= rep.old_log_loss
     # nothing new since the watermark: nothing to do
@@ -186,7 +186,7 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     store2 = FeedbackStore(tmp_path / "fb2.db")
     for i in range(200):
         w = "model_a" if i % 2 else "model_b"
-        store2.add(_judgment(f"Name the capital #{i % 3}", "replay/tiny-text", "replay/large-vision", w, 1000 + i))
-    rep2 = retrain(root, store2, holdout_fraction=0.5, tolerance=-1.0)
+        store2.add(_judgment(f"Name the capital #{i % 7}", "replay/tiny-text", "replay/large-vision", w, 1000 + i))
+    rep2 = retrain(root, store2, holdout_fraction=0.5, tolerance=-1.0, min_holdout=5)
     assert not rep2.accepted and "log-loss" in rep2.reason
     assert (root / "CURRENT").read_text() == current

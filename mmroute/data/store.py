@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS images (
     mime   TEXT NOT NULL,
     data   BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -71,10 +76,18 @@ class FeedbackStore:
     """Append-mostly judgment store in SQLite (WAL), safe with several writer processes."""
 
     def __init__(self, path: str | Path, *, timeout_s: float = 60.0, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-                 image_policy: ImagePolicy = DEFAULT_POLICY):
-        """Open (creating if needed). ``synchronous="NORMAL"`` survives process crashes (SIGKILL);
-        ``"FULL"`` also survives power loss at the price of an fsync per commit."""
+                 image_policy: ImagePolicy = DEFAULT_POLICY, create: bool = True):
+        """Open, creating the file when ``create`` (writers); readers such as retraining pass
+        ``create=False`` so a mistyped path is an error, not a new empty store.
+        ``synchronous="NORMAL"`` survives process crashes (SIGKILL); ``"FULL"`` also survives power
+        loss at the price of an fsync per commit."""
         self.path = Path(path)
+        if not create:
+            if self.path.is_dir():
+                raise StoreError(f"feedback store {self.path} is a directory, not an SQLite file")
+            if not self.path.is_file():
+                raise StoreError(f"feedback store not found: {self.path} (check the path; "
+                                 "a store is created by the first writer)")
         self.timeout_s = float(timeout_s)
         self.synchronous = synchronous
         self.image_policy = image_policy
@@ -108,7 +121,17 @@ class FeedbackStore:
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(f"feedback store {self.path} has schema version {row[0]}; this mmroute "
                                  f"reads up to {SCHEMA_VERSION} (upgrade mmroute)")
+            # the store's identity, created with it (stores from before it get one on first open):
+            # a retrain bookmark names the store it counts rows in
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
         return conn
+
+    @classmethod
+    def open_existing(cls, path: str | Path, *, timeout_s: float = 60.0,
+                      synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                      image_policy: ImagePolicy = DEFAULT_POLICY) -> "FeedbackStore":
+        """Open a store that must already exist (:class:`StoreError` naming the path otherwise)."""
+        return cls(path, timeout_s=timeout_s, synchronous=synchronous, image_policy=image_policy, create=False)
 
     def _retry(self, fn):  # type: ignore[no-untyped-def]
         """Run ``fn`` again while SQLite reports the database locked/busy, until ``timeout_s``."""
@@ -154,6 +177,11 @@ class FeedbackStore:
     @property
     def schema_version(self) -> int:
         return int(self._connect().execute("SELECT version FROM schema_version").fetchone()[0])
+
+    @property
+    def store_id(self) -> str:
+        """A random id given to the store when it was created; a copy keeps it, a rebuilt store gets a new one."""
+        return str(self._connect().execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
 
     # ------------------------------------------------------------------ writing
 
@@ -288,12 +316,36 @@ class FeedbackStore:
             if not rows:
                 return
             for seq, record in rows:
-                j = Judgment.model_validate_json(record)
-                if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
-                    new = [self._materialise(s, images, folder, cache) for s in j.query.images]
-                    j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
-                yield seq, j
+                yield seq, self._decode(record, images, folder, cache)
                 last = seq
+
+    def _decode(self, record: str, images: Literal["data_url", "path"], folder: Path | None,
+                cache: dict[str, str]) -> Judgment:
+        j = Judgment.model_validate_json(record)
+        if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
+            new = [self._materialise(s, images, folder, cache) for s in j.query.images]
+            j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
+        return j
+
+    def ids_with_seq(self) -> list[tuple[int, str]]:
+        """``(seq, id)`` of every stored judgment in insertion order (ids only: cheap on big stores)."""
+        return [(int(a), str(b)) for a, b in self._connect().execute("SELECT seq, id FROM judgments ORDER BY seq")]
+
+    def get_with_seq(self, ids: Iterable[str], *, images: Literal["data_url", "path"] = "data_url",
+                     image_dir: str | Path | None = None) -> list[tuple[int, Judgment]]:
+        """``(seq, judgment)`` for those of ``ids`` that are stored, in insertion order; absent ids are left out."""
+        wanted = list(dict.fromkeys(ids))
+        folder = Path(image_dir) if image_dir is not None else (self._image_dir() if images == "path" else None)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
+            chunk = wanted[start:start + 500]
+            found += conn.execute(f"SELECT seq, record FROM judgments WHERE id IN ({','.join('?' * len(chunk))})",
+                                  chunk).fetchall()
+        cache: dict[str, str] = {}
+        return [(int(seq), self._decode(rec, images, folder, cache)) for seq, rec in sorted(found)]
 
     def iter_judgments(self, since: int | float | datetime | None = None, *,
                        images: Literal["data_url", "path"] = "data_url",

@@ -37,7 +37,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--l2", type=float, help="Bradley-Terry l2 for --cv (default: chosen on held-out queries)")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="evaluate a seeded random subset of N outcomes (quick runs; say so next to any figure)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def eval_command(args: argparse.Namespace) -> int:

@@ -212,6 +212,9 @@ class _Run:
     def __init__(self, messages: Any, candidates: Sequence[str], pool: ModelPool | None, timeout: float | None,
                  max_retries: int, backoff: Backoff | None, breaker: CircuitBreaker | None,
                  rng: random.Random | None, seed: int | None, kwargs: dict[str, Any]) -> None:
+        # litellm prints a red "Provider List" banner (twice per streamed call) whenever a response
+        # names a bare model, as OpenAI-compatible servers do; the error it precedes is handled here
+        litellm.suppress_debug_info = True
         if isinstance(candidates, str):
             candidates = [candidates]
         self.models = list(dict.fromkeys(candidates))
