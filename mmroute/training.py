@@ -181,8 +181,8 @@ def _new_rows(router: Router, store: "FeedbackStore") -> tuple[list[tuple[int, "
     ids = store.ids_with_seq()
     rows = store.get_with_seq([i for _, i in ids if judgment_digest(i) not in trained])
     held = set(carried_ids)
-    if not mark:
-        note = f"the router has no bookmark in store {sid}: every judgment it was not retrained on counts as new"
+    if not mark:  # never retrained: every stored judgment is new, as expected; nothing to explain
+        note = None
     elif mark.get("store_id") != sid:
         note = (f"store {sid} is not store {mark.get('store_id')} the router was last retrained from: judgments "
                 f"were matched by id, {len(rows)} of {len(ids)} not yet trained on")

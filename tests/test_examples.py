@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 from pathlib import Path
 
@@ -16,3 +17,9 @@ def test_quickstart_runs(capsys):
     assert lines[2].split()[0] in ("replay/small-vision", "replay/large-vision")  # the image query
     assert "replaced" in out or "kept the old router" in out
     assert "after retraining: replay/" in out
+    # the README shows what the quickstart prints: it must be what it really prints
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- quickstart-output -->\n```\n", 1)[1].split("```", 1)[0].splitlines()
+    # the log-loss figures move in the second decimal with torch's thread count (tests use one)
+    loss = re.compile(r"log-loss \d\.\d{4} -> \d\.\d{4}")
+    assert [loss.sub("log-loss x -> y", b) for b in block] == [loss.sub("log-loss x -> y", o) for o in lines]
