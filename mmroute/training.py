@@ -166,7 +166,10 @@ class RetrainReport:
         return f"{verdict}: {self.reason}" + (f" ({self.note})" if self.note else "")
 
 
-def _new_rows(router: Router, store: "FeedbackStore") -> tuple[list[tuple[int, "Judgment"]], list[tuple[int, "Judgment"]], int, str | None]:
+Rows = list[tuple[int, "Judgment"]]  # (store seq, judgment)
+
+
+def _new_rows(router: Router, store: "FeedbackStore") -> tuple[Rows, Rows, int, str | None]:
     """(fresh rows, carried rows, seq the rows cover, note): what the router has not trained on."""
     mark = router.metadata.get(BOOKMARK_KEY) or {}
     carried_ids = [str(i) for i in mark.get("held_out", [])]
