@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError, NoEligibleModelError
-from .pool import ModelPool
+from .pool import ModelPool, ModelSpec
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -192,17 +192,32 @@ def _reason(s: Scored, policy: Policy, best: int, filtered: dict[str, str]) -> s
     return head
 
 
+def spec_filter_reasons(spec: ModelSpec, *, text_tokens: int, n_images: int,
+                        unknown_vision_ok: bool = False) -> list[str]:
+    """Why one model cannot take a request of this size (empty: it can).
+
+    Routing refuses images to a model whose vision support is unknown; a direct call to a model
+    the caller named (``unknown_vision_ok``) refuses only what is known not to fit.
+    """
+    why = []
+    if n_images and spec.supports_vision is not True and not (unknown_vision_ok and spec.supports_vision is None):
+        why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
+    if spec.context_window is not None:
+        need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
+        if need > spec.context_window:
+            why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+    return why
+
+
 def hard_filters(pool: ModelPool, *, text_tokens: int, n_images: int, exclude: Sequence[str] = ()) -> dict[str, str]:
-    """Models that must not get this query, with the reason."""
+    """Models that must not get this request, with the reason.
+
+    ``text_tokens`` and ``n_images`` describe everything that will be sent (see
+    ``mmroute.payload.Payload``), not just the turn the features were computed from.
+    """
     out: dict[str, str] = {}
     for spec in pool.models:
-        why = []
-        if n_images and spec.supports_vision is not True:
-            why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
-        if spec.context_window is not None:
-            need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
-            if need > spec.context_window:
-                why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+        why = spec_filter_reasons(spec, text_tokens=text_tokens, n_images=n_images)
         if spec.name in exclude:
             why.append("excluded by caller")
         if why:
