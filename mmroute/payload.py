@@ -34,12 +34,12 @@ class Payload:
             raise ValueError(f"payload sizes must be >= 0, got {self.text_tokens} tokens, {self.n_images} images")
 
     @classmethod
-    def of_query(cls, query: "Query") -> "Payload":
+    def of_query(cls, query: Query) -> Payload:
         """A single query sent as one user turn (what ``Router.route(Query)`` has always assumed)."""
         return cls(estimate_text_tokens(query.text), query.n_images)
 
     @classmethod
-    def from_messages(cls, messages: Iterable[Any], *, tools: Sequence[Any] | None = None) -> "Payload":
+    def from_messages(cls, messages: Iterable[Any], *, tools: Sequence[Any] | None = None) -> Payload:
         """From OpenAI-format dicts, LangChain messages or (role, content) tuples, plus bound tools."""
         tokens, images = 0, 0
         turns = split_messages(messages)
@@ -50,7 +50,7 @@ class Payload:
             tokens += estimate_text_tokens(_tool_text(tool))
         return cls(tokens, images)
 
-    def merge(self, other: "Payload") -> "Payload":
+    def merge(self, other: Payload) -> Payload:
         return Payload(self.text_tokens + other.text_tokens, self.n_images + other.n_images)
 
 
@@ -73,4 +73,4 @@ def is_messages(value: Any) -> bool:
     return hasattr(value, "content") and hasattr(value, "type")
 
 
-__all__ = ["Payload", "TOKENS_PER_MESSAGE", "is_messages"]
+__all__ = ["TOKENS_PER_MESSAGE", "Payload", "is_messages"]

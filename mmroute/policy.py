@@ -26,6 +26,8 @@ def estimate_text_tokens(text: str) -> int:
     """
     if not text:
         return 0
+    if text.isascii():  # the common case, in C: long conversations are estimated on every call
+        return int(math.ceil(len(text) / 4))
     ascii_chars = sum(1 for ch in text if ord(ch) < 128) if len(text) < 1_000_000 else len(text.encode("ascii", "ignore"))
     return int(math.ceil(ascii_chars / 4)) + (len(text) - ascii_chars)
 
@@ -52,8 +54,8 @@ class RouteDecision(BaseModel):
     knob: float = Field(description="lambda (cost-aware) or threshold t (two-model)")
     candidates: tuple[CandidateScore, ...]
     filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
-    prompt_tokens: int
-    n_images: int
+    prompt_tokens: int = Field(description="estimated text tokens of everything sent (all turns), as filtered on")
+    n_images: int = Field(description="images in everything sent (all turns), as filtered on")
 
     @property
     def chosen(self) -> CandidateScore:

@@ -20,7 +20,13 @@ from langgraph.graph import START, StateGraph
 from PIL import Image
 
 from mmroute.errors import InvalidInputError, NoEligibleModelError
-from mmroute.graph import RoutedChatModel, RouterState, RoutingMiddleware, create_cascade_graph, create_router_node
+from mmroute.graph import (
+    RoutedChatModel,
+    RouterState,
+    RoutingMiddleware,
+    create_cascade_graph,
+    create_router_node,
+)
 from mmroute.pool import ModelPool
 from mmroute.verify import HeuristicVerifier
 
@@ -240,7 +246,7 @@ def test_complete_uses_litellms_model_info_without_a_pool(call, case):
     (were one made, it would go to a closed port on 127.0.0.1 and fail as a ProviderError)."""
     import asyncio
 
-    import mmroute.llm as llm
+    from mmroute import llm
 
     fn = getattr(llm, call)
     with pytest.raises(NoEligibleModelError, match="gpt-4: .*" + ("no vision" if case == "image_in_turn_1" else "context 8192")):
