@@ -50,9 +50,6 @@ class Payload:
             tokens += estimate_text_tokens(_tool_text(tool))
         return cls(tokens, images)
 
-    def merge(self, other: Payload) -> Payload:
-        return Payload(self.text_tokens + other.text_tokens, self.n_images + other.n_images)
-
 
 def _tool_text(tool: Any) -> str:
     """A bound tool's schema as the provider receives it (JSON), or its name and description."""

@@ -3,7 +3,8 @@
 ``RoutedChatModel`` reads the latest user turn (text + images) of the messages it is given,
 asks the router for a model, and calls it through ``mmroute.llm`` (LiteLLM, with retries and
 fallback along the decision's order). Vision, context-window and cost checks cover every message
-sent (an image in an earlier turn still rules out text-only models), with or without a router. Tools bound with ``bind_tools`` travel to the model in
+sent (an image in an earlier turn still rules out text-only models), with or without a router.
+Tools bound with ``bind_tools`` travel to the model in
 OpenAI format and its tool calls come back as ``AIMessage.tool_calls``, so it runs inside
 ``langgraph.prebuilt.create_react_agent`` unchanged. Within one agent turn the user turn is the
 same, so every step of a tool loop goes to the same model.
