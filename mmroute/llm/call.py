@@ -275,13 +275,13 @@ class _Run:
         return False
 
     def call_kwargs(self, model: str, **extra: Any) -> dict[str, Any]:
-        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win),
-        and the pool's prices so LiteLLM prices models it does not know the way routing did."""
+        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win).
+
+        The pool's prices are *not* passed as ``input_cost_per_token``: LiteLLM registers such
+        prices in its process-wide cost map, so one pool's prices would leak into every later call
+        of that model name. :meth:`cost` applies the pool's prices itself."""
         spec = self.spec(model)
         kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
-        if spec is not None and spec.prices_known and "input_cost_per_token" not in kw:
-            kw["input_cost_per_token"] = spec.input_cost_per_token
-            kw["output_cost_per_token"] = spec.output_cost_per_token
         kw.setdefault("num_retries", 0)  # retries are ours: one policy, every attempt recorded
         kw.setdefault("max_retries", 0)
         if self.timeout is not None:
