@@ -76,18 +76,49 @@ def cmd_route(args: argparse.Namespace) -> int:
         policy = ThresholdPolicy(args.strong, args.weak, args.threshold)
     elif args.lam is not None:
         policy = CostAwarePolicy(args.lam)
-    q = Query.build(args.text or "", args.image or [], image_policy=ImagePolicy(allow_remote=args.allow_remote_images))
-    d = router.route(q, policy=policy)
+    if args.messages is not None:
+        if args.text or args.image:
+            raise SystemExit("error: give either --messages or --text/--image, not both")
+        router.image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
+        d = router.route(_read_messages_file(args.messages), policy=policy)
+    else:
+        q = Query.build(args.text or "", args.image or [], image_policy=ImagePolicy(allow_remote=args.allow_remote_images))
+        d = router.route(q, policy=policy)
     if args.json:
         print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks}, indent=2))
     else:
-        print(f"model:  {d.model}\nreason: {d.reason}\n")
+        print(f"model:  {d.model}\nreason: {d.reason}")
+        print(f"sent:   ~{d.prompt_tokens} text tokens, {d.n_images} image(s)\n")
         print(f"{'candidate':<40} {'quality':>8} {'cost $':>10} {'utility':>9}  note")
         for c in d.candidates:
             util = f"{c.utility:9.4f}" if c.utility is not None else " " * 9
             note = "; ".join(c.filtered_by)
             print(f"{c.model:<40} {c.quality:8.3f} {c.expected_cost:10.6f} {util}  {note}")
     return 0
+
+
+def _read_messages_file(path: str) -> list[dict]:
+    """A conversation in OpenAI chat format: a JSON list of messages, or ``{"messages": [...]}``."""
+    from .errors import DataFormatError, InvalidInputError
+
+    try:
+        raw_text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"messages file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read messages file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        raw = json.loads(raw_text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})", path=path) from None
+    if isinstance(raw, dict) and "messages" in raw:
+        raw = raw["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise DataFormatError("expected a non-empty JSON list of chat messages or {\"messages\": [...]}", path=path)
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or "role" not in m:
+            raise DataFormatError(f"message {i} is not an OpenAI chat message (an object with 'role' and 'content')", path=path)
+    return raw
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -145,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--router", required=True, help="router directory (its CURRENT version is used)")
     r.add_argument("--text", default="", help="the query's text")
     r.add_argument("--image", action="append", metavar="PATH", help="an image file of the query (repeatable)")
+    r.add_argument("--messages", metavar="FILE.json",
+                   help="route a whole conversation (OpenAI chat format: a JSON list of messages, or "
+                   "{\"messages\": [...]}); features from the last user turn, model filters over every turn")
     r.add_argument("--pool", help="pool file overriding the router's saved pool (YAML/JSON)")
     r.add_argument("--lam", type=float, help="cost-aware policy: quality points per USD")
     r.add_argument("--threshold", type=float, help="two-model policy threshold (needs --strong/--weak)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ class Turn:
     role: str
     text: str
     images: list[str] = field(default_factory=list)
+    tool_calls: str = ""  # an assistant turn's tool calls as sent (JSON): they count towards the prompt
 
 
 def _block_image(block: dict) -> str | None:
@@ -69,6 +71,15 @@ def _content(content: Any) -> tuple[str, list[str]]:
     return "\n".join(t for t in texts if t), images
 
 
+def _tool_calls(msg: Any) -> str:
+    """The tool calls of an assistant message (OpenAI ``tool_calls`` / ``function_call`` or LangChain's), as JSON."""
+    if isinstance(msg, dict):
+        calls = msg.get("tool_calls") or ([msg["function_call"]] if msg.get("function_call") else [])
+    else:
+        calls = getattr(msg, "tool_calls", None) or []
+    return json.dumps(list(calls), default=str) if calls else ""
+
+
 def split_messages(messages: Iterable[Any]) -> list[Turn]:
     """Normalise messages into (role, text, image sources) turns."""
     if isinstance(messages, (str, dict)) or hasattr(messages, "content"):
@@ -86,5 +97,5 @@ def split_messages(messages: Iterable[Any]) -> list[Turn]:
         if role not in _ROLE:
             raise InvalidInputError(f"message {i} has unknown role {role!r}")
         text, images = _content(content)
-        turns.append(Turn(_ROLE[role], text, images))
+        turns.append(Turn(_ROLE[role], text, images, _tool_calls(msg)))
     return turns

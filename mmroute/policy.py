@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError, NoEligibleModelError
-from .pool import ModelPool
+from .pool import ModelPool, ModelSpec
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -26,6 +26,8 @@ def estimate_text_tokens(text: str) -> int:
     """
     if not text:
         return 0
+    if text.isascii():  # the common case, in C: long conversations are estimated on every call
+        return int(math.ceil(len(text) / 4))
     ascii_chars = sum(1 for ch in text if ord(ch) < 128) if len(text) < 1_000_000 else len(text.encode("ascii", "ignore"))
     return int(math.ceil(ascii_chars / 4)) + (len(text) - ascii_chars)
 
@@ -52,8 +54,8 @@ class RouteDecision(BaseModel):
     knob: float = Field(description="lambda (cost-aware) or threshold t (two-model)")
     candidates: tuple[CandidateScore, ...]
     filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
-    prompt_tokens: int
-    n_images: int
+    prompt_tokens: int = Field(description="estimated text tokens of everything sent (all turns), as filtered on")
+    n_images: int = Field(description="images in everything sent (all turns), as filtered on")
 
     @property
     def chosen(self) -> CandidateScore:
@@ -192,17 +194,32 @@ def _reason(s: Scored, policy: Policy, best: int, filtered: dict[str, str]) -> s
     return head
 
 
+def spec_filter_reasons(spec: ModelSpec, *, text_tokens: int, n_images: int,
+                        unknown_vision_ok: bool = False) -> list[str]:
+    """Why one model cannot take a request of this size (empty: it can).
+
+    Routing refuses images to a model whose vision support is unknown; a direct call to a model
+    the caller named (``unknown_vision_ok``) refuses only what is known not to fit.
+    """
+    why = []
+    if n_images and spec.supports_vision is not True and not (unknown_vision_ok and spec.supports_vision is None):
+        why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
+    if spec.context_window is not None:
+        need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
+        if need > spec.context_window:
+            why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+    return why
+
+
 def hard_filters(pool: ModelPool, *, text_tokens: int, n_images: int, exclude: Sequence[str] = ()) -> dict[str, str]:
-    """Models that must not get this query, with the reason."""
+    """Models that must not get this request, with the reason.
+
+    ``text_tokens`` and ``n_images`` describe everything that will be sent (see
+    ``mmroute.payload.Payload``), not just the turn the features were computed from.
+    """
     out: dict[str, str] = {}
     for spec in pool.models:
-        why = []
-        if n_images and spec.supports_vision is not True:
-            why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
-        if spec.context_window is not None:
-            need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
-            if need > spec.context_window:
-                why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+        why = spec_filter_reasons(spec, text_tokens=text_tokens, n_images=n_images)
         if spec.name in exclude:
             why.append("excluded by caller")
         if why:

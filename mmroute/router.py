@@ -19,8 +19,8 @@ from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir
                          sha256_file, verify_checksums)
 from .errors import CheckpointError, ConfigError, InvalidInputError
 from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide,
-                     estimate_text_tokens, hard_filters)
+from .payload import Payload, is_messages
+from .policy import CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide, hard_filters
 from .pool import ModelPool
 from .query import Query
 
@@ -101,46 +101,66 @@ class Router:
     def predict_quality(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
         return self.quality_from_features(self.features(queries, progress))
 
-    def expected_costs(self, query: Query) -> np.ndarray:
-        tokens = estimate_text_tokens(query.text)
-        return np.array([m.expected_cost(tokens, query.n_images) for m in self.pool.models])
+    def expected_costs(self, query: Query | Payload) -> np.ndarray:
+        """USD per pool model for sending ``query`` (a Query as one user turn, or a whole Payload)."""
+        p = query if isinstance(query, Payload) else Payload.of_query(query)
+        return np.array([m.expected_cost(p.text_tokens, p.n_images) for m in self.pool.models])
+
+    def _coerce(self, value: Any, include_context: bool, payload: Payload | None) -> tuple[Query, Payload]:
+        """The query the features see, and the payload the filters see: for chat messages the
+        features follow ``include_context`` but the filters always cover every turn."""
+        if is_messages(value):
+            msgs = [value] if not isinstance(value, (list, tuple)) else value
+            q = Query.from_messages(msgs, include_context=include_context, image_policy=self.image_policy)
+            return q, payload or Payload.from_messages(msgs)
+        q = Query.coerce(value, image_policy=self.image_policy)
+        return q, payload or Payload.of_query(q)
 
     # -- routing ----------------------------------------------------------------------------
-    def route(self, query: Any, *, policy: Policy | None = None, exclude: Sequence[str] = ()) -> RouteDecision:
-        """Choose a model for one query (a Query, a string, or chat messages)."""
-        q = Query.coerce(query, image_policy=self.image_policy)
+    def route(self, query: Any, *, policy: Policy | None = None, exclude: Sequence[str] = (),
+              include_context: bool = False, payload: Payload | None = None) -> RouteDecision:
+        """Choose a model for a Query, a string, a ``{"text", "images"}`` dict, or a conversation.
+
+        For a conversation (OpenAI dicts or LangChain messages) the features come from the last
+        user turn (or every turn, with ``include_context``), while the vision, context-window and
+        cost checks cover everything that will be sent: all turns, all images. ``payload``
+        overrides what is sent (e.g. with bound tools counted), for callers that know more.
+        """
+        q, p = self._coerce(query, include_context, payload)
         x = self.pipeline.transform([q])
-        return self._decide(q, x, policy or self.policy, exclude)
+        return self._decide(q, x, policy or self.policy, exclude, p)
 
-    def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False) -> list[RouteDecision]:
-        qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
-        X = self.pipeline.transform(qs, progress=progress)
-        return [self._decide(q, X[i:i + 1], policy or self.policy, ()) for i, q in enumerate(qs)]
+    def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False,
+                   include_context: bool = False) -> list[RouteDecision]:
+        pairs = [self._coerce(q, include_context, None) for q in queries]
+        X = self.pipeline.transform([q for q, _ in pairs], progress=progress)
+        return [self._decide(q, X[i:i + 1], policy or self.policy, (), p) for i, (q, p) in enumerate(pairs)]
 
-    def _decide(self, q: Query, x: np.ndarray, policy: Policy, exclude: Sequence[str]) -> RouteDecision:
+    def _decide(self, q: Query, x: np.ndarray, policy: Policy, exclude: Sequence[str],
+                payload: Payload | None = None) -> RouteDecision:
         unknown = [m for m in exclude if m not in self.pool]
         if unknown:
             raise InvalidInputError(f"cannot exclude unknown model(s): {', '.join(unknown)}")
-        tokens = estimate_text_tokens(q.text)
-        filtered = hard_filters(self.pool, text_tokens=tokens, n_images=q.n_images, exclude=exclude)
+        p = payload or Payload.of_query(q)
+        filtered = hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
         win = self.win_matrices(x)[0]
         m = win.shape[0]
         quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
-        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(q),
+        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(p),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
-        return decide(scored, policy, filtered, prompt_tokens=tokens, n_images=q.n_images)
+        return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
 
     def calibrate(self, queries: Sequence[Any], *, target_cost: float | None = None,
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
         """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
         calls to the best-rated model, meets the target; sets and returns the policy."""
-        qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
-        if not qs:
+        pairs = [self._coerce(q, False, None) for q in queries]
+        if not pairs:
             raise InvalidInputError("calibration needs at least one sample query")
-        quality = self.quality_from_features(self.features(qs, progress))
-        cost = np.stack([self.expected_costs(q) for q in qs])
+        quality = self.quality_from_features(self.features([q for q, _ in pairs], progress))
+        cost = np.stack([self.expected_costs(p) for _, p in pairs])
         names = self.pool.names
-        removed = [hard_filters(self.pool, text_tokens=estimate_text_tokens(q.text), n_images=q.n_images) for q in qs]
+        removed = [hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images) for _, p in pairs]
         eligible = np.array([[n not in r for n in names] for r in removed])
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost,
                                target_strong_share=target_strong_share)

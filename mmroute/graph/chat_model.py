@@ -2,7 +2,9 @@
 
 ``RoutedChatModel`` reads the latest user turn (text + images) of the messages it is given,
 asks the router for a model, and calls it through ``mmroute.llm`` (LiteLLM, with retries and
-fallback along the decision's order). Tools bound with ``bind_tools`` travel to the model in
+fallback along the decision's order). Vision, context-window and cost checks cover every message
+sent (an image in an earlier turn still rules out text-only models), with or without a router.
+Tools bound with ``bind_tools`` travel to the model in
 OpenAI format and its tool calls come back as ``AIMessage.tool_calls``, so it runs inside
 ``langgraph.prebuilt.create_react_agent`` unchanged. Within one agent turn the user turn is the
 same, so every step of a tool loop goes to the same model.
@@ -28,6 +30,7 @@ from pydantic import ConfigDict, Field
 
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
+from ..payload import Payload
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
@@ -127,12 +130,16 @@ class RoutedChatModel(BaseChatModel):
     def _pool(self) -> ModelPool:
         return self.pool if self.pool is not None else current_router(self.router).pool
 
-    def _plan(self, messages: list[BaseMessage]) -> tuple[RouteDecision | None, list[str]]:
+    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[RouteDecision | None, list[str]]:
+        """The decision and the models to try. Routing filters on the whole call (every turn, every
+        image, the bound tools); fixed candidates are checked the same way by ``mmroute.llm``."""
         if self.decision is not None:
             return self.decision, self.decision.ordered
         if self.candidates:
             return None, list(self.candidates)
-        decision = current_router(self.router).route(self._query(messages))
+        r = current_router(self.router)
+        payload = Payload.from_messages(messages, tools=kwargs.get("tools"))
+        decision = r.route(self._query(messages), payload=payload)
         return decision, decision.ordered
 
     def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +211,7 @@ class RoutedChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         from ..llm import complete
 
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         call_kw = self._kwargs(stop, kwargs)
         answer = complete(messages, cands, **call_kw)
         history = [self._entry(answer)]
@@ -221,7 +228,7 @@ class RoutedChatModel(BaseChatModel):
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         from ..llm import acomplete
 
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         call_kw = self._kwargs(stop, kwargs)
         answer = await acomplete(messages, cands, **call_kw)
         history = [self._entry(answer)]
@@ -250,7 +257,7 @@ class RoutedChatModel(BaseChatModel):
                     for i, c in enumerate(msg.tool_calls)],
                 response_metadata=msg.response_metadata, usage_metadata=msg.usage_metadata))
             return
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         stream = stream_complete(messages, cands, **self._kwargs(stop, kwargs))
         for raw in stream:
             delta = raw.choices[0].delta if getattr(raw, "choices", None) else None

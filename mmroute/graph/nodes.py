@@ -47,6 +47,15 @@ def latest_query(state: Mapping[str, Any], router: Any = None, *, include_contex
     return Query.from_messages(messages, **kwargs)
 
 
+def route_state(router: Any, state: Mapping[str, Any], *, include_context: bool = False) -> RouteDecision:
+    """Route ``state["messages"]``: features from the latest user turn (or all, with
+    ``include_context``), hard filters over every message the model will be sent."""
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    if not messages:
+        raise InvalidInputError("the state has no messages to route (expected a 'messages' list with a user turn)")
+    return current_router(router).route(list(messages), include_context=include_context)
+
+
 def thread_id(config: RunnableConfig | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "")
 
@@ -185,6 +194,9 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
                        key: str = "route") -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
     """A node that routes the latest user turn and stores the decision under ``state[key]``.
 
+    The vision / context / cost filters see the whole conversation (an image three turns back
+    still rules out text-only models), whatever ``include_context`` says about the features.
+
     With ``goto`` the node returns ``Command(goto=node)``: a mapping ``{model or tag: node}``
     (tags are a model's ``tags`` in the pool, e.g. tiers like ``"cheap"``; ``"*"`` is the
     default) or a callable ``decision -> node``. Add the node with ``destinations=`` to draw it.
@@ -193,7 +205,7 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
 
     def route(state: dict[str, Any]) -> dict[str, Any] | Command:
         r = current_router(router)
-        decision = r.route(latest_query(state, r, include_context=include_context))
+        decision = route_state(r, state, include_context=include_context)
         update = {key: decision_to_state(decision)}
         if goto is None:
             return update
@@ -480,4 +492,4 @@ def create_feedback_node(router: Any, *, store: Any = None, source: str = "user"
 __all__ = ["GotoSpec", "RecordedAnswer", "after_verify", "answer_record", "attempt_record", "best_answer",
            "create_classify_node", "create_feedback_node", "create_finalize_node", "create_generate_node",
            "create_plan_node", "create_router_node", "create_verify_node", "current_router", "feedback_request",
-           "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "thread_id", "user_turn", "within_budget"]
+           "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "route_state", "thread_id", "user_turn", "within_budget"]

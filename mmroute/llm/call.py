@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import random
 import time
@@ -20,8 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ..errors import ConfigError, InvalidInputError, ProviderError
-from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec
+from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderError
+from ..payload import Payload
+from ..policy import spec_filter_reasons
+from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
 from .convert import estimate_tokens, text_tokens, to_openai_messages
 
@@ -201,6 +204,13 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 # -- one request ----------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)
+def _litellm_spec(model: str) -> ModelSpec | None:
+    """What LiteLLM's local model map knows of a model outside the pool (None: nothing)."""
+    facts = litellm_facts(model)
+    return ModelSpec(name=model, **facts) if facts else None
+
+
 def _short(text: str, n: int = 240) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -224,18 +234,41 @@ class _Run:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         self.messages = to_openai_messages(messages)
         self.pool = pool
+        self.attempts: list[Attempt] = []
+        self.models = self._eligible(kwargs.get("tools"))
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.breaker = breaker
         self.rng = rng or random.Random(seed)
         self.kwargs = kwargs
-        self.attempts: list[Attempt] = []
         self.t_start = time.perf_counter()
         self.last_exc: BaseException | None = None
 
     def spec(self, model: str) -> ModelSpec | None:
         return self.pool[model] if self.pool is not None and model in self.pool else None
+
+    def _eligible(self, tools: Sequence[Any] | None) -> list[str]:
+        """Candidates that can take this request, as routing's hard filters judge it, on the pool's
+        facts or else LiteLLM's: an image in any turn rules out a known text-only model, the whole
+        conversation must fit the context window. Skipped ones are recorded as attempts (no call
+        is made); when none is left, ``NoEligibleModelError`` says why for each."""
+        payload = Payload.from_messages(self.messages, tools=tools)
+        keep, why = [], {}
+        for model in self.models:
+            spec = self.spec(model) or _litellm_spec(model)
+            reasons = [] if spec is None else spec_filter_reasons(
+                spec, text_tokens=payload.text_tokens, n_images=payload.n_images, unknown_vision_ok=True)
+            if reasons:
+                why[model] = "; ".join(reasons)
+                self.attempts.append(Attempt(model=model, ok=False, error_type="ineligible", error=why[model]))
+            else:
+                keep.append(model)
+        if not keep:
+            detail = "; ".join(f"{m}: {r}" for m, r in why.items())
+            raise NoEligibleModelError(f"no candidate model can take this request of ~{payload.text_tokens} text "
+                                       f"tokens and {payload.n_images} image(s) ({detail})")
+        return keep
 
     def admit(self, model: str) -> bool:
         if self.breaker is None or self.breaker.allow(model):
@@ -245,13 +278,13 @@ class _Run:
         return False
 
     def call_kwargs(self, model: str, **extra: Any) -> dict[str, Any]:
-        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win),
-        and the pool's prices so LiteLLM prices models it does not know the way routing did."""
+        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win).
+
+        The pool's prices are *not* passed as ``input_cost_per_token``: LiteLLM registers such
+        prices in its process-wide cost map, so one pool's prices would leak into every later call
+        of that model name. :meth:`cost` applies the pool's prices itself."""
         spec = self.spec(model)
         kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
-        if spec is not None and spec.prices_known and "input_cost_per_token" not in kw:
-            kw["input_cost_per_token"] = spec.input_cost_per_token
-            kw["output_cost_per_token"] = spec.output_cost_per_token
         kw.setdefault("num_retries", 0)  # retries are ours: one policy, every attempt recorded
         kw.setdefault("max_retries", 0)
         if self.timeout is not None:
