@@ -65,20 +65,21 @@ def cmd_route(args: argparse.Namespace) -> int:
     from .policy import CostAwarePolicy, ThresholdPolicy
     from .pool import ModelPool
     from .query import Query
+    from .errors import ConfigError
     from .router import Router
 
+    if args.threshold is not None and not (args.strong and args.weak):
+        raise ConfigError("--threshold needs --strong and --weak")
+    if args.messages is not None and (args.text or args.image):
+        raise ConfigError("give either --messages or --text/--image, not both")
     pool = ModelPool.load(args.pool) if args.pool else None
     router = Router.load(args.router, pool=pool)
     policy = None
     if args.threshold is not None:
-        if not (args.strong and args.weak):
-            raise SystemExit("error: --threshold needs --strong and --weak")
         policy = ThresholdPolicy(args.strong, args.weak, args.threshold)
     elif args.lam is not None:
         policy = CostAwarePolicy(args.lam)
     if args.messages is not None:
-        if args.text or args.image:
-            raise SystemExit("error: give either --messages or --text/--image, not both")
         router.image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
         d = router.route(_read_messages_file(args.messages), policy=policy)
     else:

@@ -126,3 +126,15 @@ def test_broken_pipe_is_quiet(kind, trained):
     proc = _closed_reader(*args)
     assert proc.returncode in (0, 141), proc.stderr
     assert proc.stderr == "", proc.stderr  # no "error: [Errno 32] Broken pipe", no traceback
+
+
+def test_route_usage_errors_exit_2_before_loading_the_router(tmp_path, capsys):
+    from mmroute.cli import main
+
+    missing = str(tmp_path / "no-router")  # never read: the arguments are checked first
+    assert main(["route", "--router", missing, "--text", "hi", "--threshold", "0.5"]) == 2
+    assert "--threshold needs --strong and --weak" in capsys.readouterr().err
+    msgs = tmp_path / "m.json"
+    msgs.write_text('[{"role": "user", "content": "hi"}]')
+    assert main(["route", "--router", missing, "--messages", str(msgs), "--text", "x"]) == 2
+    assert "not both" in capsys.readouterr().err
