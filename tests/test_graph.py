@@ -347,6 +347,20 @@ def test_async_cascade_streams_tokens(router, scripted):
     assert asyncio.run(run()) == ["the", " answer", " is", " four"]
 
 
+def test_a_global_langchain_cache_never_replaces_the_models_call(router, scripted):
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    set_llm_cache(InMemoryCache())
+    try:
+        app = cascade(router)
+        for _ in range(2):
+            assert app.invoke(text_msg())["status"] == "accepted"
+    finally:
+        set_llm_cache(None)
+    assert called(scripted) == [CHEAP, CHEAP]  # each question is asked (and billed) for real
+
+
 def test_offline_stand_in_is_marked_and_never_judged(router, scripted, store):
     from mmroute.llm.providers import OFFLINE_FALLBACK_TEXT
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -44,8 +45,10 @@ class CandidatesChatModel(BaseChatModel):
     """Call ``candidates`` in order through ``mmroute.llm`` (retries, fallback, breaker), and put
     the resulting ``Answer`` in ``sink``. A ``ProviderError`` propagates (the node records it).
 
-    Streaming falls back like ``complete`` does: a model that fails before any text is out (a
-    malformed or empty stream) is followed by the next candidate; once text is out it cannot be.
+    LangChain itself reports each yielded chunk to the callbacks (``on_llm_new_token``), which is
+    what LangGraph's ``stream_mode="messages"`` listens to. Streaming falls back like ``complete``
+    does: a model that fails before any text is out (a malformed or empty stream) is followed by
+    the next candidate; once text is out it cannot be.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -54,6 +57,7 @@ class CandidatesChatModel(BaseChatModel):
     pool: ModelPool | None = None
     llm_kwargs: dict[str, Any] = Field(default_factory=dict)
     sink: list[Any] = Field(default_factory=list)
+    cache: BaseCache | bool | None = False  # a cached reply would skip the call and leave ``sink`` empty
 
     @property
     def _llm_type(self) -> str:
@@ -114,10 +118,7 @@ class CandidatesChatModel(BaseChatModel):
                     if not text:
                         continue
                     sent = True
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager is not None:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
             except ProviderError as exc:
                 cands = self._rest(cands, stream.model)
                 if sent or not cands:
@@ -147,10 +148,7 @@ class CandidatesChatModel(BaseChatModel):
                     if not text:
                         continue
                     sent = True
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager is not None:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
             except ProviderError as exc:
                 cands = self._rest(cands, stream.model)
                 if sent or not cands:
