@@ -290,7 +290,8 @@ class ReplayLLM(_OfflineLLM):
         self.tokens_per_image = tokens_per_image
         self.offline_fallback = offline_fallback
 
-    def _fallback(self, messages: list) -> _Reply:
+    @staticmethod
+    def _fallback() -> _Reply:
         # no model ran, so nothing is billed: usage 0/0
         return _Reply(texts=[OFFLINE_FALLBACK_TEXT], prompt_tokens=0, completion_tokens=0,
                       fingerprint=OFFLINE_FALLBACK_FINGERPRINT)
@@ -300,7 +301,7 @@ class ReplayLLM(_OfflineLLM):
             return self._lookup(model, messages, optional_params)
         except litellm.NotFoundError:
             if self.offline_fallback:
-                return self._fallback(messages)
+                return self._fallback()
             raise
 
     def _lookup(self, model: str, messages: list, optional_params: dict) -> _Reply:
