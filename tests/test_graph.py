@@ -354,8 +354,8 @@ def test_a_global_langchain_cache_never_replaces_the_models_call(router, scripte
     set_llm_cache(InMemoryCache())
     try:
         app = cascade(router)
-        for _ in range(2):
-            assert app.invoke(text_msg())["status"] == "accepted"
+        for _ in range(2):  # streamed: the chat-model path, where a LangChain cache would apply
+            assert _streamed(app, text_msg())[1]["status"] == "accepted"
     finally:
         set_llm_cache(None)
     assert called(scripted) == [CHEAP, CHEAP]  # each question is asked (and billed) for real

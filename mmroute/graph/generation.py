@@ -1,9 +1,9 @@
 """The cascade's model call as a LangChain chat model, so ``stream_mode="messages"`` gets tokens.
 
 LangGraph streams tokens only from chat-model runs (its callback handler listens to
-``on_llm_new_token``). The generate node therefore calls its candidates through
-:class:`CandidatesChatModel`: LangChain picks ``_stream`` when someone is streaming messages and
-``_generate`` otherwise, so a plain ``invoke`` makes exactly the calls it always did. The
+``on_llm_new_token``). When such a listener is attached (:func:`wants_tokens`) the generate node
+calls its candidates through :class:`CandidatesChatModel`, whose ``_stream`` LangChain picks;
+otherwise it calls ``mmroute.llm.complete`` directly, exactly as before. The
 ``mmroute.llm.Answer`` (cost, attempts, finish reason) is handed back through ``sink``, not
 through the message, so nothing unserialisable reaches the stream.
 """
@@ -19,11 +19,26 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field
 
 from ..errors import ProviderError
 from ..llm.providers import is_offline_fallback
 from ..pool import ModelPool
+
+
+def wants_tokens(config: RunnableConfig | None) -> bool:
+    """Whether a token listener (LangGraph's ``stream_mode="messages"`` handler, or any LangChain
+    streaming callback) is attached: only then is the call worth a chat-model run. Sending every
+    call through one cost wall time: ``benchmarks/load_test.py --n 200 --seed 0`` took 17-18 s
+    against 11-17 s without it (3 runs each, a loaded 2-core machine)."""
+    try:
+        from langchain_core.tracers._streaming import _StreamingCallbackHandler
+    except ImportError:  # a langchain-core without the marker class: always stream-capable
+        return True
+    callbacks = (config or {}).get("callbacks")
+    handlers = getattr(callbacks, "handlers", callbacks) or []
+    return any(isinstance(h, _StreamingCallbackHandler) for h in handlers)
 
 
 def _delta_text(raw: Any) -> str:
@@ -159,4 +174,4 @@ class CandidatesChatModel(BaseChatModel):
             return
 
 
-__all__ = ["CandidatesChatModel"]
+__all__ = ["CandidatesChatModel", "wants_tokens"]

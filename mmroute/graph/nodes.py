@@ -246,17 +246,19 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
     ``state["attempts"]``; a step where all candidates fail ends with ``status="provider_error"``.
     Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``).
 
-    The call goes through a chat model (``CandidatesChatModel``), so ``stream_mode="messages"``
-    yields the generating model's tokens (metadata ``langgraph_node="generate"``; an escalation
-    streams each model's answer in turn). Without a listener it is the plain, non-streaming call."""
-    from .generation import CandidatesChatModel
+    With a token listener attached (``stream_mode="messages"``) the call goes through a chat model
+    (``CandidatesChatModel``), so the generating model's tokens are streamed (metadata
+    ``langgraph_node="generate"``; an escalation streams each model's answer in turn). Without
+    one it is the plain, non-streaming ``complete`` call."""
+    from .generation import CandidatesChatModel, wants_tokens
 
-    def _prepare(state: dict[str, Any]) -> tuple[CandidatesChatModel, int, float]:
+    call_kw: dict[str, Any] = {**({"pool": pool} if pool is not None else {}), **llm_kwargs}
+
+    def _prepare(state: dict[str, Any]) -> tuple[list[str], int, float]:
         cands = list(state.get("candidates") or [])
         if not cands:
             raise InvalidInputError("generate node has no candidates; run the route node first")
-        model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
-        return model, int(state.get("escalations") or 0), float(state.get("total_cost_usd") or 0.0)
+        return cands, int(state.get("escalations") or 0), float(state.get("total_cost_usd") or 0.0)
 
     def _ok(answer: Any, step: int, spent: float) -> dict[str, Any]:
         rec = answer_record(answer, step)
@@ -270,20 +272,34 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
         return {"attempts": attempts, "status": "provider_error", "error": str(exc), "total_cost_usd": spent + cost}
 
     def generate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        model, step, spent = _prepare(state)
+        from ..llm import complete
+
+        cands, step, spent = _prepare(state)
         try:
-            model.invoke(state["messages"], config)
+            if wants_tokens(config):  # someone streams messages: a chat-model run, so tokens reach them
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                model.invoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = complete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
-        return _ok(model.sink[-1], step, spent)
+        return _ok(answer, step, spent)
 
     async def agenerate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        model, step, spent = _prepare(state)
+        from ..llm import acomplete
+
+        cands, step, spent = _prepare(state)
         try:
-            await model.ainvoke(state["messages"], config)
+            if wants_tokens(config):
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                await model.ainvoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = await acomplete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
-        return _ok(model.sink[-1], step, spent)
+        return _ok(answer, step, spent)
 
     return RunnableLambda(generate, afunc=agenerate, name="generate")
 
