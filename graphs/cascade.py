@@ -1,22 +1,32 @@
 """The cascade graph, served by ``langgraph dev`` (see ``langgraph.json``): ``graph`` below.
 
-``graph`` is built on first access (PEP 562 module ``__getattr__``), so importing this module is
-cheap and a bad configuration fails when the graph is asked for, with a clear error. It is built
-from environment variables:
+``graph`` is a graph factory in the form langgraph-api loads (a zero-argument async function
+returning the compiled graph): importing this module stays cheap, the graph is built on the
+first run (in a worker thread, so the server keeps answering meanwhile) and reused after, and a
+bad configuration fails then with a clear error. Python callers use :func:`served_graph` (the
+same graph, sync) or :func:`make_graph`. It is built from environment variables:
 
 * ``MMROUTE_ROUTER``: a saved router folder (``Router.save``). Unset: a tiny router is trained
   on the synthetic example set (``preference_data/example``, encoder ``clip:tiny``), with the
-  ``replay/`` offline provider answering from its recorded answers - fully offline.
+  ``replay/`` offline provider answering from its recorded answers - fully offline. A question
+  it has no recording for gets the clearly labelled stand-in
+  ``mmroute.llm.providers.OFFLINE_FALLBACK_TEXT`` (``response_metadata["offline_fallback"]``).
 * ``MMROUTE_FEEDBACK_DB``: a feedback store (SQLite). Set: escalations are recorded there and a
   feedback node asks the user with ``interrupt()`` (the server provides the checkpointer).
 * ``MMROUTE_MAX_ESCALATIONS`` (default 2), ``MMROUTE_MAX_COST`` (USD per query, default none).
 
-For your own setup call :func:`make_graph` (or ``mmroute.graph.create_cascade_graph``).
+Real models: train a router (``mmroute train ... --pool pool.yaml --out routers/mine``) whose
+pool names LiteLLM models (``openai/gpt-4o-mini``, ``anthropic/claude-...``, an OpenAI-compatible
+server via ``litellm_params: {api_base: ...}``), set ``MMROUTE_ROUTER=routers/mine`` and the
+providers' API-key variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...) in the server's
+environment (or an ``"env": ".env"`` file named in ``langgraph.json``), then run ``langgraph dev``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +46,8 @@ def example_router(example_dir: str | Path = EXAMPLE_DIR, *, encoder: str = "cli
     from mmroute.training import train_router
 
     folder = Path(example_dir)
-    register_offline_providers(replay_answers=RecordedAnswers.load(folder / "answers.jsonl"))
+    # unknown questions get the labelled offline stand-in instead of a provider error
+    register_offline_providers(replay_answers=RecordedAnswers.load(folder / "answers.jsonl"), replay_fallback=True)
     pool = ModelPool.load(folder / "pool.yaml")
     judgments = read_judgments(folder / "judgments.jsonl").items
     # lambda ~ 200 quality points per USD: pays ~$0.002 more per query only for a large quality gain
@@ -70,12 +81,26 @@ def make_graph(router: Any = None, *, verifier: Any = None, feedback_store: Any 
                                 feedback_store=feedback_store, checkpointer=checkpointer)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "graph":  # built once, on first access
-        built = make_graph()
-        globals()["graph"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_SERVED: CompiledStateGraph | None = None
+_SERVED_LOCK = threading.Lock()
 
 
-__all__ = ["EXAMPLE_DIR", "example_router", "graph", "make_graph"]
+def served_graph() -> CompiledStateGraph:
+    """The served graph: ``make_graph()`` from the environment, built once per process."""
+    global _SERVED
+    with _SERVED_LOCK:
+        if _SERVED is None:
+            _SERVED = make_graph()
+        return _SERVED
+
+
+async def graph() -> CompiledStateGraph:
+    """Graph factory for ``langgraph.json``. langgraph-api reads the module namespace and calls a
+    zero-argument factory per request; the build (training the example router takes seconds)
+    runs in a thread so the server's event loop is not blocked."""
+    if _SERVED is not None:
+        return _SERVED
+    return await asyncio.to_thread(served_graph)
+
+
+__all__ = ["EXAMPLE_DIR", "example_router", "graph", "make_graph", "served_graph"]

@@ -120,6 +120,29 @@ def test_replay_unknown_query_or_model_fails_without_retry(recorded: Path):
         complete("2+2?", ["replay/nobody"])
 
 
+def test_replay_offline_fallback_answers_unknown_queries_only_when_asked(recorded: Path):
+    from mmroute.llm import stream_complete
+    from mmroute.llm.providers import OFFLINE_FALLBACK_FINGERPRINT, OFFLINE_FALLBACK_TEXT, active_replay_answers
+
+    ra = RecordedAnswers.load(recorded)
+    pool = _pool("replay/cheap")
+    register_offline_providers(replay_answers=ra, replay_fallback=True)
+    try:
+        ans = complete("never recorded", ["replay/cheap"], pool=pool)
+        assert ans.text == OFFLINE_FALLBACK_TEXT and ans.raw.system_fingerprint == OFFLINE_FALLBACK_FINGERPRINT
+        assert ans.cost_usd == 0 and [a.ok for a in ans.attempts] == [True]  # no model ran: nothing billed
+        assert complete("2+2?", ["replay/nobody"]).text == OFFLINE_FALLBACK_TEXT  # unrecorded model too
+        assert complete("2+2?", ["replay/cheap"], pool=pool).text == "4"  # recorded answers still win
+        stream = stream_complete("never recorded", ["replay/cheap"], pool=pool)
+        assert len(list(stream)) > 3 and stream.answer.text == OFFLINE_FALLBACK_TEXT
+    finally:
+        # new answers without the flag are strict again: a fallback never leaks into the next user
+        register_offline_providers(replay_answers=ra)
+    assert active_replay_answers() is ra
+    with pytest.raises(ProviderError, match="no recorded answers for this query"):
+        complete("never recorded", ["replay/cheap"], max_retries=0)
+
+
 def test_mllm_bench_importer_replays_real_answers(shared_data: Path):
     root = shared_data / "mllm-bench"
     ra = load_mllm_bench(root, limit=4)

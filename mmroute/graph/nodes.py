@@ -256,7 +256,15 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
     """Call ``state["candidates"]`` in order through ``mmroute.llm`` (its fallback moves on to the
     next candidate on a provider error). Every attempt, failed ones too, is appended to
     ``state["attempts"]``; a step where all candidates fail ends with ``status="provider_error"``.
-    Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``)."""
+    Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``).
+
+    With a token listener attached (``stream_mode="messages"``) the call goes through a chat model
+    (``CandidatesChatModel``), so the generating model's tokens are streamed (metadata
+    ``langgraph_node="generate"``; an escalation streams each model's answer in turn). Without
+    one it is the plain, non-streaming ``complete`` call."""
+    from .generation import CandidatesChatModel, wants_tokens
+
+    call_kw: dict[str, Any] = {**({"pool": pool} if pool is not None else {}), **llm_kwargs}
 
     def _prepare(state: dict[str, Any]) -> tuple[list[str], int, float]:
         cands = list(state.get("candidates") or [])
@@ -275,22 +283,32 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
         cost = sum(a.get("cost_usd", 0.0) for a in attempts)
         return {"attempts": attempts, "status": "provider_error", "error": str(exc), "total_cost_usd": spent + cost}
 
-    def generate(state: dict[str, Any]) -> dict[str, Any]:
+    def generate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         from ..llm import complete
 
         cands, step, spent = _prepare(state)
         try:
-            answer = complete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+            if wants_tokens(config):  # someone streams messages: a chat-model run, so tokens reach them
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                model.invoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = complete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
 
-    async def agenerate(state: dict[str, Any]) -> dict[str, Any]:
+    async def agenerate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         from ..llm import acomplete
 
         cands, step, spent = _prepare(state)
         try:
-            answer = await acomplete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+            if wants_tokens(config):
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                await model.ainvoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = await acomplete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
@@ -357,6 +375,8 @@ def create_finalize_node(router: Any, *, store: Any = None, record_escalations: 
     """
 
     def finalize(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        from ..llm.providers import is_offline_fallback
+
         answers = list(state.get("answers") or [])
         final = best_answer(answers)
         update: dict[str, Any] = {"final": final}
@@ -367,10 +387,13 @@ def create_finalize_node(router: Any, *, store: Any = None, record_escalations: 
                 "routed_model": decision.model, "status": state.get("status"), "escalations": state.get("escalations", 0),
                 "total_cost_usd": state.get("total_cost_usd", 0.0),
                 "verdict": final.get("verdict")}
+        if is_offline_fallback(final["text"]):  # the replay provider's stand-in, not a model's answer
+            meta["offline_fallback"] = True
         update["messages"] = [AIMessage(content=final["text"], response_metadata=meta)]
         target = store if store is not None else getattr(current_router(router), "store", None)
         accepted = final.get("verdict") and final["verdict"]["accept"]  # type: ignore[index]
-        if record_escalations and target is not None and accepted and len(answers) > 1:
+        stand_in = any(is_offline_fallback(a["text"]) for a in answers)  # no model answered: nothing to learn
+        if record_escalations and target is not None and accepted and len(answers) > 1 and not stand_in:
             _record_escalation(router, target, state, final, answers, thread_id(config))
         return update
 
@@ -400,9 +423,11 @@ WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
     """What the feedback interrupt shows: the final answer, or the router's first pick and the
     final answer side by side after an escalation."""
+    from ..llm.providers import is_offline_fallback
+
     answers = list(state.get("answers") or [])
     final = state.get("final") or best_answer(answers)
-    if final is None:
+    if final is None or is_offline_fallback(final["text"]):  # a stand-in is no model's answer to judge
         return None
     query = state.get("query") or {}
     first = answers[0] if answers else final

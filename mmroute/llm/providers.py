@@ -154,10 +154,13 @@ class _Reply:
     prompt_tokens: int = 0
     completion_tokens: int | None = None
     no_choices: bool = False
+    fingerprint: str | None = None
 
 
 def _fill(model_response: ModelResponse, model: str, r: _Reply) -> ModelResponse:
     model_response.model = model
+    if r.fingerprint is not None:
+        model_response.system_fingerprint = r.fingerprint
     if r.no_choices:
         model_response.choices = []
     else:
@@ -259,17 +262,49 @@ class _OfflineLLM(CustomLLM):
 
 # -- replay ---------------------------------------------------------------------------------------
 
+OFFLINE_FALLBACK_TEXT = ("[offline replay: no recorded answer for this question; set MMROUTE_ROUTER / a pool with "
+                         "real models to get real answers]")
+OFFLINE_FALLBACK_FINGERPRINT = "mmroute-offline-fallback"
+
+
+def is_offline_fallback(text: str | None) -> bool:
+    """Whether an answer is the replay provider's offline stand-in rather than a model's answer."""
+    return text == OFFLINE_FALLBACK_TEXT
+
+
 class ReplayLLM(_OfflineLLM):
-    """``replay/<name>``: the recorded answer of model ``<name>`` to the query in the messages."""
+    """``replay/<name>``: the recorded answer of model ``<name>`` to the query in the messages.
+
+    Strict by default: a query (or model) with no recording fails with NotFoundError, so an
+    evaluation never scores a stand-in. ``offline_fallback=True`` (the served example graph)
+    answers it with ``OFFLINE_FALLBACK_TEXT`` instead, marked with ``system_fingerprint``
+    ``OFFLINE_FALLBACK_FINGERPRINT``, so an offline server still answers any question.
+    """
 
     provider = REPLAY
 
-    def __init__(self, answers: RecordedAnswers | None = None, *, tokens_per_image: int = 765) -> None:
+    def __init__(self, answers: RecordedAnswers | None = None, *, tokens_per_image: int = 765,
+                 offline_fallback: bool = False) -> None:
         super().__init__()
         self.answers = answers
         self.tokens_per_image = tokens_per_image
+        self.offline_fallback = offline_fallback
+
+    @staticmethod
+    def _fallback() -> _Reply:
+        # no model ran, so nothing is billed: usage 0/0
+        return _Reply(texts=[OFFLINE_FALLBACK_TEXT], prompt_tokens=0, completion_tokens=0,
+                      fingerprint=OFFLINE_FALLBACK_FINGERPRINT)
 
     def _resolve(self, model: str, messages: list, optional_params: dict, timeout: float | None) -> _Reply:
+        try:
+            return self._lookup(model, messages, optional_params)
+        except litellm.NotFoundError:
+            if self.offline_fallback:
+                return self._fallback()
+            raise
+
+    def _lookup(self, model: str, messages: list, optional_params: dict) -> _Reply:
         from ..errors import InvalidInputError
         from ..query import Query
 
@@ -449,15 +484,19 @@ _REG_LOCK = threading.Lock()
 
 
 def register_offline_providers(replay_answers: RecordedAnswers | None = None,
-                               scripted: ScriptedLLM | None = None) -> None:
+                               scripted: ScriptedLLM | None = None, *, replay_fallback: bool | None = None) -> None:
     """Register ``replay/`` and ``scripted/`` with LiteLLM (idempotent: one entry each, ever).
 
     Passing ``replay_answers`` / ``scripted`` makes them the active table / script; ``None``
-    leaves whatever is active unchanged.
+    leaves whatever is active unchanged. ``replay_fallback`` sets ``ReplayLLM.offline_fallback``;
+    new ``replay_answers`` without it are strict, so one caller's fallback never leaks into the next.
     """
     with _REG_LOCK:
         if replay_answers is not None:
             _REPLAY_HANDLER.answers = replay_answers
+            _REPLAY_HANDLER.offline_fallback = bool(replay_fallback)
+        elif replay_fallback is not None:
+            _REPLAY_HANDLER.offline_fallback = replay_fallback
         if scripted is not None:
             _SCRIPTED_HANDLER.scripted = scripted
         entries = [e for e in litellm.custom_provider_map if e.get("provider") not in (REPLAY, SCRIPTED)]
@@ -477,5 +516,6 @@ def active_scripted() -> ScriptedLLM | None:
     return _SCRIPTED_HANDLER.scripted
 
 
-__all__ = ["FAIL_KINDS", "ReplayLLM", "ScriptedCall", "ScriptedLLM", "Step", "active_replay_answers", "active_scripted",
-           "fail", "length", "malformed", "refuse", "register_offline_providers", "reply", "sleep", "tool_call"]
+__all__ = ["FAIL_KINDS", "OFFLINE_FALLBACK_FINGERPRINT", "OFFLINE_FALLBACK_TEXT", "ReplayLLM", "ScriptedCall",
+           "ScriptedLLM", "Step", "active_replay_answers", "active_scripted", "fail", "is_offline_fallback", "length",
+           "malformed", "refuse", "register_offline_providers", "reply", "sleep", "tool_call"]
