@@ -245,7 +245,7 @@ class _Run:
         """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win),
         and the pool's prices so LiteLLM prices models it does not know the way routing did."""
         spec = self.spec(model)
-        kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
+        kw: dict[str, Any] = {**self.kwargs, **(spec.call_params() if spec else {})}
         if spec is not None and spec.prices_known and "input_cost_per_token" not in kw:
             kw["input_cost_per_token"] = spec.input_cost_per_token
             kw["output_cost_per_token"] = spec.output_cost_per_token
