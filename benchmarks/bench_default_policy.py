@@ -12,6 +12,9 @@ its mean per-query cost on the training part (the same belief ``mmroute eval`` g
 
     python benchmarks/bench_default_policy.py --outcomes preference_data/example/outcomes.jsonl \\
         --pool preference_data/example/pool.yaml --encoder clip:tiny
+    mmroute import --format routerbench ../shared/data/routerbench/datasets --out /tmp/routerbench.jsonl
+    python benchmarks/bench_default_policy.py --outcomes /tmp/routerbench.jsonl --encoder st:minilm \
+        --sample 1000 --cache /tmp/cache_rb
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np  # noqa: E402
 from mmroute.data.formats import outcomes_to_judgments, read_outcomes  # noqa: E402
 from mmroute.errors import RoutingWarning  # noqa: E402
 from mmroute.eval.harness import load_eval_set  # noqa: E402
+from mmroute.features import EmbeddingCache, FeaturePipeline  # noqa: E402
 from mmroute.policy import DEFAULT_QUALITY_TOLERANCE, choose_batch, estimate_text_tokens, hard_filters  # noqa: E402
 from mmroute.pool import ModelPool, ModelSpec  # noqa: E402
 from mmroute.preference.selection import holdout_mask  # noqa: E402
@@ -56,10 +60,15 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--tolerance", type=float, default=DEFAULT_QUALITY_TOLERANCE)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=int, help="use this many outcomes, drawn at random (seeded)")
+    ap.add_argument("--cache", metavar="DIR", help="embedding cache folder (second runs skip encoding)")
     args = ap.parse_args()
 
     res = read_outcomes(args.outcomes, strict=False)
     outcomes = resolve_image_paths(res.items, res.base_dir)
+    if args.sample and args.sample < len(outcomes):
+        keep = np.random.default_rng(args.seed).choice(len(outcomes), args.sample, replace=False)
+        outcomes = [outcomes[i] for i in sorted(keep)]
     keys = [o.query.text + "\x00" + "\x00".join(o.query.images) for o in outcomes]
     test_mask = holdout_mask(keys, args.test_fraction, args.seed)
     train_o = [o for o, t in zip(outcomes, test_mask) if not t]
@@ -67,9 +76,11 @@ def main() -> None:
     models = sorted({m for o in outcomes for m in o.scores})
     pool = ModelPool.load(args.pool) if args.pool else mean_cost_pool(train_o, models)
 
+    cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache) if args.cache else EmbeddingCache(100_000)
+    pipeline = FeaturePipeline.from_spec(args.encoder, cache=cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RoutingWarning)
-        router = train_router(outcomes_to_judgments(train_o), encoder=args.encoder, pool=pool, seed=args.seed,
+        router = train_router(outcomes_to_judgments(train_o), encoder=pipeline, pool=pool, seed=args.seed,
                               quality_tolerance=args.tolerance, progress=True)
     choice = router.metadata["policy_choice"]
     print(f"trained on {len(train_o)} outcomes; default policy lambda={router.policy.knob:.6g}: "
@@ -86,6 +97,8 @@ def main() -> None:
         believed[i] = [m.expected_cost(tok, q.n_images) for m in router.pool.models]
         removed = hard_filters(router.pool, text_tokens=tok, n_images=q.n_images)
         eligible[i] = [n not in removed for n in router.pool.names]
+    if args.cache:
+        cache.save()
     rows = np.arange(data.n)
 
     def measured(pick: np.ndarray) -> tuple[float, float]:
