@@ -10,8 +10,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RoutingWarning
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 
 def _offline_defaults() -> None:
@@ -84,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_text(policy) -> str:
+def _policy_text(policy: "Policy") -> str:
     from .policy import ThresholdPolicy
 
     if isinstance(policy, ThresholdPolicy):
