@@ -233,10 +233,8 @@ class Router:
             pipeline = encoder
         saved_spec.check_compatible(pipeline.spec)
         model = BradleyTerry.load(folder / "preference")
-        if pool is not None:
-            saved_meta = meta.get("metadata", {})
-            trained = saved_meta.get("trained_models") or list(model.models_)
-            check_pool_matches(pool, [str(t) for t in trained], str(folder))
+        if pool is not None:  # the model's names, not a list in the metadata: retraining adds models
+            check_pool_matches(pool, list(model.models_), str(folder))
         return cls(pipeline, model, pool or saved_pool, policy or saved_policy, image_policy=image_policy,
                    metadata={**meta.get("metadata", {}), "version_dir": str(folder)})
 

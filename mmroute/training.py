@@ -142,7 +142,7 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
             "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
             "selection": None if selection is None else [[p, s] for p, s in selection.scores],
-            "trained_models": names, "notes": notes}
+            "notes": notes}
     router = Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), metadata=meta)
     router.metadata["policy_choice"] = (
         {"method": "given", "policy": router.policy.name, "knob": float(router.policy.knob)} if policy is not None
