@@ -49,17 +49,20 @@ def build_agent(router):
 
 
 def offline_router(max_judgments: int | None = None):
-    """A router trained on the example set, its ``replay/<m>`` models renamed ``scripted/<m>``."""
+    """A router trained on the example set's ``replay/<m>`` judgments for the models ``scripted/<m>``.
+
+    The judgments are used as they are: each pool model lists its training name under ``aliases``
+    (the same way a pool maps a dataset's ``gpt-4o-2024-05-13`` to a deployment ``openai/gpt-4o``).
+    """
     from mmroute.data import read_judgments
     from mmroute.policy import CostAwarePolicy
     from mmroute.pool import ModelPool
     from mmroute.training import train_router
 
-    rename = lambda name: name.replace("replay/", "scripted/", 1)  # noqa: E731
     judgments = read_judgments(EXAMPLE / "judgments.jsonl").items[:max_judgments]
-    judgments = [j.model_copy(update={"model_a": rename(j.model_a), "model_b": rename(j.model_b)}) for j in judgments]
     example_pool = ModelPool.load(EXAMPLE / "pool.yaml")
-    pool = ModelPool(models=tuple(m.model_copy(update={"name": rename(m.name)}) for m in example_pool.models))
+    pool = ModelPool(models=tuple(m.model_copy(update={"name": m.name.replace("replay/", "scripted/", 1),
+                                                       "aliases": (m.name,)}) for m in example_pool.models))
     return train_router(judgments, encoder="clip:tiny", pool=pool, base_dir=EXAMPLE, policy=CostAwarePolicy(lam=200.0))
 
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import RoutingWarning
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 DEFAULT_MIN_HOLDOUT = 20  # mmroute.training.DEFAULT_MIN_HOLDOUT, repeated so --help stays light to import
 
@@ -35,10 +43,28 @@ def _report_skipped(path: str, res) -> None:
         print(f"warning: {res.summary()}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """Library warnings as one ``warning: ...`` line each, as they happen (not Python's two-line form)."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RoutingWarning)
+        warnings.showwarning = show
+        yield
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    with _warnings_to_stderr():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from .data.formats import outcomes_to_judgments, read_outcomes
+    from .policy import CostAwarePolicy
     from .pool import ModelPool
-    from .training import resolve_image_paths, train_router
+    from .training import describe_policy_choice, resolve_image_paths, train_router
 
     judgments = _read_judgment_files(args.judgments or [], args.strict)
     for p in args.outcomes or []:
@@ -52,16 +78,38 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 "with valid lines")
     pool = ModelPool.load(args.pool) if args.pool else None
     params = {"rank": args.rank, "l2": args.l2}
-    router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed,
-                          model_params=params, progress=not args.quiet)
+    policy_kw = {"target_cost": args.target_cost, "target_strong_share": args.target_strong_share}
+    if args.quality_tolerance is not None:
+        policy_kw["quality_tolerance"] = args.quality_tolerance
+    router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed, model_params=params,
+                          policy=CostAwarePolicy(args.lam) if args.lam is not None else None,
+                          progress=not args.quiet, **policy_kw)
     folder = router.save(args.out)
     print(f"trained on {router.metadata['n_judgments']} judgments over {router.metadata['n_queries']} queries, "
           f"{len(router.model.models_)} models; saved {folder}")
+    for note in router.metadata.get("notes", []):
+        if "inferred" in note:
+            print(f"inferred: {note}")
+    print(f"policy: {_policy_text(router.policy)} ({describe_policy_choice(router.metadata.get('policy_choice'))})")
     return 0
 
 
+def _policy_text(policy: "Policy") -> str:
+    from .policy import ThresholdPolicy
+
+    if isinstance(policy, ThresholdPolicy):
+        return f"threshold {policy.threshold:g} ({policy.strong} over {policy.weak})"
+    return f"{policy.name}, lambda={policy.knob:.6g}"
+
+
 def cmd_route(args: argparse.Namespace) -> int:
+    with _warnings_to_stderr():
+        return _route(args)
+
+
+def _route(args: argparse.Namespace) -> int:
     from .images import ImagePolicy
+    from .training import describe_policy_choice
     from .policy import CostAwarePolicy, ThresholdPolicy
     from .pool import ModelPool
     from .query import Query
@@ -85,10 +133,14 @@ def cmd_route(args: argparse.Namespace) -> int:
     else:
         q = Query.build(args.text or "", args.image or [], image_policy=ImagePolicy(allow_remote=args.allow_remote_images))
         d = router.route(q, policy=policy)
+    how = ({"method": "command line"} if policy is not None
+           else router.metadata.get("policy_choice") or {"method": "unrecorded"})
     if args.json:
-        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks}, indent=2))
+        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks, "policy_choice": how}, indent=2))
     else:
-        print(f"model:  {d.model}\nreason: {d.reason}")
+        shown = _policy_text(policy or router.policy)
+        print(f"model:  {d.model}\nreason: {d.reason}\npolicy: {shown} "
+              f"({'from the command line' if policy is not None else describe_policy_choice(how)})")
         print(f"sent:   ~{d.prompt_tokens} text tokens, {d.n_images} image(s)\n")
         print(f"{'candidate':<40} {'quality':>8} {'cost $':>10} {'utility':>9}  note")
         for c in d.candidates:
@@ -168,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rank", type=int, help="rank of the query projection (default: chosen on held-out queries)")
     t.add_argument("--l2", type=float, help="ridge on the query terms (default: chosen on held-out queries)")
     t.add_argument("--seed", type=int, default=0, help="random seed (splits and initialisation; default 0)")
+    from .policy import DEFAULT_QUALITY_TOLERANCE
+
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--quality-tolerance", type=float, metavar="Q",
+                     help="default policy: the least-cost lambda keeping mean predicted quality on the training "
+                     f"queries within Q of the best single model's (default {DEFAULT_QUALITY_TOLERANCE})")
+    how.add_argument("--lam", type=float, help="cost-aware policy with this lambda (quality points per USD; 0 = "
+                     "best predicted quality at any price)")
+    how.add_argument("--target-cost", type=float, metavar="USD",
+                     help="lambda giving this mean expected cost per training query")
+    how.add_argument("--target-strong-share", type=float, metavar="SHARE",
+                     help="lambda sending this share (0-1) of training queries to the best-rated model")
     t.add_argument("--strict", action="store_true",
                    help="fail on the first bad line (or missing image) instead of skipping and reporting it")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -295,4 +295,94 @@ def calibrate_threshold(p_strong: np.ndarray, *, target_strong_share: float | No
     return 1.0 + 1e-9
 
 
+DEFAULT_QUALITY_TOLERANCE = 0.02
+"""How much mean predicted quality (a probability of beating the pool's other models) the default
+policy may give up against always calling the best single model: 2 points, the size of the
+rounding in a win-rate table, buys most of the savings on the example and RouterBench sets
+(docs/evaluation.md, "The default policy")."""
+
+
+class QualityCalibration(BaseModel):
+    """How a train-time lambda was chosen, with its effect on the sample queries (kept in the router)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lam: float
+    tolerance: float
+    reference_model: int = Field(description="column of the best single model (callers store its name)")
+    reference_quality: float = Field(description="mean predicted quality of always calling it (falling back "
+                                     "to the best eligible model where it cannot take a query)")
+    quality: float = Field(description="mean predicted quality of the routed choice at lam")
+    cost: float = Field(description="mean expected USD per query of the routed choice at lam")
+    quality_at_zero: float
+    cost_at_zero: float
+    n_queries: int
+
+
+def routed_stats(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, lam: float) -> tuple[float, float]:
+    """Mean predicted quality and mean expected cost of the cost-aware choice at ``lam``."""
+    pick = choose_batch(quality, cost, eligible, lam)
+    rows = np.arange(len(pick))
+    return float(quality[rows, pick].mean()), float(cost[rows, pick].mean())
+
+
+def calibrate_quality_tolerance(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None, *,
+                                tolerance: float = DEFAULT_QUALITY_TOLERANCE, iters: int = 60) -> QualityCalibration:
+    """The largest lambda (least cost) whose routed mean predicted quality on these queries stays
+    within ``tolerance`` of the best single model's.
+
+    Per query, the chosen model's cost and quality both fall as lambda grows, so the mean quality is
+    monotone in lambda and bisection finds the boundary. Queries no model can take are left out.
+    """
+    quality, cost = np.asarray(quality, float), np.asarray(cost, float)
+    eligible = np.ones_like(quality, bool) if eligible is None else np.asarray(eligible, bool)
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"quality tolerance must be a finite number >= 0, got {tolerance}")
+    keep = eligible.any(axis=1)
+    if not keep.any():
+        raise ConfigError("calibration needs at least one sample query some model can take")
+    quality, cost, eligible = quality[keep], cost[keep], eligible[keep]
+    rows = np.arange(len(quality))
+    q0 = quality[rows, choose_batch(quality, cost, eligible, 0.0)]
+    single = np.where(eligible, quality, q0[:, None]).mean(axis=0)
+    ref = int(np.argmax(single))
+    target = float(single[ref]) - tolerance
+    quality_at_zero, cost_at_zero = routed_stats(quality, cost, eligible, 0.0)
+
+    def result(lam: float) -> QualityCalibration:
+        q, c = routed_stats(quality, cost, eligible, lam)
+        return QualityCalibration(lam=lam, tolerance=tolerance, reference_model=ref, reference_quality=float(single[ref]),
+                                  quality=q, cost=c, quality_at_zero=quality_at_zero, cost_at_zero=cost_at_zero,
+                                  n_queries=len(quality))
+
+    if not (cost > 0).any():  # nothing to save: quality alone decides
+        return result(0.0)
+
+    def ok(lam: float) -> bool:
+        return routed_stats(quality, cost, eligible, lam)[0] >= target - 1e-12
+
+    scale = float(np.median(cost[cost > 0]))
+    lo, hi = 0.0, 1.0 / scale
+    while ok(hi) and hi < 1e18:
+        lo, hi = hi, hi * 10
+    if ok(hi):  # even the cheapest eligible model everywhere is within tolerance: the least lambda giving it
+        cheapest = choose_batch(quality, cost, eligible, hi)
+        lo, hi = 0.0, hi
+        for _ in range(iters):
+            mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+            if np.array_equal(choose_batch(quality, cost, eligible, mid), cheapest):
+                hi = mid
+            else:
+                lo = mid
+        return result(hi * 1.001)
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    # Stop 0.1 % short of the boundary so last-bit feature differences cannot cross it.
+    return result(lo / 1.001)
+
+
 PolicyName = Literal["cost-aware", "threshold"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,11 @@ import numpy as np
 from . import __version__
 from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir, publish, read_json,
                          sha256_file, verify_checksums)
-from .errors import CheckpointError, ConfigError, InvalidInputError
+from .errors import CheckpointError, ConfigError, InvalidInputError, RoutingWarning
 from .images import DEFAULT_POLICY, ImagePolicy
 from .payload import Payload, is_messages
 from .policy import CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide, hard_filters
-from .pool import ModelPool
+from .pool import ModelPool, ModelSpec
 from .query import Query
 
 if TYPE_CHECKING:
@@ -55,6 +56,26 @@ def policy_from_json(d: dict[str, Any]) -> Policy:
     raise CheckpointError(f"unknown policy {name!r} in router checkpoint")
 
 
+def trained_name(spec: ModelSpec, trained: Sequence[str]) -> str | None:
+    """The name a pool model was trained under: its own, else its first alias the model knows."""
+    if spec.name in trained:
+        return spec.name
+    return next((a for a in spec.aliases if a in trained), None)
+
+
+def check_pool_matches(pool: ModelPool, trained: Sequence[str], where: str) -> None:
+    """Refuse a pool that shares no model with the trained ones (every rating would be 0.5); warn
+    for each pool model that was not trained."""
+    untrained = [spec.name for spec in pool.models if trained_name(spec, trained) is None]
+    if len(untrained) == len(pool):
+        raise ConfigError(f"no model of the pool ({', '.join(pool.names)}) was trained in the router at {where} "
+                          f"(it knows {', '.join(trained)}): name them so, or list the trained names as "
+                          "'aliases' in the pool file")
+    for name in untrained:
+        warnings.warn(f"pool model {name!r} was not trained in the router at {where}: it gets a neutral 0.5 "
+                      "rating until retraining (list its training name under 'aliases'?)", RoutingWarning, stacklevel=3)
+
+
 class Router:
     """Route queries among a pool's models with a trained preference model."""
 
@@ -68,10 +89,11 @@ class Router:
         self.image_policy = image_policy
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.store = store
-        missing = [m for m in pool.names if m not in model.models_]
+        trained = {spec.name: trained_name(spec, model.models_) for spec in pool.models}
+        missing = [m for m, t in trained.items() if t is None]
         if missing:  # no judgments yet: neutral rating, no feature dependence, until retraining
             model.add_models(missing)
-        self._cols = np.array([model.models_.index(m) for m in pool.names])
+        self._cols = np.array([model.models_.index(trained[m] or m) for m in pool.names])
 
     # -- prediction -------------------------------------------------------------------------
     @property
@@ -231,6 +253,8 @@ class Router:
             pipeline = encoder
         saved_spec.check_compatible(pipeline.spec)
         model = BradleyTerry.load(folder / "preference")
+        if pool is not None:  # the model's names, not a list in the metadata: retraining adds models
+            check_pool_matches(pool, list(model.models_), str(folder))
         return cls(pipeline, model, pool or saved_pool, policy or saved_policy, image_policy=image_policy,
                    metadata={**meta.get("metadata", {}), "version_dir": str(folder)})
 

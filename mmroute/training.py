@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import ConfigError, InvalidInputError, RoutingWarning
 from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
+from .policy import (DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy, calibrate_lambda,
+                     calibrate_quality_tolerance, estimate_text_tokens, hard_filters, routed_stats)
 from .pool import ModelPool
 from .query import Query
 from .router import Router
@@ -94,18 +97,33 @@ def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> li
 
 def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipeline", pool: ModelPool | None = None,
                  base_dir: str | Path | None = None, calibration_fraction: float = 0.15, seed: int = 0,
-                 model_params: dict[str, Any] | None = None, policy=None, progress: bool = False) -> Router:
-    """Fit the preference model on judgments (held-out queries calibrate its temperature)."""
+                 model_params: dict[str, Any] | None = None, policy: Policy | None = None,
+                 target_cost: float | None = None, target_strong_share: float | None = None,
+                 quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE, progress: bool = False) -> Router:
+    """Fit the preference model on judgments (held-out queries calibrate its temperature).
+
+    Judgments name models by their training names; a pool's ``aliases`` map those to its models.
+    Without ``policy``, lambda is chosen on the training queries: to hit ``target_cost`` (USD per
+    query) or ``target_strong_share``, else the least-cost lambda whose predicted quality stays
+    within ``quality_tolerance`` of the best single model's. ``router.metadata["policy_choice"]``
+    says which; ``metadata["notes"]`` lists what was inferred or is unknown (also warned).
+    """
     from .features import EmbeddingCache, FeaturePipeline
     from .preference import DEFAULT_GRID, BradleyTerry, select_params
     from .router import DEFAULT_CACHE_ENTRIES
 
+    if sum(x is not None for x in (policy, target_cost, target_strong_share)) > 1:
+        raise ConfigError("give at most one of policy, target_cost and target_strong_share")
     pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
                 if isinstance(encoder, str) else encoder)
     arrays = encode_judgments(judgments, pipeline, base_dir=base_dir, progress=progress)
+    if pool is not None:  # training names -> pool names; names the pool does not know stay as they are
+        rename = {n: pool.canonical(n) or n for n in {m for pair in arrays.pairs for m in pair}}
+        arrays.pairs = np.array([[rename[a], rename[b]] for a, b in arrays.pairs], dtype=object).reshape(-1, 2)
     names = sorted({m for pair in arrays.pairs for m in pair})
     if pool is None:
         pool = ModelPool.from_names(names)
+    pool, notes = _complete_pool(pool, arrays, judgments, names)
     qkeys = [str(k) for k in arrays.query_index]
     cal = holdout_mask(qkeys, calibration_fraction, seed) if len(set(qkeys)) >= 20 else np.zeros(len(arrays), bool)
     train = arrays.subset(~cal)
@@ -125,8 +143,121 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
         model.calibrate(held.X, held.pairs, held.y, sample_weight=held.weight)
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
             "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
-            "selection": None if selection is None else [[p, s] for p, s in selection.scores]}
-    return Router(pipeline, model, pool, policy, metadata=meta)
+            "selection": None if selection is None else [[p, s] for p, s in selection.scores],
+            "notes": notes}
+    router = Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), metadata=meta)
+    router.metadata["policy_choice"] = (
+        {"method": "given", "policy": router.policy.name, "knob": float(router.policy.knob)} if policy is not None
+        else choose_default_policy(router, arrays, judgments, target_cost=target_cost,
+                                   target_strong_share=target_strong_share, quality_tolerance=quality_tolerance))
+    return router
+
+
+def _complete_pool(pool: ModelPool, arrays: EncodedJudgments, judgments: Sequence["Judgment"],
+                   names: Sequence[str]) -> tuple[ModelPool, list[str]]:
+    """Infer vision support from the data where nothing else says, and warn about what stays unknown.
+
+    Precedence: a value in the pool file, then LiteLLM's (an explicit False there wins), then the
+    data: a model judged on image queries evidently takes images.
+    """
+    on_images: set[str] = set()
+    for j, (a, b) in zip(judgments, arrays.pairs):
+        if j.query.images:
+            on_images.update((a, b))
+    notes: list[str] = []
+    specs = []
+    for spec in pool.models:
+        if spec.supports_vision is None and spec.name in on_images:
+            spec = spec.model_copy(update={"supports_vision": True})
+            notes.append(f"{spec.name}: supports_vision=True inferred from its judgments on image queries")
+        specs.append(spec)
+    pool = ModelPool(models=tuple(specs))
+    trained = set(names)
+    for spec in pool.models:
+        if spec.name not in trained:
+            msg = (f"pool model {spec.name!r} has no judgments (the data names {_few(names)}); it gets a neutral "
+                   "0.5 rating - map its training name with 'aliases' in the pool file")
+            notes.append(msg)
+            warnings.warn(msg, RoutingWarning, stacklevel=3)
+        unknown = [what for what, missing in (("prices", not spec.prices_known),
+                                              ("vision support", spec.supports_vision is None),
+                                              ("context window", spec.context_window is None)) if missing]
+        if unknown:
+            msg = (f"{spec.name}: {', '.join(unknown)} unknown to LiteLLM and the pool file"
+                   + (" (counted as $0: cost cannot steer routing to or away from it)" if not spec.prices_known else "")
+                   + (" (it gets no image queries)" if spec.supports_vision is None else "")
+                   + "; set them in the pool file")
+            notes.append(msg)
+            warnings.warn(msg, RoutingWarning, stacklevel=3)
+    return pool, notes
+
+
+def _few(names: Sequence[str], k: int = 4) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:k])
+    return shown + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def training_query_arrays(router: Router, arrays: EncodedJudgments,
+                          judgments: Sequence["Judgment"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted quality, expected cost and eligibility (u, M) of the distinct training queries."""
+    first = np.full(arrays.Xq.shape[0], -1)
+    for i, k in enumerate(arrays.query_index):
+        if first[k] < 0:
+            first[k] = i
+    quality = router.quality_from_features(arrays.Xq)
+    cost = np.empty_like(quality)
+    eligible = np.empty(quality.shape, bool)
+    for u, i in enumerate(first):
+        rec = judgments[int(i)].query
+        tokens, n_images = estimate_text_tokens(rec.text), len(rec.images)
+        cost[u] = [m.expected_cost(tokens, n_images) for m in router.pool.models]
+        removed = hard_filters(router.pool, text_tokens=tokens, n_images=n_images)
+        eligible[u] = [n not in removed for n in router.pool.names]
+    return quality, cost, eligible
+
+
+def choose_default_policy(router: Router, arrays: EncodedJudgments, judgments: Sequence["Judgment"], *,
+                          target_cost: float | None = None, target_strong_share: float | None = None,
+                          quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> dict[str, Any]:
+    """Set ``router.policy`` to a cost-aware policy calibrated on the training queries; return how."""
+    quality, cost, eligible = training_query_arrays(router, arrays, judgments)
+    q0, c0 = routed_stats(quality, cost, eligible, 0.0)
+    if target_cost is not None or target_strong_share is not None:
+        lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost, target_strong_share=target_strong_share)
+        q, c = routed_stats(quality, cost, eligible, lam)
+        method = ({"method": "target-cost", "target_cost": target_cost} if target_cost is not None
+                  else {"method": "target-strong-share", "target_strong_share": target_strong_share,
+                        "strong_model": router.pool.names[int(np.argmax(quality.mean(axis=0)))]})
+        choice = {**method, "lam": lam, "quality": q, "cost": c, "n_queries": len(quality)}
+    else:
+        cal = calibrate_quality_tolerance(quality, cost, eligible, tolerance=quality_tolerance)
+        lam = cal.lam
+        choice = {"method": "quality-tolerance", **cal.model_dump(),
+                  "reference_model": router.pool.names[cal.reference_model]}
+    router.policy = CostAwarePolicy(lam)
+    return {**choice, "policy": "cost-aware", "quality_at_zero": q0, "cost_at_zero": c0}
+
+
+def describe_policy_choice(choice: dict[str, Any] | None) -> str:
+    """One line on how a router's policy was chosen and what it did on the training queries."""
+    if not choice:
+        return "chosen by the caller (no record)"
+    method = choice.get("method")
+    if method == "given":
+        return "given explicitly at training"
+    figures = (f"on {choice.get('n_queries')} training queries: predicted quality {choice['quality']:.3f} at "
+               f"${choice['cost']:.6f}/query vs {choice['quality_at_zero']:.3f} at ${choice['cost_at_zero']:.6f} "
+               "with lambda=0")
+    if method == "quality-tolerance":
+        head = (f"least cost keeping predicted quality within {choice['tolerance']:g} of the best single model "
+                f"{choice['reference_model']} ({choice['reference_quality']:.3f})")
+    elif method == "target-cost":
+        head = f"calibrated to ${choice['target_cost']:g}/query"
+    elif method == "target-strong-share":
+        head = f"calibrated to {choice['target_strong_share']:g} of calls to {choice['strong_model']}"
+    else:
+        head = str(method)
+    return f"{head}; {figures}"
 
 
 #: Router metadata keys written by :func:`retrain` (see its docstring for the rule they implement).

@@ -284,7 +284,7 @@ class _Run:
         prices in its process-wide cost map, so one pool's prices would leak into every later call
         of that model name. :meth:`cost` applies the pool's prices itself."""
         spec = self.spec(model)
-        kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
+        kw: dict[str, Any] = {**self.kwargs, **(spec.call_params() if spec else {})}
         kw.setdefault("num_retries", 0)  # retries are ours: one policy, every attempt recorded
         kw.setdefault("max_retries", 0)
         if self.timeout is not None:
