@@ -23,7 +23,7 @@ from ..errors import ConfigError, InvalidInputError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .state import AnswerState, AttemptState, QueryState, decision_from_state, decision_to_state
+from .state import AnswerState, AttemptState, decision_from_state, decision_to_state, query_state
 
 GotoSpec = Mapping[str, str] | Callable[[RouteDecision], str]
 
@@ -152,9 +152,7 @@ def create_parse_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]
     """
 
     def parse(state: dict[str, Any]) -> dict[str, Any]:
-        q = latest_query(state, router)
-        info: QueryState = {"hash": q.content_hash, "text": q.text, "n_images": q.n_images}
-        return {"query": info, "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
+        return {"query": query_state(latest_query(state, router)), "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
                 "escalations": 0, "total_cost_usd": 0.0, "status": "routed", "final": None, "error": None,
                 "feedback": None}
 

@@ -20,6 +20,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ..errors import InvalidInputError
 from ..policy import RouteDecision
+from ..query import Query
 
 Status = Literal[
     "routed",          # a model is chosen, nothing generated yet
@@ -79,6 +80,11 @@ class QueryState(TypedDict):
     n_images: int
 
 
+def query_state(query: Query) -> QueryState:
+    """The state's record of a ``Query``: its fingerprint and modality, not its bytes."""
+    return {"hash": query.content_hash, "text": query.text, "n_images": query.n_images}
+
+
 def _merge_answers(left: list[AnswerState] | None, right: list[AnswerState] | None) -> list[AnswerState]:
     """Append new answers; an update for an answer already present (same step) replaces it.
 
@@ -133,4 +139,4 @@ def decision_from_state(state: Any) -> RouteDecision:
 
 
 __all__ = ["AnswerState", "AttemptState", "CascadeState", "QueryState", "RouterState", "Status", "VerdictState",
-           "decision_from_state", "decision_to_state"]
+           "decision_from_state", "decision_to_state", "query_state"]
