@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidInputError
 from .payload import Payload
@@ -32,13 +32,6 @@ StepStatus = Literal["accepted", "max_escalations", "no_stronger_model", "cost_c
 Rating = Literal["good", "bad"]
 RATINGS: tuple[Rating, ...] = ("good", "bad")
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
-
-
-class Judged(Protocol):
-    """What the cascade reads of an answer record: who answered and, once verified, the verdict."""
-
-    def __getitem__(self, key: str) -> Any: ...
-    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -105,9 +98,12 @@ def best_answer(answers: Sequence[AnswerState]) -> AnswerState | None:
     return max(reversed(answers), key=lambda a: (a.get("verdict") or {}).get("confidence", 0.0))
 
 
-def escalation_judgments(final: Judged, answers: Sequence[Judged]) -> list[tuple[str, str]]:
+def escalation_judgments(final: Mapping[str, Any], answers: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """``(winner, loser)`` model pairs an accepted escalation teaches: the accepted answer beats
-    every rejected answer of another model. Nothing when ``final`` was not accepted."""
+    every rejected answer of another model. Nothing when ``final`` was not accepted.
+
+    Answers are records with ``model`` and ``verdict`` (``AnswerState`` or the chat model's
+    per-call history)."""
     if not (final.get("verdict") or {}).get("accept"):
         return []
     out = []
@@ -207,6 +203,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-__all__ = ["RATINGS", "WINNERS", "CascadeStep", "Judged", "Rating", "StepStatus", "answer_from_state", "answer_state",
+__all__ = ["RATINGS", "WINNERS", "CascadeStep", "Rating", "StepStatus", "answer_from_state", "answer_state",
            "best_answer", "current_router", "escalation_judgments", "judgment_id", "next_step", "parse_feedback",
            "rating_judgment", "route_call", "user_turn", "verdict_state", "within_budget"]
