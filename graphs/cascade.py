@@ -40,14 +40,14 @@ EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "preference_data" / "example
 def example_router(example_dir: str | Path = EXAMPLE_DIR, *, encoder: str = "clip:tiny") -> Any:
     """A router trained on the example set, with ``replay/`` serving its recorded answers."""
     from mmroute.data import read_judgments
-    from mmroute.llm import RecordedAnswers, register_offline_providers
+    from mmroute.llm import ReplayAnswers, register_offline_providers
     from mmroute.policy import CostAwarePolicy
     from mmroute.pool import ModelPool
     from mmroute.training import train_router
 
     folder = Path(example_dir)
     # unknown questions get the labelled offline stand-in instead of a provider error
-    register_offline_providers(replay_answers=RecordedAnswers.load(folder / "answers.jsonl"), replay_fallback=True)
+    register_offline_providers(replay_answers=ReplayAnswers.load(folder / "answers.jsonl"), replay_fallback=True)
     pool = ModelPool.load(folder / "pool.yaml")
     judgments = read_judgments(folder / "judgments.jsonl").items
     # lambda ~ 200 quality points per USD: pays ~$0.002 more per query only for a large quality gain

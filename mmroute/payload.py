@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .messages import split_messages
-from .policy import estimate_text_tokens
+from .tokens import estimate_text_tokens
 
 if TYPE_CHECKING:
     from .query import Query

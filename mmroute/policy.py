@@ -19,19 +19,6 @@ from .errors import ConfigError, NoEligibleModelError
 from .pool import ModelPool, ModelSpec
 
 
-def estimate_text_tokens(text: str) -> int:
-    """Cheap, tokenizer-free estimate: ~4 ASCII chars per token, ~1 token per other char.
-
-    Conservative for non-Latin scripts, where chars/4 would let a prompt overflow a context.
-    """
-    if not text:
-        return 0
-    if text.isascii():  # the common case, in C: long conversations are estimated on every call
-        return int(math.ceil(len(text) / 4))
-    ascii_chars = sum(1 for ch in text if ord(ch) < 128) if len(text) < 1_000_000 else len(text.encode("ascii", "ignore"))
-    return int(math.ceil(ascii_chars / 4)) + (len(text) - ascii_chars)
-
-
 class CandidateScore(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -272,10 +259,12 @@ def calibrate_lambda(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray
     return hi * 1.001
 
 
-def calibrate_threshold(p_strong: np.ndarray, *, target_strong_share: float | None = None,
-                        cost_strong: np.ndarray | None = None, cost_weak: np.ndarray | None = None,
-                        target_cost: float | None = None) -> float:
-    """Threshold t on P(strong beats weak) hitting a share of strong calls, or an average cost."""
+def calibrate_strong_win_threshold(p_strong: np.ndarray, *, target_strong_share: float | None = None,
+                                   cost_strong: np.ndarray | None = None, cost_weak: np.ndarray | None = None,
+                                   target_cost: float | None = None) -> float:
+    """``ThresholdPolicy``'s t on P(strong beats weak) hitting a share of strong calls, or an
+    average cost: decided before any call (not the verifier's escalation threshold,
+    :func:`mmroute.verify.calibrate_escalation_threshold`)."""
     p = np.sort(np.asarray(p_strong, float))[::-1]
     n = len(p)
     if n == 0:

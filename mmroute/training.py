@@ -22,8 +22,9 @@ from .errors import ConfigError, InvalidInputError, RoutingWarning
 from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
 from .policy import (DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy, calibrate_lambda,
-                     calibrate_quality_tolerance, estimate_text_tokens, hard_filters, routed_stats)
+                     calibrate_quality_tolerance, hard_filters, routed_stats)
 from .pool import ModelPool
+from .tokens import estimate_text_tokens
 from .query import Query
 from .router import Router
 

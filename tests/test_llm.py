@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mmroute.errors import DataFormatError, ProviderError
-from mmroute.llm import (RecordedAnswers, ScriptedLLM, complete, load_mllm_bench, register_offline_providers,
+from mmroute.llm import (ReplayAnswers, ScriptedLLM, complete, load_mllm_bench, register_offline_providers,
                          stream_complete, to_openai_messages, tool_call)
 from mmroute.pool import ModelPool
 from mmroute.query import Query
@@ -82,20 +82,20 @@ def recorded(tmp_path: Path) -> Path:
 
 
 def test_recorded_file_loads_and_names_bad_lines(recorded: Path, tmp_path: Path):
-    ra = RecordedAnswers.load(recorded)
+    ra = ReplayAnswers.load(recorded)
     assert len(ra) == 2 and ra.models == ["cheap", "strong"]
     q = Query.build("what colour is this?", ["img/a.png"], base_dir=recorded.parent)
     assert [s.text for s in ra.samples(q, "cheap")] == ["blue", "navy blue"] and ra.get(q).gold == "blue"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(recorded.read_text() + '{"id": "q3", "query": {"text": "x"}}\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:3: missing 'answers'"):
-        RecordedAnswers.load(bad)
-    lenient = RecordedAnswers.load(bad, strict=False)
+        ReplayAnswers.load(bad)
+    lenient = ReplayAnswers.load(bad, strict=False)
     assert len(lenient) == 2 and len(lenient.errors) == 1
 
 
 def test_replay_through_litellm_rotates_samples_and_costs(recorded: Path):
-    ra = RecordedAnswers.load(recorded)
+    ra = ReplayAnswers.load(recorded)
     register_offline_providers(replay_answers=ra)
     q = Query.build("what colour is this?", ["img/a.png"], base_dir=recorded.parent)
     pool = _pool("replay/cheap", "replay/strong")
@@ -111,7 +111,7 @@ def test_replay_through_litellm_rotates_samples_and_costs(recorded: Path):
 
 
 def test_replay_unknown_query_or_model_fails_without_retry(recorded: Path):
-    register_offline_providers(replay_answers=RecordedAnswers.load(recorded))
+    register_offline_providers(replay_answers=ReplayAnswers.load(recorded))
     with pytest.raises(ProviderError) as ei:
         complete("never recorded", ["replay/cheap"], max_retries=3)
     assert [a.error_type for a in ei.value.attempts] == ["not_found"]
@@ -124,7 +124,7 @@ def test_replay_offline_fallback_answers_unknown_queries_only_when_asked(recorde
     from mmroute.llm import stream_complete
     from mmroute.llm.providers import OFFLINE_FALLBACK_FINGERPRINT, OFFLINE_FALLBACK_TEXT, active_replay_answers
 
-    ra = RecordedAnswers.load(recorded)
+    ra = ReplayAnswers.load(recorded)
     pool = _pool("replay/cheap")
     register_offline_providers(replay_answers=ra, replay_fallback=True)
     try:

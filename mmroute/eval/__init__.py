@@ -6,15 +6,15 @@ arrays, cross-validation, router evaluation, the JSON report), ``plot`` (PNG, op
 matplotlib) and ``cli`` (``mmroute eval``). See docs/evaluation.md.
 """
 
-from .baselines import (BTRouter, GlobalBT, JudgmentArrays, KNNRouter, MatrixFactorization, RandomRouter,
+from .baselines import (BTQuality, GlobalBT, JudgmentArrays, KNNQuality, MatrixFactorization, RandomQuality,
                         SWRanking, make_baselines)
 from .harness import (EvalReport, EvalSet, cross_validate, evaluate_router, load_eval_set, outcome_judgments,
                       outcomes_from_anchor)
 from .metrics import Curve, evaluate_predictions, reference, summarize, sweep, threshold_sweep
 
 __all__ = [
-    "BTRouter", "Curve", "EvalReport", "EvalSet", "GlobalBT", "JudgmentArrays", "KNNRouter", "MatrixFactorization",
-    "RandomRouter", "SWRanking", "cross_validate", "evaluate_predictions", "evaluate_router", "load_eval_set",
+    "BTQuality", "Curve", "EvalReport", "EvalSet", "GlobalBT", "JudgmentArrays", "KNNQuality", "MatrixFactorization",
+    "RandomQuality", "SWRanking", "cross_validate", "evaluate_predictions", "evaluate_router", "load_eval_set",
     "make_baselines", "outcome_judgments", "outcomes_from_anchor", "reference", "summarize", "sweep",
     "threshold_sweep",
 ]

@@ -28,13 +28,13 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from ..cascade import current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
-from ..payload import Payload
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .nodes import RecordedAnswer, answer_record, current_router, judgment_id, thread_id, user_turn
+from .nodes import thread_id
 
 
 def to_tool_calls(raw_calls: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
@@ -137,9 +137,7 @@ class RoutedChatModel(BaseChatModel):
             return self.decision, self.decision.ordered
         if self.candidates:
             return None, list(self.candidates)
-        r = current_router(self.router)
-        payload = Payload.from_messages(messages, tools=kwargs.get("tools"))
-        decision = r.route(self._query(messages), payload=payload)
+        decision = route_call(self.router, messages, tools=kwargs.get("tools"), include_context=self.include_context)
         return decision, decision.ordered
 
     def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -153,15 +151,11 @@ class RoutedChatModel(BaseChatModel):
         """Verify ``answer``; the models to escalate to, or None to keep it."""
         if self.verifier is None or decision is None or answer.tool_calls:
             return None
-        v = self.verifier.verify(self._query(messages), RecordedAnswer.of(answer_record(answer, 0)),
-                                 context={"model": answer.model})
-        history[-1]["verdict"] = {"confidence": v.confidence, "accept": v.accept, "reason": v.reason,
-                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
-        if v.accept or len(history) - 1 >= self.max_escalations:
-            return None
-        tried = {h["model"] for h in history}
-        stronger = [m for m in decision.escalation_order(after=answer.model) if m not in tried]
-        return stronger or None
+        v = self.verifier.verify(self._query(messages), answer, context={"model": answer.model})
+        history[-1]["verdict"] = verdict_state(v)
+        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=[h["model"] for h in history],
+                         escalations=len(history) - 1, max_escalations=self.max_escalations)
+        return list(step.models) if step.escalates else None
 
     def _result(self, decision: RouteDecision | None, answer: Any, history: list[dict[str, Any]],
                 messages: list[BaseMessage]) -> ChatResult:
@@ -191,16 +185,16 @@ class RoutedChatModel(BaseChatModel):
         """An escalation the verifier accepted: accepted beats rejected, into the router's store."""
         if not self.record_escalations or decision is None or len(history) < 2:
             return
-        final = history[-1]
         r = current_router(self.router) if self.router is not None else None
         store = getattr(r, "store", None)
-        if r is None or store is None or not (final.get("verdict") or {}).get("accept"):
+        pairs = escalation_judgments(history[-1], history[:-1])
+        if r is None or store is None or not pairs:
             return
         q = self._query(messages)
         thread = thread_id(ensure_config())  # the agent run's thread, when inside LangGraph
-        for h in history[:-1]:
-            jid = judgment_id("escalation", thread, q.content_hash, final["model"], h["model"], user_turn(messages))
-            r.record(q, final["model"], h["model"], "model_a", store=store, source="escalation", id=jid)
+        for winner, loser in pairs:
+            jid = judgment_id("escalation", thread, q.content_hash, winner, loser, user_turn(messages))
+            r.record(q, winner, loser, "model_a", store=store, source="escalation", id=jid)
 
     @staticmethod
     def _entry(answer: Any) -> dict[str, Any]:

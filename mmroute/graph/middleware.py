@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..cascade import route_call
 from ..errors import ConfigError
-from ..payload import Payload
 from ..policy import RouteDecision
-from ..query import Query
 from .chat_model import RoutedChatModel
-from .nodes import current_router
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -64,12 +62,7 @@ class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
 
     def decide(self, messages: list[Any], *, system: Any = None, tools: Sequence[Any] | None = None) -> RouteDecision:
         """Route on the latest user turn; filter on everything sent (system prompt, all turns, tools)."""
-        r = current_router(self.router)
-        query = Query.from_messages(messages, include_context=self.include_context, image_policy=r.image_policy)
-        if isinstance(system, str):
-            system = {"role": "system", "content": system}
-        payload = Payload.from_messages(([system] if system is not None else []) + list(messages), tools=tools)
-        return r.route(query, payload=payload)
+        return route_call(self.router, messages, tools=tools, system=system, include_context=self.include_context)
 
     def _decide_request(self, request: ModelRequest) -> RouteDecision:
         return self.decide(request.messages, system=getattr(request, "system_message", None),

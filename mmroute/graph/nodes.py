@@ -1,38 +1,34 @@
-"""Node factories: router, classify, generate, verify, finalize and feedback.
+"""Node factories: router, parse, plan, generate, verify, finalize and feedback.
 
 Each factory closes over the long-lived objects (router, pool, verifier, store) and returns a node
 that reads and writes only JSON-able state, so graphs built from them checkpoint and resume
 anywhere. Factories take a ``Router`` or a ``LiveRouter`` (which swaps in a retrained router
-between calls); nodes always ask it for the current one.
+between calls); nodes always ask it for the current one. What the cascade decides (escalate to
+whom, what an escalation or a rating teaches) is ``mmroute.cascade``; the nodes adapt it to state.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.types import Command, Overwrite, interrupt
 
+from ..cascade import (RATINGS, WINNERS, answer_from_state, answer_state, best_answer, current_router,
+                       escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
+                       verdict_state, within_budget)
 from ..errors import ConfigError, InvalidInputError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .state import AnswerRecord, AttemptRecord, QueryInfo, VerdictRecord, decision_from_state, decision_to_state
+from .state import AnswerState, AttemptState, decision_from_state, decision_to_state, query_state
 
 GotoSpec = Mapping[str, str] | Callable[[RouteDecision], str]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def current_router(router: Any) -> Any:
-    """The ``Router`` to use now: a ``LiveRouter`` hands out its latest version."""
-    return getattr(router, "router", router)
 
 
 def latest_query(state: Mapping[str, Any], router: Any = None, *, include_context: bool = False) -> Query:
@@ -60,22 +56,7 @@ def thread_id(config: RunnableConfig | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "")
 
 
-def user_turn(messages: Sequence[Any]) -> int:
-    """How many user turns the conversation has: names the current turn, stably across re-runs."""
-    return sum(1 for m in messages or () if getattr(m, "type", None) == "human"
-               or (isinstance(m, Mapping) and m.get("role") == "user"))
-
-
-def judgment_id(kind: str, thread: str, query_hash: str, model_a: str, model_b: str, turn: int = 0) -> str:
-    """Deterministic id, so a node that re-runs (interrupt/resume, retries) stores nothing twice.
-
-    Thread and turn are part of it: the same question asked again later is new evidence.
-    """
-    key = json.dumps([kind, thread, turn, query_hash, model_a, model_b], separators=(",", ":"))
-    return f"{kind}:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-
-
-def attempt_record(attempt: Any, step: int) -> AttemptRecord:
+def attempt_record(attempt: Any, step: int) -> AttemptState:
     """One attempt of ``mmroute.llm`` (a model object, dataclass or dict) as a plain dict."""
     if hasattr(attempt, "model_dump"):
         raw = attempt.model_dump(mode="json")
@@ -87,7 +68,7 @@ def attempt_record(attempt: Any, step: int) -> AttemptRecord:
     ok = raw.get("ok")
     if ok is None:
         ok = raw.get("success", error is None)
-    out: AttemptRecord = {"model": str(raw.get("model", "")), "ok": bool(ok), "step": step,
+    out: AttemptState = {"model": str(raw.get("model", "")), "ok": bool(ok), "step": step,
                           "error": None if error is None else str(error), "error_type": raw.get("error_type")}
     for key in ("cost_usd", "latency_s"):
         value = raw.get(key)
@@ -96,68 +77,13 @@ def attempt_record(attempt: Any, step: int) -> AttemptRecord:
     return out
 
 
-def answer_record(answer: Any, step: int) -> AnswerRecord:
-    """An ``mmroute.llm.Answer`` as a checkpointable dict (without its raw response)."""
-    return {
-        "model": str(answer.model),
-        "text": str(getattr(answer, "text", "") or ""),
-        "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
-        "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0),
-        "finish_reason": getattr(answer, "finish_reason", None),
-        "tool_calls": [dict(tc) if isinstance(tc, Mapping) else _jsonable(tc) for tc in getattr(answer, "tool_calls", None) or []],
-        "step": step,
-        "verdict": None,
-    }
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _answer_attempts(answer: Any, step: int) -> list[AttemptRecord]:
+def _answer_attempts(answer: Any, step: int) -> list[AttemptState]:
     attempts = [attempt_record(a, step) for a in getattr(answer, "attempts", None) or []]
     if not any(a["ok"] and a["model"] == answer.model for a in attempts):  # a backend may list only failures
         attempts.append({"model": str(answer.model), "ok": True, "error": None, "step": step,
                          "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
                          "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0)})
     return attempts
-
-
-@dataclass
-class RecordedAnswer:
-    """An ``AnswerRecord`` seen through the attributes verifiers read (text, finish_reason, ...)."""
-
-    text: str
-    model: str
-    finish_reason: str | None = None
-    cost_usd: float = 0.0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    @classmethod
-    def of(cls, rec: AnswerRecord) -> "RecordedAnswer":
-        return cls(text=rec["text"], model=rec["model"], finish_reason=rec.get("finish_reason"),
-                   cost_usd=rec.get("cost_usd", 0.0), tool_calls=list(rec.get("tool_calls") or []))
-
-
-def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:
-    """The models whose predicted cost for this query still fits under ``cap`` after ``spent``."""
-    if cap is None:
-        return list(models)
-    cost = {c.model: c.expected_cost for c in decision.candidates}
-    return [m for m in models if spent + cost.get(m, 0.0) <= cap + 1e-12]
-
-
-def best_answer(answers: Sequence[AnswerRecord]) -> AnswerRecord | None:
-    """The accepted answer, else the most confident one (the later, stronger one on ties)."""
-    if not answers:
-        return None
-    for a in reversed(answers):
-        if a.get("verdict") and a["verdict"]["accept"]:  # type: ignore[index]
-            return a
-    return max(reversed(answers), key=lambda a: (a.get("verdict") or {}).get("confidence", 0.0))
 
 
 # -- router node --------------------------------------------------------------------------------
@@ -218,28 +144,27 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
 # -- cascade nodes ------------------------------------------------------------------------------
 
 
-def create_classify_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def create_parse_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Parse the latest user turn and start a fresh per-query record.
 
     The query's fingerprint and modality go into the state (not its bytes); per-query lists are
     reset with ``Overwrite`` so a second question on the same thread starts clean.
     """
 
-    def classify(state: dict[str, Any]) -> dict[str, Any]:
-        q = latest_query(state, router)
-        info: QueryInfo = {"hash": q.content_hash, "text": q.text, "n_images": q.n_images}
-        return {"query": info, "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
+    def parse(state: dict[str, Any]) -> dict[str, Any]:
+        return {"query": query_state(latest_query(state, router)), "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
                 "escalations": 0, "total_cost_usd": 0.0, "status": "routed", "final": None, "error": None,
                 "feedback": None}
 
-    return classify
+    return parse
 
 
 def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap."""
+    """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap
+    (the cascade graph's ``"plan"`` node; the decision goes to ``state["route"]``)."""
     route_node = create_router_node(router)
 
-    def route(state: dict[str, Any]) -> dict[str, Any]:
+    def plan(state: dict[str, Any]) -> dict[str, Any]:
         update = route_node(state)
         assert isinstance(update, dict)
         decision = decision_from_state(update)
@@ -249,7 +174,7 @@ def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) ->
                     "error": f"no eligible model's predicted cost fits max_cost_per_query={max_cost_per_query}"}
         return {**update, "candidates": cands, "status": "routed"}
 
-    return route
+    return plan
 
 
 def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> RunnableLambda:
@@ -273,7 +198,7 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
         return cands, int(state.get("escalations") or 0), float(state.get("total_cost_usd") or 0.0)
 
     def _ok(answer: Any, step: int, spent: float) -> dict[str, Any]:
-        rec = answer_record(answer, step)
+        rec = answer_state(answer, step)
         billed = float(getattr(answer, "total_cost_usd", 0.0) or 0.0) or rec["cost_usd"]  # failed attempts billed too
         return {"answers": [rec], "attempts": _answer_attempts(answer, step), "total_cost_usd": spent + billed,
                 "error": None}
@@ -337,26 +262,20 @@ def create_verify_node(verifier: Any, router: Any, *, max_escalations: int = 2,
             return {}  # nothing new to judge (this step failed): finalize keeps what there is
         last = answers[-1]
         r = current_router(router)
-        v = verifier.verify(latest_query(state, r), RecordedAnswer.of(last),
+        v = verifier.verify(latest_query(state, r), answer_from_state(last),
                             context={"model": last["model"], "messages": to_openai_messages(state["messages"])})
-        verdict: VerdictRecord = {"confidence": float(v.confidence), "accept": bool(v.accept), "reason": str(v.reason),
-                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
+        verdict = verdict_state(v)
         spent = float(state.get("total_cost_usd") or 0.0) + verdict["cost_usd"]
         update: dict[str, Any] = {"answers": [{**last, "verdict": verdict}], "total_cost_usd": spent}
+        escalations = int(state.get("escalations") or 0)
         if verdict["accept"]:
             return {**update, "status": "accepted", "candidates": []}
-        escalations = int(state.get("escalations") or 0)
-        if escalations >= max_escalations:
-            return {**update, "status": "max_escalations", "candidates": []}
-        decision = decision_from_state(state)
-        tried = {a["model"] for a in answers}
-        stronger = [m for m in decision.escalation_order(after=last["model"]) if m not in tried]
-        if not stronger:
-            return {**update, "status": "no_stronger_model", "candidates": []}
-        affordable = within_budget(decision, stronger, spent, max_cost_per_query)
-        if not affordable:
-            return {**update, "status": "cost_cap", "candidates": []}
-        return {**update, "status": "escalating", "candidates": affordable, "escalations": escalations + 1}
+        step = next_step(decision_from_state(state), answered=last["model"], accepted=False,
+                         tried=[a["model"] for a in answers], escalations=escalations,
+                         max_escalations=max_escalations, spent=spent, max_cost=max_cost_per_query)
+        if not step.escalates:
+            return {**update, "status": step.status, "candidates": []}
+        return {**update, "status": "escalating", "candidates": list(step.models), "escalations": escalations + 1}
 
     return verify
 
@@ -400,24 +319,16 @@ def create_finalize_node(router: Any, *, store: Any = None, record_escalations: 
     return finalize
 
 
-def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: AnswerRecord,
-                       answers: Sequence[AnswerRecord], thread: str) -> None:
+def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: AnswerState,
+                       answers: Sequence[AnswerState], thread: str) -> None:
     r = current_router(router)
     query = latest_query(state, r)
-    for rejected in answers:
-        verdict = rejected.get("verdict")
-        if rejected is final or rejected["model"] == final["model"] or not verdict or verdict["accept"]:
-            continue
-        jid = judgment_id("escalation", thread, query.content_hash, final["model"], rejected["model"],
-                          user_turn(state["messages"]))
-        r.record(query, final["model"], rejected["model"], "model_a", store=store, source="escalation", id=jid)
+    for winner, loser in escalation_judgments(final, answers):
+        jid = judgment_id("escalation", thread, query.content_hash, winner, loser, user_turn(state["messages"]))
+        r.record(query, winner, loser, "model_a", store=store, source="escalation", id=jid)
 
 
 # -- feedback -----------------------------------------------------------------------------------
-
-
-RATINGS = ("good", "bad")
-WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 
 
 def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -438,43 +349,6 @@ def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
                 "resume_with": {"winner": list(WINNERS)}}
     return {**base, "kind": "rating", "model": final["model"], "answer": final["text"],
             "resume_with": {"rating": list(RATINGS)}}
-
-
-def _rating_pair(decision: RouteDecision, model: str, rating: str) -> tuple[str, str, str] | None:
-    """A single rating as a pairwise judgment against the router's reference for this query.
-
-    The reference is the next stronger model (escalation order), else the best weaker one.
-    "good" from the cheaper side means it was enough (tie); "bad" means the stronger would have
-    won. For the strongest model: "good" beats the runner-up, "bad" is a both-bad tie.
-    """
-    stronger = decision.escalation_order(after=model) if model in {c.model for c in decision.candidates} else []
-    if stronger:
-        ref = stronger[0]
-        return (model, ref, "tie") if rating == "good" else (model, ref, "model_b")
-    others = sorted((c for c in decision.candidates if c.eligible and c.model != model), key=lambda c: -c.quality)
-    if not others:
-        return None
-    ref = others[0].model
-    return (model, ref, "model_a") if rating == "good" else (model, ref, "tie (bothbad)")
-
-
-def parse_feedback(value: Any) -> dict[str, str] | None:
-    """Validate a resume value: ``{"winner": ...}``, ``{"rating": ...}``, or ``None`` to skip."""
-    if value is None or (isinstance(value, Mapping) and value.get("skip")):
-        return None
-    if isinstance(value, str):
-        value = {"rating": value} if value in RATINGS else {"winner": value}
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"feedback must be a dict like {{'winner': 'model_a'}} or {{'rating': 'good'}}, got {value!r}")
-    if "winner" in value:
-        if value["winner"] not in WINNERS:
-            raise InvalidInputError(f"feedback winner must be one of {', '.join(WINNERS)}, got {value['winner']!r}")
-        return {"winner": str(value["winner"])}
-    if "rating" in value:
-        if value["rating"] not in RATINGS:
-            raise InvalidInputError(f"feedback rating must be 'good' or 'bad', got {value['rating']!r}")
-        return {"rating": str(value["rating"])}
-    raise InvalidInputError(f"feedback needs 'winner' or 'rating', got keys {sorted(value)}")
 
 
 def create_feedback_node(router: Any, *, store: Any = None, source: str = "user") -> Callable[..., dict[str, Any]]:
@@ -503,7 +377,7 @@ def create_feedback_node(router: Any, *, store: Any = None, source: str = "user"
                 raise InvalidInputError("a 'winner' needs two answers; this query has one - resume with {'rating': ...}")
             a, b, winner = request["model_a"], request["model_b"], choice["winner"]
         else:
-            pair = _rating_pair(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
+            pair = rating_judgment(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
             if pair is None:
                 return {"feedback": {**choice, "stored": None, "why": "no other model to compare with"}}
             a, b, winner = pair
@@ -514,7 +388,6 @@ def create_feedback_node(router: Any, *, store: Any = None, source: str = "user"
     return feedback
 
 
-__all__ = ["GotoSpec", "RecordedAnswer", "after_verify", "answer_record", "attempt_record", "best_answer",
-           "create_classify_node", "create_feedback_node", "create_finalize_node", "create_generate_node",
-           "create_plan_node", "create_router_node", "create_verify_node", "current_router", "feedback_request",
-           "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "route_state", "thread_id", "user_turn", "within_budget"]
+__all__ = ["GotoSpec", "after_verify", "attempt_record", "create_feedback_node", "create_finalize_node",
+           "create_generate_node", "create_parse_node", "create_plan_node", "create_router_node", "create_verify_node",
+           "feedback_request", "latest_query", "resolve_goto", "route_state", "thread_id"]

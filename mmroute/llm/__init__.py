@@ -8,15 +8,15 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from .breaker import CircuitBreaker  # noqa: E402
-from .call import (Answer, AnswerStream, Attempt, Backoff, acomplete, astream_complete, classify, complete,  # noqa: E402
+from .call import (Answer, AnswerStream, Attempt, Backoff, acomplete, astream_complete, classify_error, complete,  # noqa: E402
                    retry_after_s, stream_complete)
-from .convert import estimate_tokens, query_to_messages, to_openai_messages  # noqa: E402
+from .convert import query_to_messages, to_openai_messages  # noqa: E402
 from .providers import (ReplayLLM, ScriptedCall, ScriptedLLM, Step, fail, length, malformed, refuse,  # noqa: E402
                         register_offline_providers, reply, sleep, tool_call)
-from .recorded import RecordedAnswers, RecordedItem, RecordedSample, load_mllm_bench  # noqa: E402
+from .recorded import ReplayAnswers, RecordedItem, RecordedSample, load_mllm_bench  # noqa: E402
 
-__all__ = ["Answer", "AnswerStream", "Attempt", "Backoff", "CircuitBreaker", "RecordedAnswers", "RecordedItem",
+__all__ = ["Answer", "AnswerStream", "Attempt", "Backoff", "CircuitBreaker", "ReplayAnswers", "RecordedItem",
            "RecordedSample", "ReplayLLM", "ScriptedCall", "ScriptedLLM", "Step", "acomplete", "astream_complete",
-           "classify", "complete", "estimate_tokens", "fail", "length", "load_mllm_bench", "malformed",
+           "classify_error", "complete", "fail", "length", "load_mllm_bench", "malformed",
            "query_to_messages", "refuse", "register_offline_providers", "reply", "retry_after_s", "sleep",
            "stream_complete", "to_openai_messages", "tool_call"]

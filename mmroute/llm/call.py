@@ -26,7 +26,8 @@ from ..payload import Payload
 from ..policy import spec_filter_reasons
 from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
-from .convert import estimate_tokens, text_tokens, to_openai_messages
+from ..tokens import estimate_prompt_tokens, estimate_text_tokens
+from .convert import to_openai_messages
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -132,7 +133,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def classify(exc: BaseException) -> str:
+def classify_error(exc: BaseException) -> str:
     """The error_type of an exception raised by a LiteLLM call (subclasses checked first)."""
     exc = _unwrap(exc)
     if isinstance(exc, _Malformed):
@@ -315,9 +316,9 @@ class _Run:
         c = getattr(u, "completion_tokens", None) if u is not None else None
         spec = self.spec(model)
         if p is None:  # no usage reported: estimate rather than call it free
-            p = estimate_tokens(self.messages, tokens_per_image=spec.tokens_per_image if spec else DEFAULT_TOKENS_PER_IMAGE)
+            p = estimate_prompt_tokens(self.messages, tokens_per_image=spec.tokens_per_image if spec else DEFAULT_TOKENS_PER_IMAGE)
         if c is None:
-            c = text_tokens(text)
+            c = estimate_text_tokens(text)
         return int(p), int(c)
 
     def succeed(self, model: str, response: Any, t0: float) -> Answer:
@@ -351,7 +352,7 @@ class _Run:
 
     def fail(self, model: str, exc: BaseException, t0: float, retry: int) -> float | None:
         """Record a failed attempt; return the delay before retrying this model, or None to move on."""
-        kind = classify(exc)
+        kind = classify_error(exc)
         retryable, counts = _POLICY.get(kind, (False, True))
         cost = 0.0
         if isinstance(exc, _Malformed) and exc.response is not None:  # billed even though unusable

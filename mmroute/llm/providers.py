@@ -1,6 +1,6 @@
 """Offline model backends that go through LiteLLM's real code path (``litellm.custom_provider_map``).
 
-* ``replay/<name>``: serves recorded answers (``RecordedAnswers``) for the query it is sent, so the
+* ``replay/<name>``: serves recorded answers (``ReplayAnswers``) for the query it is sent, so the
   demo and evaluation run with real models' answers and no network.
 * ``scripted/<name>``: a ``ScriptedLLM`` whose steps say what each call does — answer, call a
   tool, fail with a rate limit / timeout / 5xx / content filter, return a malformed response,
@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from .convert import estimate_tokens, text_tokens
-from .recorded import RecordedAnswers
+from ..tokens import estimate_prompt_tokens, estimate_text_tokens
+from .recorded import ReplayAnswers
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -173,7 +173,7 @@ def _fill(model_response: ModelResponse, model: str, r: _Reply) -> ModelResponse
             choices.append(Choices(index=i, finish_reason=r.finish_reason, message=msg))
         model_response.choices = choices
     completion = r.completion_tokens if r.completion_tokens is not None else sum(
-        text_tokens(t) for t in r.texts) + sum(text_tokens(json.dumps(c)) for c in r.tool_calls)
+        estimate_text_tokens(t) for t in r.texts) + sum(estimate_text_tokens(json.dumps(c)) for c in r.tool_calls)
     model_response.usage = Usage(prompt_tokens=r.prompt_tokens, completion_tokens=completion,  # type: ignore[attr-defined]
                                  total_tokens=r.prompt_tokens + completion)
     return model_response
@@ -190,8 +190,8 @@ def _chunks(r: _Reply) -> Iterator[dict[str, Any]]:
     for j, c in enumerate(r.tool_calls):
         yield {"text": "", "tool_use": {"id": c["id"], "type": "function", "function": dict(c["function"]), "index": j},
                "is_finished": False, "finish_reason": "", "usage": None, "index": 0}
-    completion = r.completion_tokens if r.completion_tokens is not None else text_tokens(text) + sum(
-        text_tokens(json.dumps(c)) for c in r.tool_calls)
+    completion = r.completion_tokens if r.completion_tokens is not None else estimate_text_tokens(text) + sum(
+        estimate_text_tokens(json.dumps(c)) for c in r.tool_calls)
     yield {"text": "", "tool_use": None, "is_finished": True, "finish_reason": r.finish_reason,
            "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": completion,
                      "total_tokens": r.prompt_tokens + completion}, "index": 0}
@@ -249,7 +249,7 @@ class _OfflineLLM(CustomLLM):
                    logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         # LiteLLM iterates what this returns without awaiting it, so it must be an async iterator;
         # a failure surfaces on the first chunk, where LiteLLM wraps it in MidStreamFallbackError
-        # (``mmroute.llm.call.classify`` unwraps that, as it must for real providers too).
+        # (``mmroute.llm.call.classify_error`` unwraps that, as it must for real providers too).
         timeout = _timeout_s(kwargs.get("timeout"))
 
         async def gen() -> AsyncIterator[Any]:
@@ -283,7 +283,7 @@ class ReplayLLM(_OfflineLLM):
 
     provider = REPLAY
 
-    def __init__(self, answers: RecordedAnswers | None = None, *, tokens_per_image: int = 765,
+    def __init__(self, answers: ReplayAnswers | None = None, *, tokens_per_image: int = 765,
                  offline_fallback: bool = False) -> None:
         super().__init__()
         self.answers = answers
@@ -322,7 +322,7 @@ class ReplayLLM(_OfflineLLM):
         except KeyError as exc:
             raise litellm.NotFoundError(f"replay/{model}: {exc.args[0]}", model=model, llm_provider=REPLAY) from None
         s0 = samples[0]
-        prompt = s0.prompt_tokens if s0.prompt_tokens is not None else estimate_tokens(messages, tokens_per_image=self.tokens_per_image)
+        prompt = s0.prompt_tokens if s0.prompt_tokens is not None else estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image)
         completion = None
         if n == 1 and s0.completion_tokens is not None:
             completion = s0.completion_tokens
@@ -428,7 +428,7 @@ class ScriptedLLM:
     def _reply(self, step: Step, model: str, messages: list) -> _Reply:
         if step.kind == "fail":
             raise _error(step, model, SCRIPTED)
-        prompt = estimate_tokens(messages, tokens_per_image=self.tokens_per_image)
+        prompt = estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image)
         if step.kind == "malformed":
             return _Reply(texts=[None], prompt_tokens=prompt, completion_tokens=0, no_choices=step.error == "no_choices")
         usage = step.usage
@@ -483,7 +483,7 @@ _SCRIPTED_HANDLER = _ScriptedProvider()
 _REG_LOCK = threading.Lock()
 
 
-def register_offline_providers(replay_answers: RecordedAnswers | None = None,
+def register_offline_providers(replay_answers: ReplayAnswers | None = None,
                                scripted: ScriptedLLM | None = None, *, replay_fallback: bool | None = None) -> None:
     """Register ``replay/`` and ``scripted/`` with LiteLLM (idempotent: one entry each, ever).
 
@@ -508,7 +508,7 @@ def register_offline_providers(replay_answers: RecordedAnswers | None = None,
         custom_llm_setup()
 
 
-def active_replay_answers() -> RecordedAnswers | None:
+def active_replay_answers() -> ReplayAnswers | None:
     return _REPLAY_HANDLER.answers
 
 

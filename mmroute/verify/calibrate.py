@@ -109,12 +109,15 @@ def cascade_curve(confidences: Sequence[float], weak_correct: Sequence[float], s
                        relative_cost=float(r)) for t, a, c, s, r in zip(grid, acc, cost, share, rel)]
 
 
-def calibrate_threshold(confidences: Sequence[float], weak_correct: Sequence[float],
-                        strong_correct: Sequence[float], weak_costs: Any = None, strong_costs: Any = None, *,
-                        target: Literal["accuracy", "cost"] = "accuracy", max_cost: float | None = None,
-                        max_relative_cost: float | None = None, target_accuracy: float | None = None,
-                        thresholds: Sequence[float] | None = None) -> Calibration:
-    """Pick the escalation threshold.
+def calibrate_escalation_threshold(confidences: Sequence[float], weak_correct: Sequence[float],
+                                   strong_correct: Sequence[float], weak_costs: Any = None, strong_costs: Any = None, *,
+                                   target: Literal["accuracy", "cost"] = "accuracy", max_cost: float | None = None,
+                                   max_relative_cost: float | None = None, target_accuracy: float | None = None,
+                                   thresholds: Sequence[float] | None = None) -> Calibration:
+    """Pick the verifier-confidence threshold below which a cascade escalates to the strong model.
+
+    (Not :func:`mmroute.policy.calibrate_strong_win_threshold`, which sets the router's threshold
+    on P(strong beats weak) before any call.)
 
     - ``target="accuracy"``: the most accurate threshold whose mean cost is within ``max_cost`` (USD
       per query) or ``max_relative_cost`` (share of strong-only cost); no budget = most accurate.
@@ -192,11 +195,11 @@ def read_cascade_samples(path: str | Path) -> list[CascadeSample]:
 
 
 def calibrate_from_file(path: str | Path, **kwargs: Any) -> Calibration:
-    """:func:`calibrate_threshold` on a :func:`read_cascade_samples` file."""
+    """:func:`calibrate_escalation_threshold` on a :func:`read_cascade_samples` file."""
     s = read_cascade_samples(path)
-    return calibrate_threshold([x.confidence for x in s], [x.weak_correct for x in s],
-                               [x.strong_correct for x in s], [x.weak_cost for x in s],
-                               [x.strong_cost for x in s], **kwargs)
+    return calibrate_escalation_threshold([x.confidence for x in s], [x.weak_correct for x in s],
+                                          [x.strong_correct for x in s], [x.weak_cost for x in s],
+                                          [x.strong_cost for x in s], **kwargs)
 
 
 # --------------------------------------------------------------------------- MoT-cascade data
