@@ -73,7 +73,7 @@ def postgres_server():
     bindir = _postgres_bin()
     if bindir is None or not (bindir / "initdb").exists() or not (bindir / "postgres").exists():
         pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; apt-get install postgresql)")
-    user: str | None = None
+    as_user: dict[str, object] = {}  # subprocess arguments that drop root
     if os.geteuid() == 0:
         import pwd
 
@@ -81,9 +81,9 @@ def postgres_server():
             pw = pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
-        user = "postgres"
+        as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
     root = Path(tempfile.mkdtemp(prefix="mmroute-pg-"))  # under /tmp: pytest's own tmp dirs are root-only
-    if user:
+    if as_user:
         os.chown(root, pw.pw_uid, pw.pw_gid)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,12 +92,12 @@ def postgres_server():
     proc = None
     try:
         subprocess.run([str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-A", "trust",
-                        "-E", "UTF8", "--locale=C", "--no-sync"], check=True, user=user, stdout=log,
-                       stderr=subprocess.STDOUT, timeout=120)
+                        "-E", "UTF8", "--locale=C", "--no-sync"], check=True, cwd=root, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=120, **as_user)
         proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(root / "data"), "-k", str(root),
                                  "-h", "127.0.0.1", "-p", str(port), "-c", "fsync=off", "-c", "full_page_writes=off",
                                  "-c", "synchronous_commit=off", "-c", "shared_buffers=16MB",
-                                 "-c", "max_connections=60"], user=user, stdout=log, stderr=subprocess.STDOUT)
+                                 "-c", "max_connections=60"], cwd=root, stdout=log, stderr=subprocess.STDOUT, **as_user)
         import psycopg
 
         url = f"postgresql://postgres@127.0.0.1:{port}"

@@ -43,12 +43,15 @@ _BLOB_PREFIX = "sha256:"  # image reference inside a stored record: "sha256:<hex
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
         "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
-_SCHEMA = """
+
+def schema_sql(*, seq: str, real: str, blob: str) -> str:
+    """The store's tables in one backend's column types (written once for both backends)."""
+    return f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS judgments (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq      {seq},
     id       TEXT NOT NULL UNIQUE,
-    added_at REAL NOT NULL,
+    added_at {real} NOT NULL,
     model_a  TEXT NOT NULL,
     model_b  TEXT NOT NULL,
     record   TEXT NOT NULL
@@ -57,13 +60,16 @@ CREATE INDEX IF NOT EXISTS judgments_added_at ON judgments(added_at);
 CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT PRIMARY KEY,
     mime   TEXT NOT NULL,
-    data   BLOB NOT NULL
+    data   {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+
+_SCHEMA = schema_sql(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB")
 
 
 class StoreError(MMRouteError):
@@ -325,7 +331,7 @@ class FeedbackStore:
             stored = j.model_copy(update={"query": j.query.model_copy(update={"images": refs})})
             record = json.dumps(stored.model_dump(mode="json", exclude_none=True), ensure_ascii=False,
                                 separators=(",", ":"))
-            rows.append((j.id, now, j.model_a, j.model_b, record))
+            rows.append((str(j.id), now, j.model_a, j.model_b, record))  # with_id: always set
             all_blobs.extend(blobs)
         if not rows:
             return 0
