@@ -7,8 +7,9 @@ from environment variables:
 * ``MMROUTE_ROUTER``: a saved router folder (``Router.save``). Unset: a tiny router is trained
   on the synthetic example set (``preference_data/example``, encoder ``clip:tiny``), with the
   ``replay/`` offline provider answering from its recorded answers - fully offline.
-* ``MMROUTE_FEEDBACK_DB``: a feedback store (SQLite). Set: escalations are recorded there and a
-  feedback node asks the user with ``interrupt()`` (the server provides the checkpointer).
+* ``MMROUTE_FEEDBACK_DB``: a feedback store (an SQLite file or a ``postgresql://`` URL). Set:
+  escalations are recorded there and a feedback node asks the user with ``interrupt()`` (the
+  server provides the checkpointer).
 * ``MMROUTE_MAX_ESCALATIONS`` (default 2), ``MMROUTE_MAX_COST`` (USD per query, default none).
 
 For your own setup call :func:`make_graph` (or ``mmroute.graph.create_cascade_graph``).
