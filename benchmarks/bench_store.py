@@ -6,7 +6,8 @@ measured in the same run, interleaved (sqlite, postgres, sqlite, ...), each on a
 new SQLite file in a temp folder (``synchronous=NORMAL``, the default) and a new database on the
 server given by ``--postgres`` (created and dropped here; the server's own durability settings
 apply). Printed: appends/s per backend and writer count (median of ``--repeats``) and the ratio
-of the two medians, PostgreSQL / SQLite. Nothing is asserted.
+of the two medians, PostgreSQL / SQLite; and how long the reader's ``last_seq()`` (PostgreSQL: the watermark, which
+waits for the write transactions in flight) took while the writers ran. Nothing is asserted.
 
     nice -n 10 .venv/bin/python benchmarks/bench_store.py --postgres postgresql://postgres@127.0.0.1:5432
         [--n 300] [--procs 1,4] [--repeats 3]
@@ -41,8 +42,9 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def run_writers(location: str, procs: int, n: int, folder: Path) -> float:
-    """Appends per second of ``procs`` processes writing ``n`` judgments each to ``location``."""
+def run_writers(location: str, procs: int, n: int, folder: Path) -> tuple[float, list[float]]:
+    """Appends per second of ``procs`` processes writing ``n`` judgments each to ``location``, and
+    the seconds each ``last_seq()`` (the reader's watermark) took, polled every 20 ms meanwhile."""
     from mmroute.data.store import FeedbackStore
 
     FeedbackStore(location).close()  # created before the clock starts
@@ -53,16 +55,28 @@ def run_writers(location: str, procs: int, n: int, folder: Path) -> float:
     for p in ps:
         if p.stdout.readline().strip() != "ready":
             raise SystemExit(f"a writer failed to start on {location}")
+    reader = FeedbackStore(location)
+    waits: list[float] = []
     t0 = time.perf_counter()
     go.touch()
+    while any(p.poll() is None for p in ps) and time.perf_counter() - t0 < 600:
+        t = time.perf_counter()
+        reader.last_seq()
+        waits.append(time.perf_counter() - t)
+        time.sleep(0.02)
     for p in ps:
         if p.wait(timeout=600) != 0:
             raise SystemExit(f"a writer failed on {location}")
     elapsed = time.perf_counter() - t0
-    with FeedbackStore(location) as s:
-        if s.count() != procs * n:
-            raise SystemExit(f"{location}: {s.count()} rows, expected {procs * n}")
-    return procs * n / elapsed
+    if reader.count() != procs * n:
+        raise SystemExit(f"{location}: {reader.count()} rows, expected {procs * n}")
+    reader.close()
+    return procs * n / elapsed, waits
+
+
+def _q(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 def main() -> int:
@@ -77,6 +91,7 @@ def main() -> int:
 
     counts = [int(x) for x in args.procs.split(",")]
     results: dict[tuple[str, int], list[float]] = {}
+    waits: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="mmroute-bench-store-") as tmp, \
             psycopg.connect(args.postgres.rstrip("/") + "/postgres", autocommit=True) as admin:
         folder = Path(tmp)
@@ -89,19 +104,24 @@ def main() -> int:
                 admin.execute(f'CREATE DATABASE "{name}"')
                 location = f"{args.postgres.rstrip('/')}/{name}"
             try:
-                results.setdefault((backend, procs), []).append(run_writers(location, procs, args.n, folder))
+                rate, took = run_writers(location, procs, args.n, folder)
+                results.setdefault((backend, procs), []).append(rate)
+                waits.setdefault((backend, procs), []).extend(took)
             finally:
                 if backend == "postgresql":
                     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{args.n} appends per writer, one transaction each; median of {args.repeats}; "
           f"{os.cpu_count()} CPUs, load average {load:.1f}")
-    print("| writers | SQLite appends/s | PostgreSQL appends/s | PostgreSQL / SQLite |")
-    print("|---|---|---|---|")
+    print("| writers | SQLite appends/s | PostgreSQL appends/s | PostgreSQL / SQLite | "
+          "last_seq() while writing, SQLite / PostgreSQL p50 (p95) |")
+    print("|---|---|---|---|---|")
     for procs in counts:
         lite = statistics.median(results[("sqlite", procs)])
         pg = statistics.median(results[("postgresql", procs)])
-        print(f"| {procs} | {lite:.0f} | {pg:.0f} | {pg / lite:.2f} |")
+        lat = [f"{_q(waits[(b, procs)], 0.5) * 1e3:.1f} ms ({_q(waits[(b, procs)], 0.95) * 1e3:.1f} ms)"
+               for b in ("sqlite", "postgresql")]
+        print(f"| {procs} | {lite:.0f} | {pg:.0f} | {pg / lite:.2f} | {lat[0]} / {lat[1]} |")
     return 0
 
 

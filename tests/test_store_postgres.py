@@ -7,6 +7,7 @@ both by ``tests/test_store.py`` (its ``new_store`` fixture)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_a_reader_never_skips_a_row_committed_after_a_higher_one(postgres_url):
     time.sleep(0.5)  # the slow writer holds its number, not yet committed
     fast.start()
     time.sleep(0.3)
-    seen = {j.id: seq for seq, j in reader.iter_with_seq(0)}  # mid-way: must not see "fast" without "slow"
+    seen = {j.id: seq for seq, j in reader.iter_with_seq(0)}  # mid-way: "fast" only with "slow" (it waits)
     cursor = max(seen.values(), default=0)
     assert cursor == reader.last_seq()
     slow.join(10)
@@ -169,5 +170,5 @@ def test_four_processes_write_concurrently_while_a_reader_follows(postgres_url, 
     assert seen == stored, "the stepwise reader skipped or repeated rows"
     assert steps > 3, "the writers finished before the reader could follow them"
     sources = [j.source for j in reader.iter_judgments() if j.source]
-    assert sum(a != b for a, b in zip(sources, sources[1:])) > 20, "writers ran one after another"
+    assert sum(a != b for a, b in itertools.pairwise(sources)) > 20, "writers ran one after another"
     assert reader._db.rows("SELECT COUNT(*) FROM images") == [(2,)] and reader.integrity_ok()

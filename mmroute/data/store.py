@@ -9,8 +9,9 @@ once, so it runs in WAL mode, takes the write lock up front (``BEGIN IMMEDIATE``
 another writer holds it. Images are stored once each, by content hash, so a judgment keeps its
 images after the original files are gone. Adding is idempotent by judgment id (a content hash when
 the judgment has none), so a node re-run after a crash cannot insert the same judgment twice.
-Sequence numbers follow commit order in both backends, so a reader that resumes after the largest
-``seq`` it saw never skips a row committed later.
+Cursor reads (``last_seq``, ``iter_with_seq``) stop at the backend's watermark, below which every
+row is committed for good, so a reader that resumes after the largest ``seq`` it saw never skips
+a row committed later.
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ class StoreBackend(ABC):
     @abstractmethod
     def insert(self, blobs: list[Blob], rows: list[Row]) -> int:
         """Add images (once each) and judgment rows (once per id) in one transaction, giving new
-        rows sequence numbers in commit order; returns how many judgment rows were new."""
+        rows increasing sequence numbers; returns how many judgment rows were new."""
+
+    @abstractmethod
+    def watermark(self) -> int:
+        """The largest ``seq`` at or below which every row is committed for good (0 when empty):
+        where cursor reads stop, so no row can commit later below a cursor."""
 
     @abstractmethod
     def integrity_ok(self) -> bool:
@@ -127,7 +133,7 @@ class StoreBackend(ABC):
 
 class SQLiteBackend(StoreBackend):
     """One SQLite file in WAL mode. ``BEGIN IMMEDIATE`` serialises writers, so ``AUTOINCREMENT``
-    numbers are handed out in commit order."""
+    numbers are handed out in commit order and the largest visible one is the watermark."""
 
     def __init__(self, path: Path, *, timeout_s: float, synchronous: Literal["NORMAL", "FULL"], create: bool):
         if not create:
@@ -202,6 +208,9 @@ class SQLiteBackend(StoreBackend):
             before = c.total_changes
             c.executemany(INSERT_JUDGMENT, rows)
             return c.total_changes - before
+
+    def watermark(self) -> int:
+        return int(self._connect().execute("SELECT COALESCE(MAX(seq), 0) FROM judgments").fetchone()[0])
 
     def integrity_ok(self) -> bool:
         return self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -352,9 +361,9 @@ class FeedbackStore:
     def last_seq(self) -> int:
         """The newest row's sequence number (0 when empty): a cursor for ``iter_judgments(since=...)``.
 
-        Safe with concurrent writers: numbers follow commit order, so no row committed after this
+        Safe with concurrent writers: it is the backend's watermark, so no row committed after this
         call can have a number at or below it."""
-        return int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM judgments"))
+        return self._db.watermark()
 
     def models(self) -> list[str]:
         """Every model name that appears in a stored judgment, sorted."""
@@ -400,7 +409,9 @@ class FeedbackStore:
 
         ``since``: an int is a sequence cursor (rows with a larger seq, see :meth:`last_seq`); a
         datetime or a float (Unix seconds) keeps rows added after that time. ``images``: as data URLs
-        (self-contained) or as files written under ``image_dir`` (a temp folder by default).
+        (self-contained) or as files written under ``image_dir`` (a temp folder by default). Rows
+        stop at the watermark taken when iteration starts, so resuming after the largest ``seq``
+        yielded never skips a row that concurrent writers commit later.
         """
         if since is None:
             where, arg = "seq > ?", 0
@@ -414,10 +425,10 @@ class FeedbackStore:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         cache: dict[str, str] = {}
-        last = -1
+        last, upto = -1, self._db.watermark()
         while True:  # pages, so a long iteration never holds a read snapshot (and the WAL) open
-            rows = self._db.rows(f"SELECT seq, record FROM judgments WHERE {where} AND seq > ? ORDER BY seq LIMIT 1000",
-                                 (arg, last))
+            rows = self._db.rows(f"SELECT seq, record FROM judgments WHERE {where} AND seq > ? AND seq <= ? "
+                                 "ORDER BY seq LIMIT 1000", (arg, last, upto))
             if not rows:
                 return
             for seq, record in rows:
@@ -433,8 +444,10 @@ class FeedbackStore:
         return j
 
     def ids_with_seq(self) -> list[tuple[int, str]]:
-        """``(seq, id)`` of every stored judgment in insertion order (ids only: cheap on big stores)."""
-        return [(int(a), str(b)) for a, b in self._db.rows("SELECT seq, id FROM judgments ORDER BY seq")]
+        """``(seq, id)`` of every stored judgment up to the watermark (see :meth:`last_seq`) in
+        insertion order (ids only: cheap on big stores)."""
+        return [(int(a), str(b)) for a, b in self._db.rows("SELECT seq, id FROM judgments WHERE seq <= ? ORDER BY seq",
+                                                           (self._db.watermark(),))]
 
     def get_with_seq(self, ids: Iterable[str], *, images: Literal["data_url", "path"] = "data_url",
                      image_dir: str | Path | None = None) -> list[tuple[int, Judgment]]:
