@@ -76,6 +76,27 @@ def test_integrity_check_finds_a_missing_image(postgres_url, tmp_path):
     assert not s.integrity_ok()
 
 
+def test_a_lost_connection_is_reopened_and_nothing_is_lost(postgres_url):
+    s = FeedbackStore(postgres_url)
+    assert s.add(_j("before"))
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # e.g. a server restart or failover
+        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name = 'mmroute-feedback-store'").fetchall()
+    assert killed == [(True,)]
+    assert s.add(_j("after")) and s.count() == 2 and [j.query.text for j in s.iter_judgments()] == ["before", "after"]
+
+
+def test_a_writer_held_up_past_timeout_gets_a_clear_error(postgres_url):
+    s = FeedbackStore(postgres_url, timeout_s=1)
+    with psycopg.connect(postgres_url) as holder:  # a reader's watermark that never finishes
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (0x6D6D726F75746501,))
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match=r"stayed locked for over 1 s"):
+            s.add(_j("late"))
+        assert time.monotonic() - t0 < 10
+    assert s.add(_j("late")) and s.count() == 1  # nothing half-written; works once the lock is gone
+
+
 def test_sqlite_store_moves_to_postgres_by_export_and_import(tmp_path, postgres_url):
     Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "a.png")
     lite = FeedbackStore(tmp_path / "fb.db")
