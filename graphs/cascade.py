@@ -11,8 +11,9 @@ same graph, sync) or :func:`make_graph`. It is built from environment variables:
   ``replay/`` offline provider answering from its recorded answers - fully offline. A question
   it has no recording for gets the clearly labelled stand-in
   ``mmroute.llm.providers.OFFLINE_FALLBACK_TEXT`` (``response_metadata["offline_fallback"]``).
-* ``MMROUTE_FEEDBACK_DB``: a feedback store (SQLite). Set: escalations are recorded there and a
-  feedback node asks the user with ``interrupt()`` (the server provides the checkpointer).
+* ``MMROUTE_FEEDBACK_DB``: a feedback store (an SQLite file or a ``postgresql://`` URL). Set:
+  escalations are recorded there and a feedback node asks the user with ``interrupt()`` (the
+  server provides the checkpointer).
 * ``MMROUTE_MAX_ESCALATIONS`` (default 2), ``MMROUTE_MAX_COST`` (USD per query, default none).
 
 Real models: train a router (``mmroute train ... --pool pool.yaml --out routers/mine``) whose

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("retrain", help="warm-start the router on new judgments in the feedback store")
     rt.add_argument("--router", required=True, help="router directory to retrain")
-    rt.add_argument("--store", required=True, help="feedback store (an existing SQLite file)")
+    rt.add_argument("--store", required=True,
+                    help="feedback store: an existing SQLite file or a postgresql:// URL")
     rt.add_argument("--out", help="publish to another router directory (default: in place)")
     rt.add_argument("--holdout", type=float, default=0.2,
                     help="share of the new judgments (by query) held out to compare the routers (default 0.2)")

@@ -167,3 +167,21 @@ def test_cli_default_matches_library():
     from mmroute import cli, training
 
     assert cli.DEFAULT_MIN_HOLDOUT == training.DEFAULT_MIN_HOLDOUT
+
+
+def test_cli_retrain_from_a_postgres_store(root, postgres_url, capsys):
+    from mmroute.cli import main
+
+    args = ["retrain", "--router", str(root), "--store", postgres_url, "--quiet", "--fail-if-rejected"]
+    assert main(args) == 2  # a database without the store's tables is an error, and stays empty
+    assert "has no mmroute feedback store" in capsys.readouterr().err
+    assert main(args) == 2
+    store = FeedbackStore(postgres_url)
+    store.add_many(_arith(0, 150))
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("replaced")
+    mark = Router.load(root).metadata[BOOKMARK_KEY]
+    assert mark["store_id"] == store.store_id and mark["seq"] == store.last_seq()
+    store.add_many(_arith(150, 120))  # the bookmark counts rows in this database: only these are new
+    rep = retrain(root, FeedbackStore.open_existing(postgres_url))
+    assert rep.accepted and rep.n_new == 120 + len(mark["held_out"]) and rep.note is None
