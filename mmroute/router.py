@@ -112,6 +112,11 @@ class Router:
         x = self.pipeline.transform([q])
         return self._decide(q, x, policy or self.policy, exclude)
 
+    def route_features(self, query: Query, x: np.ndarray, *, policy: Policy | None = None,
+                       exclude: Sequence[str] = ()) -> RouteDecision:
+        """Route a query whose features were computed already (a server batches them across requests)."""
+        return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy, exclude)
+
     def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False) -> list[RouteDecision]:
         qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
         X = self.pipeline.transform(qs, progress=progress)
