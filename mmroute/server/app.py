@@ -297,7 +297,11 @@ class RouterService:
     async def decide(self, messages: Sequence[dict[str, Any]] | None, opts: RouteOptions, *,
                      text: str | None = None, images: Sequence[str] = ()) -> tuple[Router, DecisionRecord]:
         router = self._router
-        q = await asyncio.to_thread(self._query, router, messages, text, images)  # images are decoded and checked here
+        self.batcher.coming()
+        try:
+            q = await asyncio.to_thread(self._query, router, messages, text, images)  # images are decoded and checked here
+        finally:
+            self.batcher.not_coming()
         x = await self.batcher.features(router.pipeline.transform, q)
         policy: Policy = CostAwarePolicy(opts.lam) if opts.lam is not None else router.policy
         exclude = self._exclusions(router, opts)

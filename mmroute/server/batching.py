@@ -2,7 +2,8 @@
 
 Encoders (CLIP, sentence-transformers) cost nearly the same for 1 or 32 inputs, so a server
 that encodes each request alone spends its CPU on overhead. The queue waits at most
-``max_wait_s`` for company after the first request, encodes up to ``max_batch`` at once in a
+``max_wait_s`` for company after the first request (and only while other requests are on their
+way: a lone request does not wait), encodes up to ``max_batch`` at once in a
 worker thread (the event loop keeps accepting requests meanwhile), and hands each caller its row.
 """
 
@@ -46,6 +47,7 @@ class FeatureBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=history)  # recent sizes, for tests and /metrics
+        self._coming = 0  # requests announced (decoding their images) but not queued yet
 
     async def start(self) -> None:
         if self._task is None:
@@ -60,6 +62,14 @@ class FeatureBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+    def coming(self) -> None:
+        """A request will ask for features soon: a batch being collected waits for it (up to max_wait_s)."""
+        self._coming += 1
+
+    def not_coming(self) -> None:
+        """The announced request is here (call right before ``features``) or gave up."""
+        self._coming = max(0, self._coming - 1)
 
     async def features(self, transform: Transform, query: Query) -> np.ndarray:
         """The ``(dim,)`` feature row of ``query``, computed in a batch with concurrent callers."""
@@ -80,7 +90,7 @@ class FeatureBatcher:
             except asyncio.QueueEmpty:
                 pass
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            if left <= 0 or self._coming <= 0:  # nobody else is on the way: do not make this batch wait
                 break
             try:
                 items.append(await asyncio.wait_for(self._queue.get(), left))
