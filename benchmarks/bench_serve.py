@@ -22,6 +22,7 @@ import base64
 import io
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -282,6 +283,7 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

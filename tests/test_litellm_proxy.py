@@ -109,7 +109,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, upstream_url: str) -> Path:
+def write_config(path: Path, upstream_url: str, *, callbacks: list[str] | None = None) -> Path:
     def deployment(group: str, name: str) -> dict:
         short = name.split("/")[1]
         return {"model_name": group, "model_info": {"mmroute_model": name},
@@ -119,37 +119,35 @@ def write_config(path: Path, upstream_url: str) -> Path:
         "model_list": [deployment("mmroute", m) for m in (TEXT, VISION, BIG)]
         + [deployment("plain", m) for m in (TEXT, VISION, BIG)],
         "router_settings": {"num_retries": 2, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60},
-        "litellm_settings": {"request_timeout": 30},
+        "litellm_settings": {"request_timeout": 30, **({"callbacks": callbacks} if callbacks else {})},
     }
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-@pytest.fixture(scope="module")
-def proxy(upstreams, router_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("proxy")
-    cfg = write_config(folder / "config.yaml", upstreams.url)
+def run_proxy(command: list[str], folder: Path, extra_env: dict[str, str] | None = None):
+    """Start a LiteLLM proxy subprocess on a free 127.0.0.1 port; yields its URL, stops it by PID."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1",
-           "LITELLM_MASTER_KEY": MASTER_KEY}
+           "LITELLM_MASTER_KEY": MASTER_KEY, **(extra_env or {})}
     env.pop("DATABASE_URL", None)  # no database: keys are the master key only
-    log = open(folder / "proxy.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mmroute.cli", "proxy", "--config", str(cfg), "--router",
-                             str(router_dir), "--port", str(port), "--log-level", "warning"],
-                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = folder / "proxy.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=folder, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"proxy exited with {proc.returncode}:\n{(folder / 'proxy.log').read_text()[-3000:]}")
+                raise RuntimeError(f"proxy exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(url + "/health/liveliness", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"proxy did not start in {START_TIMEOUT_S}s:\n{(folder / 'proxy.log').read_text()[-3000:]}")
+                raise TimeoutError(f"proxy did not start in {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         yield url
     finally:
@@ -160,6 +158,15 @@ def proxy(upstreams, router_dir, tmp_path_factory):
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(upstreams, router_dir, tmp_path_factory):
+    """``mmroute proxy --config ... --router ...``."""
+    folder = tmp_path_factory.mktemp("proxy")
+    cfg = write_config(folder / "config.yaml", upstreams.url)
+    yield from run_proxy([sys.executable, "-m", "mmroute.cli", "proxy", "--config", str(cfg), "--router",
+                          str(router_dir), "--log-level", "warning"], folder)
 
 
 @pytest.fixture
@@ -198,3 +205,25 @@ def test_other_groups_keep_litellms_strategy(client, upstreams):
         comp = client.chat.completions.create(model="plain", messages=[{"role": "user", "content": f"hi {i}"}])
         names.add(comp.choices[0].message.content)
     assert len(names) > 1  # simple-shuffle spreads the load; mmroute would send all of it to text
+
+
+def test_plain_litellm_cli_with_the_mmroute_callback(upstreams, router_dir, tmp_path):
+    """A team's own ``litellm --config``: one callback line in the config and MMROUTE_ROUTER."""
+    cfg = write_config(tmp_path / "config.yaml", upstreams.url, callbacks=["mmroute.server.litellm_proxy.proxy_hook"])
+    litellm_cli = Path(sys.executable).with_name("litellm")
+    if not litellm_cli.exists():
+        pytest.skip(f"the litellm command is not installed next to {sys.executable}")
+    gen = run_proxy([str(litellm_cli), "--config", str(cfg)], tmp_path, {"MMROUTE_ROUTER": str(router_dir)})
+    url = next(gen)
+    try:
+        upstreams.take()
+        upstreams.failing.clear()
+        c = openai.OpenAI(base_url=url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=120)
+        assert c.chat.completions.create(model="mmroute", messages=[{"role": "user", "content": "hello"}]
+                                         ).choices[0].message.content == "answer from text"
+        msg = {"role": "user", "content": [{"type": "text", "text": "colour?"},
+                                           {"type": "image_url", "image_url": {"url": png_url((1, 2, 3))}}]}
+        assert c.chat.completions.create(model="mmroute", messages=[msg]).choices[0].message.content == "answer from vision"
+        assert upstreams.take() == [("text", False), ("vision", True)]
+    finally:
+        gen.close()

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from mmroute.data.store import FeedbackStore
-from mmroute.llm import fail, reply, tool_call
+from mmroute.llm import fail, tool_call
 from mmroute.policy import CostAwarePolicy
 from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
@@ -504,3 +504,10 @@ def test_cli_serve_defaults_to_loopback(router_dir, tmp_path, monkeypatch):
     svc = app.state.service
     assert svc.config.api_keys == ("cli-key", "env-key", "other") and svc.live is not None and svc.store is not None
     assert svc.config.pass_through and svc.cascade is None
+
+
+def test_cli_proxy_with_a_missing_config_is_a_one_line_error(tmp_path, capsys):
+    from mmroute.cli import main
+
+    assert main(["proxy", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "LiteLLM config not found" in capsys.readouterr().err

@@ -23,8 +23,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import (ConfigError, InvalidInputError, MMRouteError, NoEligibleModelError, ProviderError)
+from ..errors import ConfigError, InvalidInputError, MMRouteError, NoEligibleModelError, ProviderError
 from ..llm.breaker import CircuitBreaker
+from ..llm.call import Answer, AnswerStream
 from ..policy import CostAwarePolicy, Policy, RouteDecision
 from ..query import Query
 from ..router import LiveRouter, Router
@@ -336,7 +337,7 @@ def route_response(rec: DecisionRecord) -> RouteResponse:
                          router_version=rec.router_version)
 
 
-def _mmroute_meta(rec: DecisionRecord, answer: Any | None = None, **extra: Any) -> dict[str, Any]:
+def _mmroute_meta(rec: DecisionRecord, answer: Answer | None = None, **extra: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"decision_id": rec.id, "routed_model": rec.decision.model, "reason": rec.decision.reason,
                             "router_version": rec.router_version}
     if answer is not None:
@@ -480,7 +481,7 @@ async def _chat(service: RouterService, req: ChatRequest) -> Response:
     return JSONResponse(body, headers=_headers(rec, answer.model))
 
 
-def _completion_body(answer: Any) -> dict[str, Any]:
+def _completion_body(answer: Answer) -> dict[str, Any]:
     raw = answer.raw
     body: dict[str, Any] = raw.model_dump(mode="json", exclude_none=False) if hasattr(raw, "model_dump") else {}
     body.setdefault("id", f"chatcmpl-{uuid.uuid4().hex}")
@@ -494,7 +495,7 @@ def _completion_body(answer: Any) -> dict[str, Any]:
     return body
 
 
-def _account(service: RouterService, rec: DecisionRecord, answer: Any) -> None:
+def _account(service: RouterService, rec: DecisionRecord, answer: Answer) -> None:
     m = service.metrics
     service.decisions.set_answered_by(rec.id, answer.model)
     m.answers.labels(answer.model).inc()
@@ -510,7 +511,7 @@ def _sse_data(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _sse(service: RouterService, rec: DecisionRecord, stream: Any) -> AsyncIterator[bytes]:
+async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream) -> AsyncIterator[bytes]:
     """OpenAI's chunk stream, every chunk naming the answering model; a last chunk carries the
     decision id and cost (``choices: []``), then ``[DONE]``."""
     first = True

@@ -94,7 +94,7 @@ class FeatureBatcher:
                 break
             try:
                 items.append(await asyncio.wait_for(self._queue.get(), left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return items
 
