@@ -227,3 +227,30 @@ def test_plain_litellm_cli_with_the_mmroute_callback(upstreams, router_dir, tmp_
         assert upstreams.take() == [("text", False), ("vision", True)]
     finally:
         gen.close()
+
+
+def test_strategy_in_litellms_sdk_router_sync_and_async(upstreams, router_dir):
+    """The same strategy without the proxy: ``litellm.Router`` in-process, sync and async paths."""
+    import asyncio
+
+    import litellm
+
+    from mmroute.errors import InvalidInputError
+    from mmroute.router import LiveRouter
+    from mmroute.server.litellm_proxy import install
+
+    config = yaml.safe_load(write_config(Path(str(router_dir)) / "sdk-config.yaml", upstreams.url).read_text())
+    llm = litellm.Router(model_list=config["model_list"], num_retries=0)
+    strategy = install(llm, LiveRouter(router_dir))
+    assert install(llm, LiveRouter(router_dir)) is strategy  # idempotent
+    upstreams.take()
+    upstreams.failing.clear()
+    sync = llm.completion(model="mmroute", messages=[{"role": "user", "content": "sync hello"}])
+    msg = {"role": "user", "content": [{"type": "text", "text": "colour?"},
+                                       {"type": "image_url", "image_url": {"url": png_url((5, 6, 7))}}]}
+    asynchronous = asyncio.run(llm.acompletion(model="mmroute", messages=[msg]))
+    assert sync.choices[0].message.content == "answer from text"
+    assert asynchronous.choices[0].message.content == "answer from vision"
+    assert upstreams.take() == [("text", False), ("vision", True)] and strategy.decisions == 2
+    with pytest.raises(InvalidInputError, match="no model group 'routed'"):
+        install(litellm.Router(model_list=config["model_list"]), LiveRouter(router_dir), model_group="routed")
