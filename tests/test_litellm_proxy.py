@@ -249,8 +249,11 @@ def test_strategy_in_litellms_sdk_router_sync_and_async(upstreams, router_dir):
     msg = {"role": "user", "content": [{"type": "text", "text": "colour?"},
                                        {"type": "image_url", "image_url": {"url": png_url((5, 6, 7))}}]}
     asynchronous = asyncio.run(llm.acompletion(model="mmroute", messages=[msg]))
+    again = asyncio.run(asyncio.wait_for(  # a second event loop gets its own batching queue
+        llm.acompletion(model="mmroute", messages=[{"role": "user", "content": "async hello"}]), 60))
     assert sync.choices[0].message.content == "answer from text"
     assert asynchronous.choices[0].message.content == "answer from vision"
-    assert upstreams.take() == [("text", False), ("vision", True)] and strategy.decisions == 2
+    assert again.choices[0].message.content == "answer from text"
+    assert upstreams.take() == [("text", False), ("vision", True), ("text", False)] and strategy.decisions == 3
     with pytest.raises(InvalidInputError, match="no model group 'routed'"):
         install(litellm.Router(model_list=config["model_list"]), LiveRouter(router_dir), model_group="routed")

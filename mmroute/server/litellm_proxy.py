@@ -65,7 +65,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         # LiteLLM's own selection, for every other model group
         self._default_async = llm_router.async_get_available_deployment
         self._default_sync = llm_router.get_available_deployment
-        self._batcher = FeatureBatcher(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)
+        self._batch_args = {"max_batch": max_batch, "max_wait_s": max_wait_ms / 1000.0}
+        self._batcher: FeatureBatcher | None = None
         self._batcher_loop: asyncio.AbstractEventLoop | None = None
         self.decisions = 0
 
@@ -112,7 +113,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
 
     async def _features(self, router: Router, q: Query) -> Any:
         loop = asyncio.get_running_loop()
-        if self._batcher_loop is not loop:  # the proxy's loop, started lazily
+        if self._batcher is None or self._batcher_loop is not loop:  # one queue per event loop, started lazily
+            self._batcher = FeatureBatcher(**self._batch_args)
             await self._batcher.start()
             self._batcher_loop = loop
         return await self._batcher.features(router.pipeline.transform, q)
