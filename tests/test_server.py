@@ -511,3 +511,19 @@ def test_cli_proxy_with_a_missing_config_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["proxy", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "LiteLLM config not found" in capsys.readouterr().err
+
+
+def test_serve_without_a_router_answers_the_readme_query_offline(tmp_path):
+    """README's `mmroute serve` on a fresh machine: the example router, replay answers, feedback stored."""
+    from mmroute.cli import build_parser
+    from mmroute.server.command import build_served
+
+    app = build_served(build_parser().parse_args(["serve", "--store", str(tmp_path / "feedback.db")]))
+    with BackgroundServer(app) as srv:
+        r = post(srv, "/v1/chat/completions", {"model": "mmroute",
+                                               "messages": [{"role": "user", "content": "What is 94 * 10?"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "94 * 10 = 940"
+        assert r.headers["x-mmroute-model"].startswith("replay/")
+        fb = post(srv, "/v1/feedback", {"decision_id": r.headers["x-mmroute-decision-id"], "rating": "good"})
+        assert fb.status_code == 200 and fb.json()["stored"] is True
