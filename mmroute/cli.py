@@ -287,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_arguments(e)
         e.set_defaults(func=eval_command)
 
+    try:
+        from .server.command import add_proxy_arguments, add_serve_arguments, proxy_command, serve_command
+    except ImportError:  # pragma: no cover - the serve extra is not installed
+        pass
+    else:
+        s = sub.add_parser("serve", help="OpenAI-compatible HTTP server routing every request")
+        add_serve_arguments(s)
+        s.set_defaults(func=serve_command)
+        px = sub.add_parser("proxy", help="the LiteLLM proxy with a model group routed by mmroute")
+        add_proxy_arguments(px)
+        px.set_defaults(func=proxy_command)
+
     d = sub.add_parser("demo", help="the whole loop on the embedded example set, offline")
     d.add_argument("--workdir", help="where to write the demo's files (default: a temp folder)")
     d.add_argument("--pool", help="a pool file naming real models (needs provider API keys)")

@@ -152,6 +152,15 @@ class Router:
         x = self.pipeline.transform([q])
         return self._decide(q, x, policy or self.policy, exclude, p)
 
+    def route_features(self, query: Query, x: np.ndarray, *, policy: Policy | None = None,
+                       exclude: Sequence[str] = (), payload: Payload | None = None) -> RouteDecision:
+        """Route a query whose features were computed already (a server batches them across requests).
+
+        ``payload`` is what will be sent (default: the query alone); pass
+        ``Payload.from_messages(messages)`` for a conversation so the filters see every turn."""
+        return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy, exclude,
+                            payload)
+
     def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False,
                    include_context: bool = False) -> list[RouteDecision]:
         pairs = [self._coerce(q, include_context, None) for q in queries]
