@@ -10,8 +10,8 @@ import litellm
 import pytest
 
 from mmroute.errors import ProviderError
-from mmroute.llm import (Backoff, CircuitBreaker, ScriptedLLM, acomplete, astream_complete, complete, fail, length,
-                         malformed, refuse, reply, sleep)
+from mmroute.llm import Backoff, CircuitBreaker, acomplete, astream_complete, complete
+from mmroute.testing import ScriptedLLM, fail, length, malformed, refuse, reply, sleep
 from mmroute.pool import ModelPool
 
 litellm.suppress_debug_info = True

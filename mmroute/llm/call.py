@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -27,8 +26,6 @@ from ..policy import spec_filter_reasons
 from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
 from .convert import estimate_tokens, text_tokens, to_openai_messages
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 import litellm.exceptions  # noqa: E402

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import uuid
@@ -26,8 +25,6 @@ import httpx
 
 from .convert import estimate_tokens, text_tokens
 from .recorded import RecordedAnswers
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
