@@ -153,3 +153,29 @@ def test_example_data_is_package_data():
     res = mmroute.read_judgments(ex / "judgments.jsonl")
     assert res.items and not res.errors
     assert not (REPO / "graphs" / "__init__.py").exists()  # graphs/ holds the served file, it is not a package
+
+
+def test_public_signatures_name_their_types_not_any():
+    import inspect
+
+    from mmroute.graph import RoutingMiddleware, nodes, served
+    from mmroute.training import train_router
+    from mmroute.verify import Verifier, llm_generate
+
+    cases = [
+        (mmroute.create_cascade_graph, ["router", "verifier", "feedback_store", "checkpointer"]),
+        (mmroute.create_router_node, ["router"]), (nodes.create_classify_node, ["router"]),
+        (nodes.create_plan_node, ["router"]), (nodes.create_verify_node, ["verifier", "router"]),
+        (nodes.create_finalize_node, ["router", "store"]), (nodes.create_feedback_node, ["router", "store"]),
+        (RoutingMiddleware.__init__, ["router", "pool", "verifier"]),
+        (served.make_graph, ["router", "verifier", "feedback_store", "checkpointer"]),
+        (train_router, ["policy"]), (llm_generate, ["pool"]), (Verifier.verify, ["query", "answer"]),
+    ]
+    for func, params in cases:
+        sig = inspect.signature(func)
+        for p in params:
+            ann = sig.parameters[p].annotation
+            assert ann is not inspect.Parameter.empty and str(ann) not in ("Any", "typing.Any"), (func.__qualname__, p)
+    from typing import Any
+    for field in ("router", "verifier"):
+        assert mmroute.RoutedChatModel.model_fields[field].annotation is not Any, field

@@ -34,22 +34,19 @@ import asyncio
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from ..data.example import example_dir as _example_dir
+from ..data.store import FeedbackStore
+from ..router import Router
+from ..verify.base import Verifier
 from .cascade import create_cascade_graph
-
-if TYPE_CHECKING:
-    from ..data.store import FeedbackStore
-    from ..router import Router
-    from ..verify.base import Verifier
-    from .nodes import RouterLike
+from .nodes import RouterLike
 
 
-def example_router(example_dir: str | Path | None = None, *, encoder: str = "clip:tiny") -> "Router":
+def example_router(example_dir: str | Path | None = None, *, encoder: str = "clip:tiny") -> Router:
     """A router trained on the example set (default: the packaged one), with ``replay/``
     serving its recorded answers."""
     from ..data.formats import read_judgments
@@ -68,8 +65,8 @@ def example_router(example_dir: str | Path | None = None, *, encoder: str = "cli
     return train_router(judgments, encoder=encoder, pool=pool, base_dir=folder, policy=CostAwarePolicy(lam=200.0))
 
 
-def make_graph(router: "RouterLike | None" = None, *, verifier: "Verifier | None" = None,
-               feedback_store: "FeedbackStore | None" = None, max_escalations: int | None = None,
+def make_graph(router: RouterLike | None = None, *, verifier: Verifier | None = None,
+               feedback_store: FeedbackStore | None = None, max_escalations: int | None = None,
                max_cost_per_query: float | None = None, checkpointer: Checkpointer = None) -> CompiledStateGraph:
     """The cascade with this module's defaults (environment variables fill what is not given)."""
     from ..verify.heuristic import HeuristicVerifier
@@ -77,14 +74,10 @@ def make_graph(router: "RouterLike | None" = None, *, verifier: "Verifier | None
     if router is None:
         saved = os.environ.get("MMROUTE_ROUTER")
         if saved:
-            from ..router import Router
-
             router = Router.load(saved)
         else:
             router = example_router()
     if feedback_store is None and os.environ.get("MMROUTE_FEEDBACK_DB"):
-        from ..data.store import FeedbackStore
-
         feedback_store = FeedbackStore(os.environ["MMROUTE_FEEDBACK_DB"])
     if max_escalations is None:
         max_escalations = int(os.environ.get("MMROUTE_MAX_ESCALATIONS", "2"))
