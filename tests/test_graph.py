@@ -24,9 +24,9 @@ from PIL import Image
 from mmroute.errors import ConfigError, InvalidInputError
 from mmroute.graph import RouterState, create_cascade_graph, create_router_node, decision_from_state
 from mmroute.graph.nodes import judgment_id, parse_feedback
-from mmroute.testing import ScriptedLLM, fail
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, fail
 from mmroute.verify import HeuristicVerifier
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"

@@ -14,9 +14,9 @@ from mmroute.errors import DataFormatError, ProviderError
 from mmroute.llm import complete, stream_complete
 from mmroute.llm.convert import to_openai_messages
 from mmroute.offline import RecordedAnswers, load_mllm_bench, register_offline_providers
-from mmroute.testing import ScriptedLLM, tool_call
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, tool_call
 
 litellm.suppress_debug_info = True
 IN, OUT = 1e-6, 4e-6

@@ -18,6 +18,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+import litellm
+import litellm.exceptions
+import openai
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderError
@@ -26,10 +29,6 @@ from ..policy import spec_filter_reasons
 from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
 from .convert import estimate_tokens, text_tokens, to_openai_messages
-
-import litellm  # noqa: E402
-import litellm.exceptions  # noqa: E402
-import openai  # noqa: E402
 
 _MIDSTREAM: type[BaseException] | None = getattr(litellm.exceptions, "MidStreamFallbackError", None)  # litellm >= 1.7x
 

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage
 
 from .convert import estimate_tokens, text_tokens
 from .recorded import RecordedAnswers
-
-import litellm  # noqa: E402
-from litellm import CustomLLM  # noqa: E402
-from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage  # noqa: E402
 
 REPLAY = "replay"
 SCRIPTED = "scripted"

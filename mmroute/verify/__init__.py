@@ -10,7 +10,8 @@ loaders (``calibrate``) stay importable from their modules.
 
 from __future__ import annotations
 
-from .base import AllOf, AnswerLike, FirstReject, Generate, MinConfidence, Verdict, Verifier, VerifyContext, Weighted, llm_generate
+from .base import (AllOf, AnswerLike, FirstReject, Generate, MinConfidence, Verdict, Verifier, VerifyContext, Weighted,
+                   llm_generate)
 from .calibrate import (ESCALATE_ALL, Calibration, CascadeSample, CurvePoint, calibrate_from_file, calibrate_threshold,
                         cascade_curve, read_cascade_samples)
 from .consistency import ConsistencyVerifier
