@@ -45,21 +45,21 @@ def use_local_cost_map() -> bool:
     Sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` unless the variable is already set (the caller's
     choice wins). Returns whether LiteLLM will use the local map. Once ``litellm`` is imported it
     has read the variable, so then nothing is changed: it returns whether the variable was
-    already ``True``, and warns when it was not.
+    already ``True``, and warns when it was unset.
     """
     if "litellm" in sys.modules:
-        local = _is_true(os.environ.get(LOCAL_COST_MAP_VAR))
-        if not local:
+        value = os.environ.get(LOCAL_COST_MAP_VAR)
+        if value is None:  # (a value the caller set is their choice: no warning)
             warnings.warn("use_local_cost_map() was called after litellm was imported, which has already fetched "
                           "(or tried to fetch) its remote price map; call it before importing mmroute.llm or litellm",
                           RuntimeWarning, stacklevel=2)
-        return local
+        return _is_true(value)
     os.environ.setdefault(LOCAL_COST_MAP_VAR, "True")
     return _is_true(os.environ[LOCAL_COST_MAP_VAR])
 
 
 def _is_true(value: str | None) -> bool:
-    return (value or "").strip().lower() == "true"  # what litellm compares with
+    return (value or "").lower() == "true"  # litellm's own test
 
 
 def __getattr__(name: str) -> Any:

@@ -179,3 +179,23 @@ def test_public_signatures_name_their_types_not_any():
     from typing import Any
     for field in ("router", "verifier"):
         assert mmroute.RoutedChatModel.model_fields[field].annotation is not Any, field
+
+
+def test_use_local_cost_map_after_litellm_changes_nothing(monkeypatch):
+    import types
+    import warnings
+
+    from mmroute.offline import LOCAL_COST_MAP_VAR, use_local_cost_map
+
+    if "litellm" not in sys.modules:  # it only asks whether litellm was imported
+        monkeypatch.setitem(sys.modules, "litellm", types.ModuleType("litellm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a caller's own setting is no cause for a warning
+        monkeypatch.setenv(LOCAL_COST_MAP_VAR, "True")
+        assert use_local_cost_map() is True
+        monkeypatch.setenv(LOCAL_COST_MAP_VAR, "False")
+        assert use_local_cost_map() is False and os.environ[LOCAL_COST_MAP_VAR] == "False"
+    monkeypatch.delenv(LOCAL_COST_MAP_VAR)
+    with pytest.warns(RuntimeWarning, match="after litellm was imported"):
+        assert use_local_cost_map() is False
+    assert LOCAL_COST_MAP_VAR not in os.environ  # too late to matter, so not set

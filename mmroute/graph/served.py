@@ -9,11 +9,9 @@ same graph, sync) or :func:`make_graph`. It is built from environment variables:
 
 * ``MMROUTE_ROUTER``: a saved router folder (``Router.save``). Unset: a tiny router is trained
   on the synthetic example set (package data, :func:`mmroute.data.example.example_dir`, encoder
-  ``clip:tiny``), with the
-  ``replay/`` offline provider (registered then, not at import) answering from its recorded
-  answers - fully offline. A question
-  it has no recording for gets the clearly labelled stand-in
-  ``mmroute.llm.providers.OFFLINE_FALLBACK_TEXT`` (``response_metadata["offline_fallback"]``).
+  ``clip:tiny``), with the ``replay/`` offline provider (registered then, not at import)
+  answering from its recorded answers - fully offline. A question it has no recording for gets the clearly labelled stand-in
+  ``mmroute.offline.OFFLINE_FALLBACK_TEXT`` (``response_metadata["offline_fallback"]``).
 * ``MMROUTE_FEEDBACK_DB``: a feedback store (SQLite). Set: escalations are recorded there and a
   feedback node asks the user with ``interrupt()`` (the server provides the checkpointer).
 * ``MMROUTE_MAX_ESCALATIONS`` (default 2), ``MMROUTE_MAX_COST`` (USD per query, default none).
