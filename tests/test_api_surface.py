@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "open_clip", "litellm", "langgraph", "langchain_core", "sentence_transformers")
 
 
-def _run(code: str, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def _run(code: str, env: dict[str, str], cwd: Path = REPO) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -199,3 +199,24 @@ def test_use_local_cost_map_after_litellm_changes_nothing(monkeypatch):
     with pytest.warns(RuntimeWarning, match="after litellm was imported"):
         assert use_local_cost_map() is False
     assert LOCAL_COST_MAP_VAR not in os.environ  # too late to matter, so not set
+
+
+def test_example_dir_from_a_zipped_install_is_a_real_folder_with_the_same_files(tmp_path):
+    import zipfile
+
+    src = REPO / "mmroute"
+    archive = tmp_path / "mmroute.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(src.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zf.write(path, "mmroute/" + path.relative_to(src).as_posix())
+    out = _run("import json, mmroute\nfrom mmroute import example_dir\nd = example_dir()\n"
+               "files = sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file())\n"
+               "print(json.dumps({'module': mmroute.__file__, 'dir': str(d), 'same': example_dir() == d, 'files': files,"
+               " 'pool': (d / 'pool.yaml').read_text()}))\n",
+               {**_clean_env(), "PYTHONPATH": str(archive)}, cwd=tmp_path)
+    assert out["module"].startswith(str(archive))  # imported from the zip, not the checkout
+    ex = REPO / "mmroute" / "example_data"
+    assert not out["dir"].startswith(str(archive)) and out["same"]
+    assert out["files"] == sorted(p.relative_to(ex).as_posix() for p in ex.rglob("*") if p.is_file())
+    assert out["pool"] == (ex / "pool.yaml").read_text()

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import math
 import random
+import shutil
 import struct
+import tempfile
 import threading
 import zlib
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +373,7 @@ def example_dir() -> Path:
     """The committed example set (package data ``mmroute/example_data``) as a real folder.
 
     Read with :mod:`importlib.resources` so it works from a source checkout and an installed
-    wheel alike; from a zipped install the folder is extracted once per process (callers pass
+    wheel alike; from a zipped install the folder is copied out once per process (callers pass
     plain paths to open_clip / PIL / SQLite, which need files on disk).
     """
     global _EXTRACTED
@@ -380,10 +382,21 @@ def example_dir() -> Path:
         return res
     with _EXTRACT_LOCK:
         if _EXTRACTED is None:
-            stack = contextlib.ExitStack()
-            _EXTRACTED = Path(stack.enter_context(resources.as_file(res)))
-            atexit.register(stack.close)
+            out = Path(tempfile.mkdtemp(prefix="mmroute-example-"))
+            atexit.register(shutil.rmtree, out, True)
+            _EXTRACTED = copy_tree(res, out / EXAMPLE_PACKAGE_DIR)
         return _EXTRACTED
+
+
+def copy_tree(src: Traversable, dest: Path) -> Path:
+    """Copy a resource folder to disk (``importlib.resources.as_file`` takes folders only from 3.12)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        if child.is_dir():
+            copy_tree(child, dest / child.name)
+        else:
+            (dest / child.name).write_bytes(child.read_bytes())
+    return dest
 
 
 def main(argv: list[str] | None = None) -> None:
