@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmroute.verify import ESCALATE_ALL, calibrate_escalation_threshold, cascade_curve, load_mot_cascade  # noqa: E402
-from mmroute.verify.calibrate import MotItem  # noqa: E402
+from mmroute.verify import ESCALATE_ALL, calibrate_escalation_threshold, cascade_curve  # noqa: E402
+from mmroute.verify.calibrate import MotItem, load_mot_cascade  # noqa: E402
 
 PRICES_PER_1K = {  # (input, output) USD per 1K tokens
     "GPT3": (0.0015, 0.002),          # paper, Evaluation/utils.py

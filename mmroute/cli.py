@@ -21,8 +21,11 @@ DEFAULT_MIN_HOLDOUT = 20  # mmroute.training.DEFAULT_MIN_HOLDOUT, repeated so --
 
 
 def _offline_defaults() -> None:
-    # litellm fetches its price map at import unless told not to; we ship with the local copy.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # litellm fetches its price map at import unless told not to; the command uses the local copy
+    # (a set LITELLM_LOCAL_MODEL_COST_MAP wins). The library itself never sets it.
+    from .offline import use_local_cost_map
+
+    use_local_cost_map()
 
 
 def _read_judgment_files(paths: Sequence[str], strict: bool):

@@ -8,7 +8,6 @@ provider) -> verify, escalate -> collect feedback (escalations + a simulated use
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 from collections import Counter
@@ -23,10 +22,11 @@ COST_FRACTION = 0.4  # target average cost: this share of always using the stron
 
 
 def _example_folder(workdir: Path) -> Path:
-    repo_copy = Path(__file__).resolve().parents[1] / "preference_data" / "example"
-    if (repo_copy / "answers.jsonl").is_file():
-        return repo_copy
-    from .data.example import generate_example
+    from .data.example import example_dir, generate_example
+
+    packaged = example_dir()
+    if (packaged / "answers.jsonl").is_file():
+        return packaged
 
     out = workdir / "example"
     if not (out / "answers.jsonl").is_file():
@@ -63,7 +63,9 @@ def _calibrate_threshold(records: list[dict[str, Any]], router: Any, strongest: 
 
 def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: str = "clip:tiny",
              quiet: bool = False, seed: int = 0) -> int:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from .offline import use_local_cost_map
+
+    use_local_cost_map()  # before litellm is imported: offline, its price map is the bundled one
     from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
@@ -71,7 +73,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .data.formats import outcomes_to_judgments, read_outcomes
     from .data.store import FeedbackStore
     from .graph import create_cascade_graph
-    from .llm import ReplayAnswers, register_offline_providers
+    from .offline import ReplayAnswers, register_offline_providers
     from .llm.convert import query_to_messages
     from .pool import ModelPool
     from .tokens import estimate_text_tokens

@@ -29,10 +29,15 @@ from .query import Query
 from .router import Router
 
 if TYPE_CHECKING:
-    from .data.formats import Judgment
+    from typing import TypeVar
+
+    from .data.formats import Judgment, Outcome
     from .data.store import FeedbackStore
     from .features import FeaturePipeline
+    from .policy import Policy
     from .preference import BradleyTerry
+
+    _Record = TypeVar("_Record", Judgment, Outcome)  # what resolve_image_paths rewrites, returned as given
 
 
 @dataclass
@@ -79,7 +84,7 @@ def encode_judgments(judgments: Sequence["Judgment"], pipeline: "FeaturePipeline
     return EncodedJudgments(Xq[qidx], pairs, y, w, qidx, Xq, [str(j.id) for j in judgments])
 
 
-def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> list[Any]:
+def resolve_image_paths(items: Sequence[_Record], base_dir: str | Path | None) -> list[_Record]:
     """Make relative image paths absolute against the file they came from, so records from
     several files can be mixed."""
     if base_dir is None:
@@ -98,7 +103,7 @@ def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> li
 
 def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipeline", pool: ModelPool | None = None,
                  base_dir: str | Path | None = None, calibration_fraction: float = 0.15, seed: int = 0,
-                 model_params: dict[str, Any] | None = None, policy: Policy | None = None,
+                 model_params: dict[str, Any] | None = None, policy: "Policy | None" = None,
                  target_cost: float | None = None, target_strong_share: float | None = None,
                  quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE, progress: bool = False) -> Router:
     """Fit the preference model on judgments (held-out queries calibrate its temperature).

@@ -36,7 +36,7 @@ def _few_threads():
 @pytest.fixture
 def scripted():
     """The offline `scripted/<name>` LiteLLM provider, answering "a fine answer" unless told otherwise."""
-    from mmroute.llm import ScriptedLLM, reply
+    from mmroute.testing import ScriptedLLM, reply
 
     s = ScriptedLLM(default=reply("a fine answer")).install()
     yield s

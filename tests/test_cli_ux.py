@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from mmroute.cli import build_parser, main
+from mmroute.data.example import example_dir
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 
 def _env() -> dict[str, str]:

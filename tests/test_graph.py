@@ -22,11 +22,11 @@ from langgraph.types import Command
 from PIL import Image
 
 from mmroute.errors import ConfigError, InvalidInputError
-from mmroute.graph import (RouterState, create_cascade_graph, create_router_node, decision_from_state, judgment_id,
-                           parse_feedback)
-from mmroute.llm import ScriptedLLM, fail
+from mmroute.graph import RouterState, create_cascade_graph, create_router_node, decision_from_state
+from mmroute.graph.nodes import judgment_id, parse_feedback
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, fail
 from mmroute.verify import HeuristicVerifier
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
@@ -324,7 +324,7 @@ def test_cascade_streams_the_generating_models_tokens(router, scripted):
 
 
 def test_streaming_keeps_fallback_on_a_stream_that_fails_before_any_text(router, scripted):
-    from mmroute.llm import malformed
+    from mmroute.testing import malformed
 
     for streaming in (False, True):
         scripted.reset()
@@ -362,7 +362,7 @@ def test_a_global_langchain_cache_never_replaces_the_models_call(router, scripte
 
 
 def test_offline_stand_in_is_marked_and_never_judged(router, scripted, store):
-    from mmroute.llm.providers import OFFLINE_FALLBACK_TEXT
+    from mmroute.offline import OFFLINE_FALLBACK_TEXT
 
     scripted.set(CHEAP, OFFLINE_FALLBACK_TEXT)
     app = cascade(router, feedback=True, checkpointer=InMemorySaver())
@@ -472,17 +472,23 @@ def test_feedback_rejects_bad_resume_values_and_needs_a_store(router):
 
 
 def test_langgraph_json_serves_the_module_level_cascade_graph(router, scripted, tmp_path, monkeypatch):
-    import importlib
+    import importlib.util
     import json
     from pathlib import Path
+
+    import mmroute.graph.served as served
 
     root = Path(__file__).resolve().parents[1]
     path, attr = json.loads((root / "langgraph.json").read_text())["graphs"]["cascade"].rsplit(":", 1)
     assert path == "./graphs/cascade.py" and attr == "graph"
-    served = importlib.import_module("graphs.cascade")
-    # langgraph-api reads the module namespace: `graph` must be there, as a factory it accepts
-    # (zero-argument, may be async); the graph itself is not built at import
-    factory = vars(served)["graph"]
+    # langgraph-api loads the file by path (graphs/ is not a package) and reads its namespace:
+    # `graph` must be there, as a factory it accepts (zero-argument, may be async), and it is the
+    # packaged one; the graph itself is not built at import
+    spec = importlib.util.spec_from_file_location("served_cascade_file", root / path)
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    factory = vars(entry)[attr]
+    assert factory is served.graph
     assert inspect.iscoroutinefunction(factory) and not inspect.signature(factory).parameters
     assert served._SERVED is None
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-KNOWN = "What is the capital of Peru?"  # recorded in preference_data/example/answers.jsonl
+KNOWN = "What is the capital of Peru?"  # recorded in mmroute/example_data/answers.jsonl
 UNKNOWN = "Which river runs through the city of Atlantis?"
 
 
@@ -134,7 +134,7 @@ def _sse(lines: Iterator[str]) -> list[tuple[str, Any]]:
 
 def test_langgraph_dev_serves_runs_streams_and_resumes_feedback(server: dict[str, Any]) -> None:
     from mmroute.data.store import FeedbackStore
-    from mmroute.llm.providers import OFFLINE_FALLBACK_TEXT
+    from mmroute.offline import OFFLINE_FALLBACK_TEXT
 
     client, log = server["client"], server["log"]
 

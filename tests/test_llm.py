@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from mmroute.errors import DataFormatError, ProviderError
-from mmroute.llm import (ReplayAnswers, ScriptedLLM, complete, load_mllm_bench, register_offline_providers,
-                         stream_complete, to_openai_messages, tool_call)
+from mmroute.llm import complete, stream_complete
+from mmroute.llm.convert import to_openai_messages
+from mmroute.offline import ReplayAnswers, load_mllm_bench, register_offline_providers
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, tool_call
 
 litellm.suppress_debug_info = True
 IN, OUT = 1e-6, 4e-6
@@ -186,7 +188,7 @@ def test_streaming_yields_chunks_then_answer_with_cost():
 
 
 def test_stream_true_on_complete_falls_back_before_first_chunk():
-    from mmroute.llm import fail
+    from mmroute.testing import fail
 
     ScriptedLLM({"scripted/down": [fail("auth")], "scripted/up": ["fine then"]}).install()
     stream = complete("hi", ["scripted/down", "scripted/up"], stream=True)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments
 from mmroute.data.store import FeedbackStore, StoreError
 from mmroute.pool import ModelPool
 from mmroute.router import Router
 from mmroute.training import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, resolve_image_paths, retrain, train_router
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 A, B = "replay/math-text", "replay/tiny-text"
 
 

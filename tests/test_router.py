@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments, read_outcomes
 from mmroute.data.store import FeedbackStore
 from mmroute.errors import CheckpointError, FeatureSpecMismatchError, NoEligibleModelError
@@ -17,7 +18,7 @@ from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.training import resolve_image_paths, retrain, train_router
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 
 @pytest.fixture(scope="module")

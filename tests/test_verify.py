@@ -14,9 +14,10 @@ from PIL import Image
 from mmroute.errors import ConfigError, DataFormatError, ProviderError
 from mmroute.query import Query
 from mmroute.verify import (ESCALATE_ALL, AllOf, ConsistencyVerifier, HeuristicVerifier, LLMJudgeVerifier,
-                            MinConfidence, Verdict, Weighted, answers_equal, calibrate_from_file,
-                            calibrate_escalation_threshold, cascade_curve, extract_answer, llm_generate, majority,
-                            parse_judgment)
+                            MinConfidence, Verdict, Weighted, calibrate_from_file, calibrate_escalation_threshold, cascade_curve,
+                            llm_generate)
+from mmroute.verify.answers import answers_equal, extract_answer, majority
+from mmroute.verify.judge import parse_judgment
 
 
 @dataclass
@@ -313,8 +314,8 @@ def test_calibrate_from_file(tmp_path) -> None:
 
 def test_judge_through_mmroute_llm_scripted_provider() -> None:
     """The real call path: llm_generate -> mmroute.llm.complete -> LiteLLM -> scripted/ provider."""
-    llm = pytest.importorskip("mmroute.llm")
-    script = llm.ScriptedLLM({"judge": ["YES", "NO", "Verdict: YES"]}).install()
+    testing = pytest.importorskip("mmroute.testing")
+    script = testing.ScriptedLLM({"judge": ["YES", "NO", "Verdict: YES"]}).install()
     v = LLMJudgeVerifier(llm_generate(max_retries=0), "scripted/judge", k=3)
     verdict = v.verify(Query(text="2+2?", images=[_png()]), "4")
     assert verdict.confidence == pytest.approx(2 / 3)

@@ -10,24 +10,20 @@
 * ``RoutedChatModel``: a LangChain chat model that routes every call (``bind_tools`` included),
   for ``create_react_agent`` and anything else that takes a chat model.
 * ``RoutingMiddleware``: the same choice as LangChain agent middleware (needs ``langchain``).
+* ``RouterState`` / ``CascadeState``: the graphs' state schemas; ``decision_from_state`` reads the
+  ``RouteDecision`` a router node wrote.
+
+The node factories, state records and helpers stay importable from ``nodes`` / ``state``; the
+served graph (``langgraph.json``) is ``served``.
 """
 
 from __future__ import annotations
 
-from ..cascade import best_answer, judgment_id, parse_feedback
 from .cascade import create_cascade_graph
-from .chat_model import RoutedChatModel, to_tool_calls
-from .middleware import MIDDLEWARE_AVAILABLE, RoutingMiddleware
-from .nodes import (after_verify, create_feedback_node, create_finalize_node, create_generate_node, create_parse_node,
-                    create_plan_node, create_router_node, create_verify_node, feedback_request, latest_query,
-                    resolve_goto)
-from .state import (AnswerState, AttemptState, CascadeState, QueryState, RouterState, Status, VerdictState,
-                    decision_from_state, decision_to_state)
+from .chat_model import RoutedChatModel
+from .middleware import RoutingMiddleware
+from .nodes import create_router_node
+from .state import CascadeState, RouterState, decision_from_state
 
-__all__ = [
-    "MIDDLEWARE_AVAILABLE", "AnswerState", "AttemptState", "CascadeState", "QueryState", "RoutedChatModel", "RouterState",
-    "RoutingMiddleware", "Status", "VerdictState", "after_verify", "best_answer", "create_cascade_graph",
-    "create_feedback_node", "create_finalize_node", "create_generate_node", "create_parse_node", "create_plan_node",
-    "create_router_node", "create_verify_node", "decision_from_state", "decision_to_state", "feedback_request",
-    "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "to_tool_calls",
-]
+__all__ = ["CascadeState", "RoutedChatModel", "RouterState", "RoutingMiddleware", "create_cascade_graph",
+           "create_router_node", "decision_from_state"]

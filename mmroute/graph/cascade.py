@@ -14,13 +14,16 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
 
 from ..cascade import current_router
+from ..data.store import FeedbackStore
 from ..errors import ConfigError
 from ..llm.breaker import CircuitBreaker
 from ..pool import ModelPool
-from .nodes import (after_verify, create_feedback_node, create_finalize_node, create_generate_node, create_parse_node,
-                    create_plan_node, create_verify_node)
+from ..verify.base import Verifier
+from .nodes import (RouterLike, after_verify, create_feedback_node, create_finalize_node, create_generate_node,
+                    create_parse_node, create_plan_node, create_verify_node)
 from .state import CascadeState
 
 
@@ -28,9 +31,10 @@ def _after_plan(state: dict[str, Any]) -> str:
     return "finalize" if state.get("status") == "over_budget" else "generate"
 
 
-def create_cascade_graph(router: Any, *, verifier: Any, pool: ModelPool | None = None, max_escalations: int = 2,
-                         max_cost_per_query: float | None = None, feedback: bool = False, checkpointer: Any = None,
-                         feedback_store: Any = None, record_escalations: bool = True, llm_kwargs: dict[str, Any] | None = None,
+def create_cascade_graph(router: RouterLike, *, verifier: Verifier, pool: ModelPool | None = None,
+                         max_escalations: int = 2, max_cost_per_query: float | None = None, feedback: bool = False,
+                         checkpointer: Checkpointer = None, feedback_store: FeedbackStore | None = None,
+                         record_escalations: bool = True, llm_kwargs: dict[str, Any] | None = None,
                          name: str = "mmroute_cascade") -> CompiledStateGraph:
     """Build and compile the cascade.
 

@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SkipValidation
 
 from ..cascade import current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
 from ..errors import ConfigError, ProviderError
@@ -34,7 +34,8 @@ from ..images import DEFAULT_POLICY
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .nodes import thread_id
+from ..verify.base import Verifier
+from .nodes import RouterLike, thread_id
 
 
 def to_tool_calls(raw_calls: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
@@ -85,9 +86,10 @@ class RoutedChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    router: Any = None
+    # typed for callers and checkers, not validated (duck-typed routers / verifiers keep working)
+    router: SkipValidation[RouterLike | None] = None
     pool: ModelPool | None = None
-    verifier: Any = None
+    verifier: SkipValidation[Verifier | None] = None
     max_escalations: int = Field(1, ge=0)
     candidates: list[str] | None = None
     decision: RouteDecision | None = None

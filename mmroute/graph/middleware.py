@@ -17,7 +17,10 @@ from typing import Any
 from ..cascade import route_call
 from ..errors import ConfigError
 from ..policy import RouteDecision
+from ..pool import ModelPool
+from ..verify.base import Verifier
 from .chat_model import RoutedChatModel
+from .nodes import RouterLike
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -41,8 +44,9 @@ class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
         include_context: route on the whole conversation rather than the last user turn.
     """
 
-    def __init__(self, router: Any, *, pool: Any = None, verifier: Any = None, max_escalations: int = 1,
-                 model_factory: Callable[[RouteDecision], Any] | None = None, include_context: bool = False,
+    def __init__(self, router: RouterLike, *, pool: ModelPool | None = None, verifier: Verifier | None = None,
+                 max_escalations: int = 1, model_factory: Callable[[RouteDecision], Any] | None = None,
+                 include_context: bool = False,
                  llm_kwargs: dict[str, Any] | None = None) -> None:
         if not MIDDLEWARE_AVAILABLE:
             raise ConfigError("RoutingMiddleware needs the 'langchain' package (pip install langchain); "

@@ -10,7 +10,7 @@ whom, what an escalation or a rating teaches) is ``mmroute.cascade``; the nodes 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -19,19 +19,24 @@ from langgraph.types import Command, Overwrite, interrupt
 from ..cascade import (RATINGS, WINNERS, answer_from_state, answer_state, best_answer, current_router,
                        escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
                        verdict_state, within_budget)
+from ..data.store import FeedbackStore
 from ..errors import ConfigError, InvalidInputError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
+from ..router import LiveRouter, Router
+from ..verify.base import Verifier
 from .state import AnswerState, AttemptState, decision_from_state, decision_to_state, query_state
 
 GotoSpec = Mapping[str, str] | Callable[[RouteDecision], str]
+#: what the LangGraph pieces take: a ``Router``, or a ``LiveRouter`` that swaps in retrained versions
+RouterLike: TypeAlias = Router | LiveRouter
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def latest_query(state: Mapping[str, Any], router: Any = None, *, include_context: bool = False) -> Query:
+def latest_query(state: Mapping[str, Any], router: RouterLike | None = None, *, include_context: bool = False) -> Query:
     """The query to route: the last user turn (text + images) of ``state["messages"]``."""
     messages = state.get("messages") if isinstance(state, Mapping) else None
     if not messages:
@@ -43,7 +48,7 @@ def latest_query(state: Mapping[str, Any], router: Any = None, *, include_contex
     return Query.from_messages(messages, **kwargs)
 
 
-def route_state(router: Any, state: Mapping[str, Any], *, include_context: bool = False) -> RouteDecision:
+def route_state(router: RouterLike, state: Mapping[str, Any], *, include_context: bool = False) -> RouteDecision:
     """Route ``state["messages"]``: features from the latest user turn (or all, with
     ``include_context``), hard filters over every message the model will be sent."""
     messages = state.get("messages") if isinstance(state, Mapping) else None
@@ -116,7 +121,7 @@ def resolve_goto(goto: GotoSpec, decision: RouteDecision, pool: ModelPool) -> st
     raise ConfigError(f"goto has no node for model {decision.model!r} (nor its tags, nor '*')")
 
 
-def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_context: bool = False,
+def create_router_node(router: RouterLike, *, goto: GotoSpec | None = None, include_context: bool = False,
                        key: str = "route") -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
     """A node that routes the latest user turn and stores the decision under ``state[key]``.
 
@@ -144,7 +149,7 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
 # -- cascade nodes ------------------------------------------------------------------------------
 
 
-def create_parse_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def create_parse_node(router: RouterLike) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Parse the latest user turn and start a fresh per-query record.
 
     The query's fingerprint and modality go into the state (not its bytes); per-query lists are
@@ -159,7 +164,7 @@ def create_parse_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]
     return parse
 
 
-def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def create_plan_node(router: RouterLike, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap
     (the cascade graph's ``"plan"`` node; the decision goes to ``state["route"]``)."""
     route_node = create_router_node(router)
@@ -241,7 +246,7 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
     return RunnableLambda(generate, afunc=agenerate, name="generate")
 
 
-def create_verify_node(verifier: Any, router: Any, *, max_escalations: int = 2,
+def create_verify_node(verifier: Verifier, router: RouterLike, *, max_escalations: int = 2,
                        max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Judge the newest answer and decide: accept, or escalate to the next stronger model.
 
@@ -285,7 +290,7 @@ def after_verify(state: dict[str, Any]) -> str:
     return "generate" if state.get("status") == "escalating" else "finalize"
 
 
-def create_finalize_node(router: Any, *, store: Any = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
+def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
     """Answer with the accepted (else the most confident) answer and learn from escalations.
 
     An escalation gives two answers to one query; when the verifier accepts the stronger model's
@@ -351,7 +356,7 @@ def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
             "resume_with": {"rating": list(RATINGS)}}
 
 
-def create_feedback_node(router: Any, *, store: Any = None, source: str = "user") -> Callable[..., dict[str, Any]]:
+def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = None, source: str = "user") -> Callable[..., dict[str, Any]]:
     """Ask the user (``interrupt``) about the answer and store the reply as a judgment.
 
     Resume with ``Command(resume={"winner": "model_a"|"model_b"|"tie"})`` after an escalation, or

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+import litellm
+import litellm.exceptions
+import openai
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderError
@@ -28,12 +30,6 @@ from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
 from ..tokens import estimate_prompt_tokens, estimate_text_tokens
 from .convert import to_openai_messages
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-import litellm  # noqa: E402
-import litellm.exceptions  # noqa: E402
-import openai  # noqa: E402
 
 _MIDSTREAM: type[BaseException] | None = getattr(litellm.exceptions, "MidStreamFallbackError", None)  # litellm >= 1.7x
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,15 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage
 
 from ..tokens import estimate_prompt_tokens, estimate_text_tokens
 from .recorded import ReplayAnswers
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-import litellm  # noqa: E402
-from litellm import CustomLLM  # noqa: E402
-from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage  # noqa: E402
 
 REPLAY = "replay"
 SCRIPTED = "scripted"

@@ -30,17 +30,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.router import CustomRoutingStrategyBase
 
-import litellm  # noqa: E402
-from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
-from litellm.router import CustomRoutingStrategyBase  # noqa: E402
-
-from ..errors import InvalidInputError, NoEligibleModelError  # noqa: E402
-from ..payload import Payload  # noqa: E402
-from ..query import Query  # noqa: E402
-from ..router import LiveRouter, Router  # noqa: E402
-from .batching import FeatureBatcher  # noqa: E402
+from ..errors import InvalidInputError, NoEligibleModelError
+from ..payload import Payload
+from ..query import Query
+from ..router import LiveRouter, Router
+from .batching import FeatureBatcher
 
 log = logging.getLogger("mmroute.proxy")
 
@@ -230,7 +228,8 @@ proxy_hook = ProxyHook()  # for ``litellm_settings: callbacks: ["mmroute.server.
 def proxy_app(config_path: str, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,
               on_install: Callable[[MMRouteStrategy], None] | None = None) -> Any:
     """LiteLLM's proxy app for ``config_path`` with the mmroute strategy installed at start-up."""
-    os.environ["CONFIG_FILE_PATH"] = str(config_path)  # LiteLLM reads its config from here at start-up
+    # explicit environment write: LiteLLM's proxy reads its config path only from here, at start-up
+    os.environ["CONFIG_FILE_PATH"] = str(config_path)  # explicit environment write (mmroute proxy only)
     from litellm.proxy import proxy_server
 
     app = proxy_server.app

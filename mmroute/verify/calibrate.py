@@ -64,7 +64,11 @@ class CascadeSample(BaseModel):
     id: str | None = None
 
 
-def _as_array(values: Any, n: int, name: str, default: float) -> np.ndarray:
+#: per-sample costs in USD: one value per sample, one value for all, or None for the default
+Costs = Sequence[float] | np.ndarray | float | None
+
+
+def _as_array(values: Costs, n: int, name: str, default: float) -> np.ndarray:
     if values is None:
         return np.full(n, default, dtype=float)
     arr = np.asarray(values, dtype=float)
@@ -78,7 +82,7 @@ def _as_array(values: Any, n: int, name: str, default: float) -> np.ndarray:
 
 
 def cascade_curve(confidences: Sequence[float], weak_correct: Sequence[float], strong_correct: Sequence[float],
-                  weak_costs: Any = None, strong_costs: Any = None,
+                  weak_costs: Costs = None, strong_costs: Costs = None,
                   thresholds: Sequence[float] | None = None) -> list[CurvePoint]:
     """(accuracy, mean cost, strong share) for each threshold; default thresholds are 0, every
     distinct confidence and :data:`ESCALATE_ALL`, which covers every distinct cascade.
@@ -110,7 +114,7 @@ def cascade_curve(confidences: Sequence[float], weak_correct: Sequence[float], s
 
 
 def calibrate_escalation_threshold(confidences: Sequence[float], weak_correct: Sequence[float],
-                                   strong_correct: Sequence[float], weak_costs: Any = None, strong_costs: Any = None, *,
+                                   strong_correct: Sequence[float], weak_costs: Costs = None, strong_costs: Costs = None, *,
                                    target: Literal["accuracy", "cost"] = "accuracy", max_cost: float | None = None,
                                    max_relative_cost: float | None = None, target_accuracy: float | None = None,
                                    thresholds: Sequence[float] | None = None) -> Calibration:
