@@ -305,24 +305,24 @@ def test_same_seed_same_parameters(kwargs) -> None:
     a = BradleyTerry(rank=4, max_epochs=30, seed=3, **kwargs).fit(X, pairs, y)
     b = BradleyTerry(rank=4, max_epochs=30, seed=3, **kwargs).fit(X, pairs, y)
     c = BradleyTerry(rank=4, max_epochs=30, seed=4, **kwargs).fit(X, pairs, y)
-    for k, v in a._param_dict().items():
-        assert np.array_equal(v.numpy(), b._param_dict()[k].numpy()), k
-    head = "head.P" if "head.P" in a._param_dict() else "head.W1"
-    assert not np.array_equal(a._param_dict()[head].numpy(), c._param_dict()[head].numpy())
+    for k, v in a._params().named().items():
+        assert np.array_equal(v.numpy(), b._params().named()[k].numpy()), k
+    head = "head.P" if "head.P" in a._params().named() else "head.W1"
+    assert not np.array_equal(a._params().named()[head].numpy(), c._params().named()[head].numpy())
 
 
 def test_segmented_and_dense_paths_agree() -> None:
     # many rows per pair triggers the pair-grouped fast path; a huge threshold forces dense
-    import mmroute.preference.bradley_terry as bt
+    import mmroute.preference.solvers as solvers
 
     X, pairs, y, _ = simulate(2000, np.array([0.5, 0.0, -0.5]), feature_effect=np.array([1, -1, 0]), seed=19)
     fast = BradleyTerry(rank=4, max_epochs=40).fit(X, pairs, y)
-    old = bt._MIN_SEGMENT_ROWS
-    bt._MIN_SEGMENT_ROWS = 10**9
+    old = solvers.MIN_SEGMENT_ROWS
+    solvers.MIN_SEGMENT_ROWS = 10**9
     try:
         dense = BradleyTerry(rank=4, max_epochs=40).fit(X, pairs, y)
     finally:
-        bt._MIN_SEGMENT_ROWS = old
+        solvers.MIN_SEGMENT_ROWS = old
     np.testing.assert_allclose(fast.predict_proba(X, pairs), dense.predict_proba(X, pairs), atol=2e-3)
     np.testing.assert_allclose(fast._precision["head.P"].numpy(), dense._precision["head.P"].numpy(), rtol=1e-3, atol=1e-3)
 

@@ -168,7 +168,7 @@ def _judgment(q: str, a: str, b: str, w: str, i: int) -> Judgment:
 
 def test_record_and_retrain_gate(router, saved, tmp_path):
     store = FeedbackStore(tmp_path / "fb.db")
-    j = router.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a", store=store)
+    j = store.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a")
     assert store.count() == 1 and j.source == "api"
     root = tmp_path / "r"
     shutil.copytree(saved, root)
