@@ -133,3 +133,57 @@ def test_calibrate_threshold():
     assert (p >= t).mean() == pytest.approx(0.25, abs=0.011)
     t2 = calibrate_threshold(p, target_cost=0.5, cost_strong=np.ones(101), cost_weak=np.zeros(101))
     assert (p >= t2).mean() <= 0.5
+
+
+# ------------------------------------------------------------------ policies serialise themselves
+def test_saved_policy_format_is_unchanged_and_old_entries_load():
+    from mmroute.policy import policy_from_json, policy_to_json
+
+    # the dicts routers saved before policies serialised themselves (router.json "policy")
+    old_cost, old_threshold = {"name": "cost-aware", "lam": 2.5}, {"name": "threshold", "strong": "s", "weak": "w",
+                                                                   "threshold": 0.7}
+    assert policy_to_json(CostAwarePolicy(2.5)) == old_cost
+    assert policy_to_json(ThresholdPolicy("s", "w", 0.7)) == old_threshold
+    assert policy_from_json(old_cost) == CostAwarePolicy(2.5)
+    assert policy_from_json(old_threshold) == ThresholdPolicy("s", "w", 0.7)
+    assert policy_from_json({"name": "cost-aware"}) == CostAwarePolicy(0.0)  # lam was optional
+
+
+def test_a_new_policy_class_registers_itself():
+    from dataclasses import dataclass
+
+    from mmroute.errors import CheckpointError
+    from mmroute.policy import POLICIES, policy_from_json, policy_to_json, register_policy
+
+    @register_policy
+    @dataclass
+    class Cheapest:
+        name: str = "test-cheapest"
+
+        @property
+        def knob(self) -> float:
+            return 0.0
+
+        def utilities(self, s):
+            return -s.cost
+
+        def to_json(self):
+            return {"name": self.name}
+
+        @classmethod
+        def from_json(cls, d):
+            return cls()
+
+    try:
+        assert isinstance(policy_from_json(policy_to_json(Cheapest())), Cheapest)
+    finally:
+        del POLICIES["test-cheapest"]
+    with pytest.raises(CheckpointError, match="unknown policy 'test-cheapest'"):
+        policy_from_json({"name": "test-cheapest"})
+
+    @dataclass
+    class Unregistered(Cheapest):
+        name: str = "unregistered"
+
+    with pytest.raises(ConfigError, match="register_policy"):
+        policy_to_json(Unregistered())
