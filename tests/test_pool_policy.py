@@ -149,40 +149,19 @@ def test_saved_policy_format_is_unchanged_and_old_entries_load():
     assert policy_from_json({"name": "cost-aware"}) == CostAwarePolicy(0.0)  # lam was optional
 
 
-def test_a_new_policy_class_registers_itself():
+def test_a_new_policy_class_registers_itself(registered_policy):
     from dataclasses import dataclass
 
     from mmroute.errors import CheckpointError
-    from mmroute.policy import POLICIES, policy_from_json, policy_to_json, register_policy
+    from mmroute.policy import POLICIES, policy_from_json, policy_to_json
 
-    @register_policy
-    @dataclass
-    class Cheapest:
-        name: str = "test-cheapest"
-
-        @property
-        def knob(self) -> float:
-            return 0.0
-
-        def utilities(self, s):
-            return -s.cost
-
-        def to_json(self):
-            return {"name": self.name}
-
-        @classmethod
-        def from_json(cls, d):
-            return cls()
-
-    try:
-        assert isinstance(policy_from_json(policy_to_json(Cheapest())), Cheapest)
-    finally:
-        del POLICIES["test-cheapest"]
-    with pytest.raises(CheckpointError, match="unknown policy 'test-cheapest'"):
-        policy_from_json({"name": "test-cheapest"})
+    assert isinstance(policy_from_json(policy_to_json(registered_policy())), registered_policy)
+    del POLICIES["test-first-listed"]
+    with pytest.raises(CheckpointError, match="unknown policy 'test-first-listed'"):
+        policy_from_json({"name": "test-first-listed"})
 
     @dataclass
-    class Unregistered(Cheapest):
+    class Unregistered(registered_policy):  # type: ignore[misc, valid-type]
         name: str = "unregistered"
 
     with pytest.raises(ConfigError, match="register_policy"):

@@ -198,39 +198,15 @@ def test_router_record_forwards_to_the_store(router, tmp_path):
     assert [x.id for x in store.iter_judgments()] == ["f1"] and j.winner == "model_b"
 
 
-def test_a_registered_policy_is_saved_and_loaded_with_the_router(router, tmp_path):
-    from dataclasses import dataclass
-
+def test_a_registered_policy_is_saved_and_loaded_with_the_router(router, tmp_path, registered_policy):
     from mmroute.checkpoint import current_version_dir
-    from mmroute.policy import POLICIES, register_policy
-
-    @register_policy
-    @dataclass
-    class FirstEligible:
-        name: str = "test-first-eligible"
-
-        @property
-        def knob(self) -> float:
-            return 0.0
-
-        def utilities(self, s):
-            return -np.arange(len(s.models), dtype=float)
-
-        def to_json(self):
-            return {"name": self.name}
-
-        @classmethod
-        def from_json(cls, d):
-            return cls()
 
     keep = router.policy
     try:
-        router.policy = FirstEligible()
+        router.policy = registered_policy()
         router.save(tmp_path / "r")
         manifest = json.loads((current_version_dir(tmp_path / "r") / "router.json").read_text())
-        assert manifest["policy"] == {"name": "test-first-eligible"}
-        loaded = Router.load(tmp_path / "r")
-        assert isinstance(loaded.policy, FirstEligible)
+        assert manifest["policy"] == {"name": "test-first-listed"}
+        assert isinstance(Router.load(tmp_path / "r").policy, registered_policy)
     finally:
         router.policy = keep
-        del POLICIES["test-first-eligible"]

@@ -54,14 +54,20 @@ def check_pairs(pairs: ArrayLike) -> np.ndarray:
     return arr
 
 
+def _vector(values: ArrayLike, n: int, what: str, meaning: str, matches: str) -> np.ndarray:
+    """(n,) float64 array, or InvalidInputError naming ``what`` and what it means."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} must be numeric{meaning}: {exc}") from None
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InvalidInputError(f"{what} must have shape ({n},){matches}; got {arr.shape}")
+    return arr
+
+
 def check_labels(y: ArrayLike, n: int) -> np.ndarray:
     """(n,) labels in [0, 1]: 1 = a wins, 0 = b wins, 0.5 = tie (fractions are soft labels)."""
-    try:
-        arr = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"y must be numeric (1 = a wins, 0 = b wins, 0.5 = tie): {exc}") from None
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InvalidInputError(f"y must have shape ({n},) to match pairs; got {arr.shape}")
+    arr = _vector(y, n, "y", " (1 = a wins, 0 = b wins, 0.5 = tie)", " to match pairs")
     if not np.isfinite(arr).all() or (arr < 0).any() or (arr > 1).any():
         i = int(np.argmax(~np.isfinite(arr) | (arr < 0) | (arr > 1)))
         raise InvalidInputError(
@@ -74,12 +80,7 @@ def check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:
     """(n,) finite non-negative weights; all ones when none are given."""
     if sample_weight is None:
         return np.ones(n, dtype=np.float64)
-    try:
-        arr = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"sample_weight must be numeric: {exc}") from None
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InvalidInputError(f"sample_weight must have shape ({n},); got {arr.shape}")
+    arr = _vector(sample_weight, n, "sample_weight", "", "")
     if not np.isfinite(arr).all() or (arr < 0).any():
         i = int(np.argmax(~np.isfinite(arr) | (arr < 0)))
         raise InvalidInputError(f"sample_weight[{i}] = {arr[i]!r} must be finite and >= 0")
