@@ -221,15 +221,15 @@ class BradleyTerry:
         self, X: ArrayLike, pairs: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Validated judgments with ties dropped if asked; at least one must carry weight."""
-        X, p, y, w = self._validate_judgments(X, pairs, y, sample_weight)
+        Xa, p, ya, w = self._validate_judgments(X, pairs, y, sample_weight)
         if self.ties == "drop":
-            keep = y != 0.5
-            X, p, y, w = X[keep], p[keep], y[keep], w[keep]
-        if len(y) == 0 or w.sum() <= 0:
+            keep = ya != 0.5
+            Xa, p, ya, w = Xa[keep], p[keep], ya[keep], w[keep]
+        if len(ya) == 0 or w.sum() <= 0:
             raise InvalidInputError(
                 "no usable judgments: every one is a dropped tie or has weight 0"
             )
-        return X, p, y, w
+        return Xa, p, ya, w
 
     # ------------------------------------------------------------------ parameters
     def _params(self) -> Params:

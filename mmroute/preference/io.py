@@ -23,7 +23,7 @@ from mmroute.preference.config import BradleyTerryConfig
 FORMAT_VERSION = 1
 TENSORS_FILE = "model.safetensors"
 META_FILE = "model.json"
-KIND = "mmroute.preference.BradleyTerry"
+KIND: Literal["mmroute.preference.BradleyTerry"] = "mmroute.preference.BradleyTerry"
 
 
 class CheckpointMeta(BaseModel):

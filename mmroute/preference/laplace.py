@@ -68,8 +68,8 @@ def accumulate_curvature(precision: dict[str, torch.Tensor], p: Params, data: Ju
             Hp = p.embed(Xt, head)
             zp = (Hp * dV).sum(dim=1)
             grads = torch.autograd.grad((sqrt_c * eps * zp).sum(), list(head.values()))
-            for k, g in zip(head, grads):
-                precision[f"head.{k}"] += g * g / MLP_PROBES
+            for name, g in zip(head, grads):
+                precision[f"head.{name}"] += g * g / MLP_PROBES
 
 
 def anchored_update(p: Params, precision: dict[str, torch.Tensor], data: Judgments, cfg: BradleyTerryConfig,
