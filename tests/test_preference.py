@@ -415,3 +415,15 @@ def test_checkpoint_written_before_the_split_loads_and_predicts_the_same() -> No
     pf = exp["partial_fit"]  # the anchor (precision tensors) came through too: same update, new model m3 added
     model.partial_fit(np.array(pf["X"], dtype=np.float32), [tuple(p) for p in pf["pairs"]], pf["y"])
     np.testing.assert_allclose(model.expected_quality(Xq), pf["expected_quality"], atol=1e-5)
+
+
+def test_hyper_parameters_have_one_home() -> None:
+    # every BradleyTerryConfig field is an __init__ argument with the config's default, and back
+    import inspect
+
+    from mmroute.preference import BradleyTerryConfig
+
+    sig = inspect.signature(BradleyTerry).parameters
+    fields = BradleyTerryConfig.model_fields
+    assert list(sig) == list(fields)
+    assert {k: p.default for k, p in sig.items()} == {k: f.default for k, f in fields.items()}

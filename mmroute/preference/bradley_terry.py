@@ -33,8 +33,14 @@ Why these choices:
   projection moves in proportion to the new data's share of the total.
 * Everything is float32 torch on CPU inside, numpy at the API, safetensors + JSON on disk
   (nothing is ever pickled).
-"""
 
+Where things live: hyper-parameters in :mod:`~mmroute.preference.config`, input checks in
+:mod:`~mmroute.preference.validation`, tensors and the pair-segment fast path in
+:mod:`~mmroute.preference.pairs`, the objective in :mod:`~mmroute.preference.loss`, optimisers in
+:mod:`~mmroute.preference.solvers`, the anchor in :mod:`~mmroute.preference.laplace`, expected
+quality and accuracy in :mod:`~mmroute.preference.metrics`, the checkpoint in
+:mod:`~mmroute.preference.io`. This module only wires them into the estimator.
+"""
 
 from __future__ import annotations
 
@@ -66,8 +72,6 @@ __all__ = ["BradleyTerry", "BradleyTerryConfig", "NotFittedError"]
 
 logger = logging.getLogger(__name__)
 
-#: Checkpoint names, kept importable from here for callers of the old single-module layout.
-FORMAT_VERSION, TENSORS_FILE, META_FILE = io.FORMAT_VERSION, io.TENSORS_FILE, io.META_FILE
 #: fit() on more than _WARM_FACTOR * _WARM_ROWS judgments first fits a _WARM_ROWS subsample.
 _WARM_ROWS = 20000
 _WARM_FACTOR = 2
@@ -186,7 +190,6 @@ class BradleyTerry:
         defaults = BradleyTerryConfig().model_dump()
         changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
         return "BradleyTerry(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
-
 
     # ------------------------------------------------------------------ validation
     def _check_fitted(self) -> None:
