@@ -10,8 +10,8 @@ file's per-query costs where it has them, else the pool's prices), next to the b
 When the file has per-query costs and no ``--pool`` is given, the router believes each model costs
 its mean per-query cost on the training part (the same belief ``mmroute eval`` gives it).
 
-    python benchmarks/bench_default_policy.py --outcomes preference_data/example/outcomes.jsonl \\
-        --pool preference_data/example/pool.yaml --encoder clip:tiny
+    python benchmarks/bench_default_policy.py --outcomes mmroute/example_data/outcomes.jsonl \\
+        --pool mmroute/example_data/pool.yaml --encoder clip:tiny
     mmroute import --format routerbench ../shared/data/routerbench/datasets --out /tmp/routerbench.jsonl
     python benchmarks/bench_default_policy.py --outcomes /tmp/routerbench.jsonl --encoder st:minilm \
         --sample 1000 --cache /tmp/cache_rb

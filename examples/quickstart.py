@@ -38,7 +38,7 @@ def main() -> None:
     # e.g. users preferred the math model's answers on arithmetic; retraining holds out a fifth of
     # the new queries and needs at least 20 held-out judgments to compare the routers fairly
     for i in range(150):
-        router.record(f"What is {i} * {i + 7}?", "replay/math-text", "replay/large-vision", "model_a", store=store)
+        store.record(f"What is {i} * {i + 7}?", "replay/math-text", "replay/large-vision", "model_a")
     report = retrain(work / "router", store)
     print(report.summary())
     print("after retraining:", Router.load(work / "router").route("What is 37 * 12?").model)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError, NoEligibleModelError
+from .errors import CheckpointError, ConfigError, NoEligibleModelError
 from .pool import ModelPool, ModelSpec
 
 
@@ -86,7 +86,49 @@ class Policy(Protocol):
 
     def utilities(self, s: Scored) -> np.ndarray: ...
 
+    def to_json(self) -> dict[str, Any]: ...
 
+
+class SerialisablePolicy(Protocol):
+    """A policy class that can be rebuilt from its :meth:`Policy.to_json` dict."""
+
+    name: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Policy: ...
+
+
+#: Policy classes by the ``name`` their JSON carries; :func:`register_policy` adds one.
+POLICIES: dict[str, type[SerialisablePolicy]] = {}
+
+_PolicyClass = TypeVar("_PolicyClass", bound=type)
+
+
+def register_policy(cls: _PolicyClass) -> _PolicyClass:
+    """Class decorator: make a policy class loadable from a saved router by its ``name``."""
+    POLICIES[cls.name] = cls  # type: ignore[attr-defined]  # the dataclass default of ``name``
+    return cls
+
+
+def policy_to_json(policy: Policy) -> dict[str, Any]:
+    """The JSON a router checkpoint stores for ``policy`` (its own ``to_json``)."""
+    to_json = getattr(policy, "to_json", None)
+    if to_json is None or policy.name not in POLICIES:
+        raise ConfigError(f"cannot save policy of type {type(policy).__name__}: give it to_json/from_json "
+                          "and decorate the class with @register_policy")
+    return to_json()
+
+
+def policy_from_json(d: dict[str, Any]) -> Policy:
+    """Rebuild a policy saved by :func:`policy_to_json`; CheckpointError for an unknown name."""
+    name = d.get("name")
+    cls = POLICIES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise CheckpointError(f"unknown policy {name!r} in router checkpoint (known: {', '.join(sorted(POLICIES))})")
+    return cls.from_json(d)
+
+
+@register_policy
 @dataclass
 class CostAwarePolicy:
     """argmax of quality - lam * cost. ``lam`` is quality points per USD (0 = best quality at any price)."""
@@ -105,7 +147,15 @@ class CostAwarePolicy:
     def utilities(self, s: Scored) -> np.ndarray:
         return s.quality - self.lam * s.cost
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "lam": self.lam}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CostAwarePolicy:
+        return cls(lam=float(d.get("lam", 0.0)))
+
+
+@register_policy
 @dataclass
 class ThresholdPolicy:
     """RouteLLM's two-model rule: the strong model when P(strong beats weak) >= threshold."""
@@ -139,6 +189,13 @@ class ThresholdPolicy:
         elif weak_ok:
             u[j] = 1.0
         return u
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "strong": self.strong, "weak": self.weak, "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ThresholdPolicy:
+        return cls(strong=d["strong"], weak=d["weak"], threshold=float(d["threshold"]))
 
 
 def decide(s: Scored, policy: Policy, filtered: dict[str, str], *, prompt_tokens: int, n_images: int) -> RouteDecision:

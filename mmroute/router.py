@@ -21,7 +21,9 @@ from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir
 from .errors import CheckpointError, ConfigError, InvalidInputError, RoutingWarning
 from .images import DEFAULT_POLICY, ImagePolicy
 from .payload import Payload, is_messages
-from .policy import CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide, hard_filters
+from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, calibrate_lambda, decide, hard_filters,
+                     policy_from_json, policy_to_json)
+from .preference.metrics import expected_quality_from_win, win_probabilities
 from .pool import ModelPool, ModelSpec
 from .query import Query
 
@@ -33,27 +35,6 @@ if TYPE_CHECKING:
 
 ROUTER_FORMAT = 1
 DEFAULT_CACHE_ENTRIES = 10_000  # a served router remembers this many recent texts/images
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def policy_to_json(policy: Policy) -> dict[str, Any]:
-    if isinstance(policy, ThresholdPolicy):
-        return {"name": "threshold", "strong": policy.strong, "weak": policy.weak, "threshold": policy.threshold}
-    if isinstance(policy, CostAwarePolicy):
-        return {"name": "cost-aware", "lam": policy.lam}
-    raise ConfigError(f"cannot save policy of type {type(policy).__name__}")
-
-
-def policy_from_json(d: dict[str, Any]) -> Policy:
-    name = d.get("name")
-    if name == "threshold":
-        return ThresholdPolicy(strong=d["strong"], weak=d["weak"], threshold=float(d["threshold"]))
-    if name == "cost-aware":
-        return CostAwarePolicy(lam=float(d.get("lam", 0.0)))
-    raise CheckpointError(f"unknown policy {name!r} in router checkpoint")
 
 
 def trained_name(spec: ModelSpec, trained: Sequence[str]) -> str | None:
@@ -109,16 +90,11 @@ class Router:
         return s / float(getattr(self.model, "temperature_", 1.0) or 1.0)
 
     def win_matrices(self, X: np.ndarray) -> np.ndarray:
-        s = self.pool_scores(X)
-        return _sigmoid(s[:, :, None] - s[:, None, :])
+        return win_probabilities(self.pool_scores(X))
 
     def quality_from_features(self, X: np.ndarray) -> np.ndarray:
         """Expected quality: mean probability of beating each other pool model (0.5 for a pool of one)."""
-        w = self.win_matrices(X)
-        m = w.shape[1]
-        if m == 1:
-            return np.full((len(X), 1), 0.5)
-        return (w.sum(axis=2) - 0.5) / (m - 1)
+        return expected_quality_from_win(self.win_matrices(X))
 
     def predict_quality(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
         return self.quality_from_features(self.features(queries, progress))
@@ -175,9 +151,7 @@ class Router:
         p = payload or Payload.of_query(q)
         filtered = hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
         win = self.win_matrices(x)[0]
-        m = win.shape[0]
-        quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
-        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(p),
+        scored = Scored(models=self.pool.names, quality=expected_quality_from_win(win), cost=self.expected_costs(p),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
         return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
 
@@ -201,18 +175,13 @@ class Router:
     # -- feedback ---------------------------------------------------------------------------
     def record(self, query: Any, model_a: str, model_b: str, winner: str, *, store: "FeedbackStore | None" = None,
                weight: float = 1.0, source: str = "api", id: str | None = None) -> "Judgment":
-        """Store one pairwise judgment for the next retraining (nothing is learned in place)."""
-        from .data.formats import Judgment, QueryRecord
-
+        """Store one judgment in ``store`` (default: ``self.store``, the graph adapters' store) with
+        this router's image policy; the judgment is built by :meth:`FeedbackStore.record`."""
         target = store if store is not None else self.store
         if target is None:
             raise ConfigError("no feedback store: pass store= or set router.store")
-        q = Query.coerce(query, image_policy=self.image_policy)
-        j = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]),
-                     model_a=model_a, model_b=model_b, winner=winner, weight=weight, source=source,
-                     **({"id": id} if id else {}))
-        target.add(j)
-        return j
+        return target.record(query, model_a, model_b, winner, weight=weight, source=source, id=id,
+                             image_policy=self.image_policy)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,7 +266,7 @@ def describe_policy_choice(choice: dict[str, Any] | None) -> str:
     return f"{head}; {figures}"
 
 
-#: Router metadata keys written by :func:`retrain` (see its docstring for the rule they implement).
+#: Router metadata keys written by :func:`retrain_router` (see its docstring for the rule they implement).
 BOOKMARK_KEY = "store_bookmark"
 TRAINED_KEY = "trained_judgments"
 DEFAULT_MIN_HOLDOUT = 20
@@ -323,6 +323,9 @@ def _new_rows(router: Router, store: "FeedbackStore") -> tuple[Rows, Rows, int, 
     held = set(carried_ids)
     if not mark:  # never retrained: every stored judgment is new, as expected; nothing to explain
         note = None
+    elif mark.get("store_id") is None:
+        note = (f"the router was last retrained from a list of judgments, not a store: judgments were matched "
+                f"by id, {len(rows)} of {len(ids)} not yet trained on")
     elif mark.get("store_id") != sid:
         note = (f"store {sid} is not store {mark.get('store_id')} the router was last retrained from: judgments "
                 f"were matched by id, {len(rows)} of {len(ids)} not yet trained on")
@@ -333,41 +336,77 @@ def _new_rows(router: Router, store: "FeedbackStore") -> tuple[Rows, Rows, int, 
             max([0] + [q for q, _ in ids]), note)
 
 
-def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
-            holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
-            min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainReport:
-    """Warm-start the served router on the store's judgments it has not been trained on.
+def _new_listed(router: Router, judgments: Sequence["Judgment"]) -> tuple[Rows, Rows]:
+    """(fresh rows, carried rows) of a list of judgments: those whose id the router has not trained
+    on, the ones it held out last time carried (a list has no rows to bookmark, so ids decide)."""
+    mark = router.metadata.get(BOOKMARK_KEY) or {}
+    held = {str(i) for i in mark.get("held_out", [])}
+    trained = set(router.metadata.get(TRAINED_KEY) or [])
+    rows = [(i + 1, j) for i, j in enumerate(judgments) if judgment_digest(str(j.id)) not in trained]
+    return [r for r in rows if str(r[1].id) not in held], [r for r in rows if str(r[1].id) in held]
 
-    The rule (docs/architecture.md, "Retraining"): the router's metadata holds a bookmark
+
+@dataclass
+class RetrainResult:
+    """What :func:`retrain_router` returns: the router to serve next - the candidate when the gate
+    accepted it, else the router it was given, unchanged - and the report saying why."""
+
+    router: Router
+    report: RetrainReport
+
+    @property
+    def accepted(self) -> bool:
+        return self.report.accepted
+
+
+def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]", *,
+                   holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
+                   min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainResult:
+    """Warm-start ``router`` on the judgments of ``feedback`` it has not been trained on, behind
+    the held-out gate; pure (nothing is read from or written to disk but the store).
+
+    The counterpart of :func:`train_router`: judgments (or a store) in, a router out. The rule
+    (docs/architecture.md, "Retraining"): the router's metadata holds a bookmark
     ``{store_id, seq, held_out}`` and the short hashes of every judgment id it was retrained on.
     New judgments are the store's rows after ``seq`` when the store is the bookmarked one, else
-    (another or rebuilt store, or a router never retrained) every judgment whose id it was not
-    trained on. A stable hash of each new judgment's *query* puts ``holdout_fraction`` of them in
-    a held-out slice; the candidate is trained on the rest plus the judgments held out last time
-    (``held_out``: each judgment gates once, then is trained on, never lost), and published to
-    ``out`` (default: the same directory) only if its held-out log-loss is not worse than the
-    served router's by more than ``tolerance``. Fewer than ``min_holdout`` held-out judgments: the
-    old router is kept untouched and every judgment still counts as new next time; nothing is
-    published ungated (``min_holdout=0`` with ``holdout_fraction=0`` opts out of the gate).
+    (another or rebuilt store, a list of judgments, or a router never retrained) every judgment
+    whose id it was not trained on. A stable hash of each new judgment's *query* puts
+    ``holdout_fraction`` of them in a held-out slice; the candidate is trained on the rest plus
+    the judgments held out last time (``held_out``: each judgment gates once, then is trained on,
+    never lost), and accepted only if its held-out log-loss is not worse than the given router's
+    by more than ``tolerance``. Fewer than ``min_holdout`` held-out judgments: the router is kept
+    untouched and every judgment still counts as new next time; nothing is accepted ungated
+    (``min_holdout=0`` with ``holdout_fraction=0`` opts out of the gate).
     """
+    from .data.store import FeedbackStore
+
     if min_holdout < 0:
         raise InvalidInputError(f"min_holdout must be >= 0, got {min_holdout}")
-    router = Router.load(router_dir)
-    fresh, carried, covered, note = _new_rows(router, store)
+    if isinstance(feedback, FeedbackStore):
+        fresh, carried, covered, note = _new_rows(router, feedback)
+        sid: str | None = feedback.store_id
+        where = f"in store {feedback.path}"
+    else:
+        (fresh, carried), covered, note, sid = _new_listed(router, list(feedback)), 0, None, None
+        where = f"among the {len(feedback)} judgment(s) given"
     n_new = len(fresh) + len(carried)
-    sid = store.store_id
+
+    def kept(report: RetrainReport) -> RetrainResult:
+        return RetrainResult(router, report)
+
     if n_new < max(min_new, 1):
-        return RetrainReport(False, f"only {n_new} new judgment(s) in store {store.path} (need {max(min_new, 1)})",
-                             n_new, 0, 0, None, None, store_id=sid, note=note)
+        return kept(RetrainReport(False, f"only {n_new} new judgment(s) {where} (need {max(min_new, 1)})",
+                                  n_new, 0, 0, None, None, store_id=sid, note=note))
     held = holdout_mask([_query_key(j) for _, j in fresh], holdout_fraction, seed)
     n_held = int(held.sum())
     if n_held < min_holdout:
         need = math.ceil(min_holdout / holdout_fraction) if holdout_fraction > 0 else None
         hint = (f"; at a held-out fraction of {holdout_fraction:g} that takes about {need} new judgments"
                 if need else "; a held-out fraction of 0 leaves none")
-        return RetrainReport(False, f"only {n_held} of {len(fresh)} new judgment(s) fall in the held-out slice, "
-                             f"need {min_holdout} to compare the routers{hint} (nothing was trained on; they "
-                             "all count as new next time)", n_new, 0, n_held, None, None, store_id=sid, note=note)
+        return kept(RetrainReport(False, f"only {n_held} of {len(fresh)} new judgment(s) fall in the held-out "
+                                  f"slice, need {min_holdout} to compare the routers{hint} (nothing was trained on; "
+                                  "they all count as new next time)", n_new, 0, n_held, None, None, store_id=sid,
+                                  note=note))
     rows = carried + [r for r, h in zip(fresh, held) if not h] + [r for r, h in zip(fresh, held) if h]
     is_test = np.array([False] * (n_new - n_held) + [True] * n_held)
     arrays = encode_judgments([j for _, j in rows], router.pipeline, progress=progress)
@@ -380,9 +419,9 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
         old_ll = float(router.model.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         new_ll = float(candidate.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         if not (new_ll <= old_ll + tolerance) or not math.isfinite(new_ll):
-            return RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
-                                 f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
-                                 store_id=sid, n_carried=len(carried), note=note)
+            return kept(RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
+                                      f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
+                                      store_id=sid, n_carried=len(carried), note=note))
     trained = sorted(set(router.metadata.get(TRAINED_KEY) or []) | {judgment_digest(i) for i in train.ids})
     bookmark = {"store_id": sid, "seq": covered, "held_out": list(test.ids)}
     fresh_router = Router(router.pipeline, candidate, router.pool, router.policy,
@@ -391,8 +430,22 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
                                     BOOKMARK_KEY: bookmark, TRAINED_KEY: trained,
                                     "retrained_from": router.metadata.get("version_dir"),
                                     "n_retrain_judgments": len(train)})
-    folder = fresh_router.save(out or router_dir)
     why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s), trained on {len(train)}"
            if old_ll is not None else f"ungated (min_holdout=0, no held-out slice), trained on {len(train)}")
-    return RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, str(folder), covered,
-                         store_id=sid, n_carried=len(carried), note=note)
+    return RetrainResult(fresh_router, RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, None,
+                                                     covered, store_id=sid, n_carried=len(carried), note=note))
+
+
+def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
+            holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
+            min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainReport:
+    """Load the router at ``router_dir``, :func:`retrain_router` it on ``store`` and publish the
+    candidate to ``out`` (default: the same directory) when the gate accepts it; old versions
+    stay on disk. What ``mmroute retrain`` runs."""
+    if min_holdout < 0:
+        raise InvalidInputError(f"min_holdout must be >= 0, got {min_holdout}")
+    result = retrain_router(Router.load(router_dir), store, holdout_fraction=holdout_fraction, tolerance=tolerance,
+                            seed=seed, min_new=min_new, min_holdout=min_holdout, progress=progress)
+    if result.accepted:
+        result.report.version_dir = str(result.router.save(out or router_dir))
+    return result.report

@@ -168,3 +168,36 @@ def new_store(new_store_location):
     from mmroute.data.store import FeedbackStore
 
     return lambda: FeedbackStore(new_store_location())
+
+
+@pytest.fixture
+def registered_policy():
+    """A policy class registered (under "test-first-listed") for the test, unregistered after:
+    it prefers the first listed candidate, to show a new policy class needs no router change."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from mmroute.policy import POLICIES, Scored, register_policy
+
+    @register_policy
+    @dataclass
+    class FirstListed:
+        name: str = "test-first-listed"
+
+        @property
+        def knob(self) -> float:
+            return 0.0
+
+        def utilities(self, s: Scored) -> np.ndarray:
+            return -np.arange(len(s.models), dtype=float)
+
+        def to_json(self) -> dict[str, str]:
+            return {"name": self.name}
+
+        @classmethod
+        def from_json(cls, d: dict[str, str]) -> "FirstListed":
+            return cls()
+
+    yield FirstListed
+    POLICIES.pop("test-first-listed", None)

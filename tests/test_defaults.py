@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mmroute.cli import main
+from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments
 from mmroute.errors import ConfigError, DataFormatError, RoutingWarning
 from mmroute.policy import CostAwarePolicy, calibrate_quality_tolerance, routed_stats
@@ -21,7 +22,7 @@ from mmroute.pool import ModelPool, ModelSpec
 from mmroute.router import Router
 from mmroute.training import resolve_image_paths, train_router
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()
 FAST = {"rank": 4, "l2": 1e-2}  # fixed capacity: skips the held-out grid search
 
 

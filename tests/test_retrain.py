@@ -8,12 +8,15 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments
 from mmroute.data.store import FeedbackStore, StoreError
+from mmroute.errors import InvalidInputError
 from mmroute.pool import ModelPool
+from mmroute.query import Query
 from mmroute.router import Router
 from mmroute.training import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, resolve_image_paths, retrain, train_router
 
@@ -186,3 +189,49 @@ def test_cli_retrain_from_a_postgres_store(root, postgres_url, capsys):
     store.add_many(_arith(150, 120))  # the bookmark counts rows in this database: only these are new
     rep = retrain(root, FeedbackStore.open_existing(postgres_url))
     assert rep.accepted and rep.n_new == 120 + len(mark["held_out"]) and rep.note is None
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_retrain_router_is_pure_and_retrain_publishes_the_same_result(root, tmp_path):
+    from mmroute.training import retrain_router
+
+    store = FeedbackStore(tmp_path / "fb.db")
+    store.add_many(_arith(0, 150))
+    before = _tree(root)
+    served = Router.load(root)
+    probe = served.features([Query.build("What is 3 * 4?"), Query.build("Name the capital of France")])
+    quality = served.quality_from_features(probe)
+    result = retrain_router(served, store)
+    assert result.accepted and result.router is not served and result.report.version_dir is None
+    assert _tree(root) == before  # nothing written
+    np.testing.assert_array_equal(served.quality_from_features(probe), quality)  # the given router is untouched
+    assert result.router.metadata[BOOKMARK_KEY]["store_id"] == store.store_id
+    report = retrain(root, store)  # the composition: same decision, same numbers, now published
+    assert report.accepted and report.version_dir and _tree(root) != before
+    assert (report.old_log_loss, report.new_log_loss, report.n_train) == (
+        result.report.old_log_loss, result.report.new_log_loss, result.report.n_train)
+    np.testing.assert_allclose(Router.load(root).quality_from_features(probe),
+                               result.router.quality_from_features(probe), atol=1e-6)
+
+
+def test_retrain_router_takes_a_list_of_judgments(root, tmp_path):
+    from mmroute.training import retrain_router
+
+    judgments = _arith(0, 150)
+    first = retrain_router(Router.load(root), judgments)
+    assert first.accepted, first.report.reason
+    mark = first.router.metadata[BOOKMARK_KEY]
+    assert mark["store_id"] is None and len(mark["held_out"]) == first.report.n_holdout > 0
+    # the same list again: only last run's held-out judgments are new (carried), nothing trained twice
+    again = retrain_router(first.router, judgments)
+    assert again.report.n_new == first.report.n_holdout and again.router is first.router
+    # then a store holding the same judgments: matched by id, and the report says why
+    store = FeedbackStore(tmp_path / "fb.db")
+    store.add_many(judgments)
+    third = retrain_router(first.router, store)
+    assert third.report.n_new == first.report.n_holdout and "list of judgments" in third.report.summary()
+    with pytest.raises(InvalidInputError, match="min_holdout"):
+        retrain_router(first.router, judgments, min_holdout=-1)

@@ -169,7 +169,7 @@ def _judgment(q: str, a: str, b: str, w: str, i: int) -> Judgment:
 
 def test_record_and_retrain_gate(router, saved, tmp_path):
     store = FeedbackStore(tmp_path / "fb.db")
-    j = router.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a", store=store)
+    j = store.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a")
     assert store.count() == 1 and j.source == "api"
     root = tmp_path / "r"
     shutil.copytree(saved, root)
@@ -191,3 +191,23 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     rep2 = retrain(root, store2, holdout_fraction=0.5, tolerance=-1.0, min_holdout=5)
     assert not rep2.accepted and "log-loss" in rep2.reason
     assert (root / "CURRENT").read_text() == current
+
+
+def test_router_record_forwards_to_the_store(router, tmp_path):
+    store = FeedbackStore(tmp_path / "fb.db")
+    j = router.record("What is 2 * 3?", "replay/math-text", "replay/tiny-text", "model_b", store=store, id="f1")
+    assert [x.id for x in store.iter_judgments()] == ["f1"] and j.winner == "model_b"
+
+
+def test_a_registered_policy_is_saved_and_loaded_with_the_router(router, tmp_path, registered_policy):
+    from mmroute.checkpoint import current_version_dir
+
+    keep = router.policy
+    try:
+        router.policy = registered_policy()
+        router.save(tmp_path / "r")
+        manifest = json.loads((current_version_dir(tmp_path / "r") / "router.json").read_text())
+        assert manifest["policy"] == {"name": "test-first-listed"}
+        assert isinstance(Router.load(tmp_path / "r").policy, registered_policy)
+    finally:
+        router.policy = keep

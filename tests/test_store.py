@@ -202,3 +202,19 @@ def test_sigkill_during_appends_leaves_store_intact(new_store_location):
     assert ids == list(range(len(ids)))  # every committed row, in order, no gaps, no duplicates
     assert len(ids) >= last + 1  # everything the writer saw committed is there
     assert s.add(_j(1, id="after-crash")) and s.count() == len(ids) + 1  # and it is writable again
+
+
+def test_record_builds_and_stores_a_judgment(tmp_path):
+    s = FeedbackStore(tmp_path / "fb.db")
+    png = _png(tmp_path / "shape.png")
+    j = s.record({"text": "what shape?", "images": [str(png)]}, "a", "b", "tie", weight=2.0, source="user", id="r1")
+    assert (j.id, j.model_a, j.model_b, j.winner, j.weight, j.source) == ("r1", "a", "b", "tie", 2.0, "user")
+    assert j.query.text == "what shape?" and j.query.images[0].startswith("data:image/png")
+    (stored,) = list(s.iter_judgments())
+    assert stored.id == "r1" and stored.query.text == "what shape?" and len(stored.query.images) == 1
+    s.record("what shape?", "a", "b", "model_b", id="r1")  # same id again: stored once
+    assert s.count() == 1
+    assert s.record("plain text", "a", "b", "model_a").source == "api" and s.count() == 2
+    with pytest.raises(ValueError, match="winner"):
+        s.record("bad", "a", "b", "nobody")
+    assert s.count() == 2

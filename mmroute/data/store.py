@@ -32,11 +32,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .. import images as _img
 from ..errors import DataFormatError, ImageError, MMRouteError
 from ..images import DEFAULT_POLICY, ImagePolicy
+from ..query import Query
 from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
 
 SCHEMA_VERSION = 1
@@ -325,6 +326,19 @@ class FeedbackStore:
     def add(self, judgment: Judgment, *, base_dir: str | Path | None = None) -> bool:
         """Store one judgment; False when one with the same id is already there."""
         return self.add_many([judgment], base_dir=base_dir) == 1
+
+    def record(self, query: Query | str | dict[str, Any], model_a: str, model_b: str, winner: str, *,
+               weight: float = 1.0, source: str = "api", id: str | None = None,
+               image_policy: ImagePolicy | None = None) -> Judgment:
+        """Build one pairwise judgment on ``query`` (a Query, a string or a ``{"text", "images"}``
+        dict; ``winner`` is ``"model_a"``, ``"model_b"``, ``"tie"`` or ``"tie (bothbad)"``), store it
+        and return it. Storing is idempotent by ``id``; nothing is learned until retraining."""
+        q = Query.coerce(query, image_policy=image_policy or self.image_policy)
+        judgment = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]),
+                            model_a=model_a, model_b=model_b, winner=winner, weight=weight, source=source,
+                            **({"id": id} if id else {}))
+        self.add(judgment)
+        return judgment
 
     def add_many(self, judgments: Iterable[Judgment], *, base_dir: str | Path | None = None) -> int:
         """Store judgments in one transaction (all or none); returns how many were new.

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..preference.metrics import expected_quality_from_scores
 
 if TYPE_CHECKING:
     from ..training import EncodedJudgments
@@ -98,16 +99,6 @@ class Baseline(Protocol):
 def _unit(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
-def mean_win_prob(s: np.ndarray) -> np.ndarray:
-    """(n, M) scores (log-odds scale) -> each model's mean win probability against the others."""
-    M = s.shape[1]
-    if M == 1:
-        return np.full_like(s, 0.5, dtype=np.float64)
-    d = s[:, :, None] - s[:, None, :]
-    p = 1.0 / (1.0 + np.exp(-d))
-    return (p.sum(axis=2) - 0.5) / (M - 1)
 
 
 # ------------------------------------------------------------------------------------------- random
@@ -290,7 +281,7 @@ class MatrixFactorization:
         return (U * p["w2"][None, :]) @ Ph.T
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
-        return mean_win_prob(self.scores(X).astype(np.float64))
+        return expected_quality_from_scores(self.scores(X).astype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------- sw_ranking
@@ -330,7 +321,7 @@ class SWRanking:
             sim = Xu[s:s + self.chunk] @ self.X_.T
             wts = 10.0 * np.power(10.0, sim / np.max(sim, axis=1, keepdims=True))
             A = (wts @ self.T_).astype(np.float64).reshape(-1, self.M_, self.M_)
-            out[s:s + self.chunk] = mean_win_prob(bt_newton(A, self.ridge, self.newton_steps))
+            out[s:s + self.chunk] = expected_quality_from_scores(bt_newton(A, self.ridge, self.newton_steps))
         return out
 
 
