@@ -23,9 +23,11 @@ from .query import Query
 from .router import Router
 
 if TYPE_CHECKING:
+    from .data.decisions import DecisionLog
     from .data.formats import Judgment
     from .data.store import FeedbackStore
     from .features import FeaturePipeline
+    from .learning.gate import GateResult
     from .preference import BradleyTerry
 
 
@@ -138,6 +140,7 @@ class RetrainReport:
     new_log_loss: float | None
     version_dir: str | None = None
     store_watermark: int | None = None
+    ope: "GateResult | None" = None  # the off-policy gate's verdict, when logged decisions were used
 
     def summary(self) -> str:
         verdict = "replaced" if self.accepted else "kept the old router"
@@ -146,11 +149,15 @@ class RetrainReport:
 
 def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
             holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
-            progress: bool = False) -> RetrainReport:
+            progress: bool = False, decisions: "DecisionLog | None" = None,
+            ope_confidence: float | None = 0.95) -> RetrainReport:
     """Warm-start the served router on judgments added to the store since it was trained.
 
     The candidate is compared with the served router on a held-out slice of those new judgments
     (log-loss); it is published to ``out`` (default: the same directory) only if it is not worse.
+    When routing decisions were logged (``decisions``, or a decision log in the store's own file)
+    the off-policy gate (:func:`mmroute.learning.gate.ope_gate`) must pass too, at
+    ``ope_confidence``; ``ope_confidence=None`` switches it off.
     """
     router = Router.load(router_dir)
     since = int(router.metadata.get("store_watermark", 0) or 0)
@@ -175,6 +182,9 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
         if not (new_ll <= old_ll + tolerance) or not math.isfinite(new_ll):
             return RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
                                  f"on {len(test)} judgment(s)", len(rows), len(train), len(test), old_ll, new_ll)
+    ope_result = _ope_check(router, candidate, store, decisions, ope_confidence, seed)
+    if ope_result is not None and not ope_result.accepted:
+        return RetrainReport(False, ope_result.reason, len(rows), len(train), len(test), old_ll, new_ll, ope=ope_result)
     fresh = Router(router.pipeline, candidate, router.pool, router.policy,
                    metadata={**{k: v for k, v in router.metadata.items() if k != "version_dir"},
                              "store_watermark": watermark, "retrained_from": router.metadata.get("version_dir"),
@@ -182,4 +192,24 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
     folder = fresh.save(out or router_dir)
     why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s)" if old_ll is not None
            else "no held-out slice requested")
-    return RetrainReport(True, why, len(rows), len(train), len(test), old_ll, new_ll, str(folder), watermark)
+    if ope_result is not None:
+        why += "; " + ope_result.reason
+    return RetrainReport(True, why, len(rows), len(train), len(test), old_ll, new_ll, str(folder), watermark,
+                         ope=ope_result)
+
+
+def _ope_check(router: Router, candidate: "BradleyTerry", store: "FeedbackStore", decisions: "DecisionLog | None",
+               confidence: float | None, seed: int) -> "GateResult | None":
+    """The off-policy gate when decisions were logged (passed in, or in the store's file); else None."""
+    if confidence is None:
+        return None
+    from .data.decisions import DecisionLog, has_decisions
+    from .learning.gate import ope_gate
+
+    if decisions is None:
+        path = getattr(store, "path", None)
+        if path is None or not has_decisions(path):
+            return None
+        decisions = DecisionLog(path)
+    cand = Router(router.pipeline, candidate, router.pool, router.policy)
+    return ope_gate(router, cand, decisions, confidence=confidence, seed=seed)

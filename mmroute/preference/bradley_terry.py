@@ -898,6 +898,22 @@ class BradleyTerry:
         P = 1.0 / (1.0 + np.exp(-diff))
         return (P.sum(axis=2) - 0.5) / (M - 1)
 
+    @torch.no_grad()
+    def score_variance(self, X: Any) -> np.ndarray:
+        """Posterior variance of each raw score ``s_m(q)``, shape (n, M), before temperature.
+
+        The posterior is the diagonal Laplace approximation ``partial_fit`` anchors to (accumulated
+        curvature ``prox * F`` plus the ridge ``2 W l2``), over each model's own terms ``b_m`` and
+        ``v_m`` with the shared head held at its estimate: ``var = 1/k_b + sum_k h_k(q)^2 / k_V``.
+        Why: Thompson sampling (``mmroute.learning``) needs how unsure each score is *for this
+        query*; a model never judged gets only the ridge's (wide) prior."""
+        self._check_fitted()
+        H = self._embed(torch.from_numpy(self._validate_X(X)), self._head)
+        W, prox = float(self.weight_seen_), self._cfg.prox
+        kb = prox * self._precision["b"] + 2.0 * W * self._l2_of("b") + 1e-4
+        kV = prox * self._precision["V"] + 2.0 * W * self._l2_of("V") + 1e-4
+        return ((1.0 / kb)[None, :] + (H * H) @ (1.0 / kV).T).numpy().astype(np.float64)
+
     # ------------------------------------------------------------------ evaluation / calibration
     def _eval_inputs(
         self, X: Any, pairs: Any, y: Any, sample_weight: Any

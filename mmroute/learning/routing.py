@@ -1,0 +1,67 @@
+"""Serving with exploration: a thin wrapper that routes through an exploration policy and logs
+every decision (with its propensity) to the decision log beside the feedback store.
+
+The :class:`~mmroute.router.Router` stays deterministic (offline evaluation and the existing
+tests depend on that); exploration is switched on by wrapping it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..policy import RouteDecision, Scored, estimate_text_tokens, hard_filters
+from ..query import Query
+from .explore import Belief, ExplorationPolicy, exploring_decision
+
+if TYPE_CHECKING:
+    from ..data.decisions import DecisionLog
+    from ..router import Router
+
+
+def belief_for(router: "Router", X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (n, M) and their posterior variances (n, M) for the pool's models, temperature
+    applied, and how many judgments each model was fitted on (M,)."""
+    cols = np.array([router.model.models_.index(m) for m in router.pool.names])
+    t = float(getattr(router.model, "temperature_", 1.0) or 1.0)
+    mean = router.model.scores(X)[:, cols] / t
+    var = router.model.score_variance(X)[:, cols] / (t * t)
+    seen = np.array([router.model.n_seen_.get(m, 0) for m in router.pool.names])
+    return mean, var, seen
+
+
+class ExploringRouter:
+    """Route with an exploration policy; every decision gets an id, a propensity and a log row."""
+
+    def __init__(self, router: "Router", policy: ExplorationPolicy, *, log: "DecisionLog | None" = None,
+                 seed: int | None = None):
+        self.router = router
+        self.policy = policy
+        self.log = log
+        self.rng = np.random.default_rng(seed)
+
+    def route(self, query: Any, *, exclude: Sequence[str] = ()) -> RouteDecision:
+        """Like :meth:`Router.route` (a Query, a string or chat messages), but exploring."""
+        r = self.router
+        unknown = [m for m in exclude if m not in r.pool]
+        if unknown:
+            raise InvalidInputError(f"cannot exclude unknown model(s): {', '.join(unknown)}")
+        q = Query.coerce(query, image_policy=r.image_policy)
+        x = r.pipeline.transform([q])
+        tokens = estimate_text_tokens(q.text)
+        filtered = hard_filters(r.pool, text_tokens=tokens, n_images=q.n_images, exclude=exclude)
+        mean, var, seen = belief_for(r, x)
+        win = r.win_matrices(x)[0]
+        m = win.shape[0]
+        quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
+        s = Scored(models=r.pool.names, quality=quality, cost=r.expected_costs(q),
+                   eligible=np.array([n not in filtered for n in r.pool.names]), win=win)
+        choice = self.policy.choose(s, Belief(mean[0], var[0], seen), self.rng)
+        d = exploring_decision(s, choice, self.policy.name, self.policy.lam, filtered,
+                               prompt_tokens=tokens, n_images=q.n_images)
+        if self.log is not None:
+            self.log.log(d, q, router_version=r.metadata.get("version_dir"))
+        return d
