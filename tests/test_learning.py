@@ -110,6 +110,14 @@ def test_new_model_gets_capped_optimistic_share():
     assert greedy.probabilities[2] == 0.0
 
 
+def test_at_a_cold_start_no_model_counts_as_new():
+    # every model has a handful of judgments: no optimistic prior, so a clear favourite is kept
+    s = _scored([0.8, 0.3, 0.3])
+    b = _belief([2.0, -1.0, -1.0], sd=0.05, seen=[6, 5, 6])
+    c = ThompsonPolicy().choose(s, b, np.random.default_rng(0))
+    assert c.probabilities[0] == 1.0
+
+
 def test_beta_bandit_learns_context_free_means():
     bb = BetaBandit()
     for _ in range(50):

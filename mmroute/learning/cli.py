@@ -32,9 +32,9 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explore-usd", type=float, help="max USD spent exploring (beyond the greedy choice)")
     p.add_argument("--new-model-share", type=float, default=0.3,
                    help="max probability a newly joined model gets on one query (Thompson)")
-    p.add_argument("--thompson-scale", type=float, default=1.0, help="multiplier on the posterior sd")
+    p.add_argument("--thompson-scale", type=float, default=0.5, help="multiplier on the posterior sd (default 0.5)")
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--l2", type=float, default=1e-2)
+    p.add_argument("--l2", type=float, default=0.3, help="ridge on the query terms (default 0.3)")
     p.add_argument("--repeats", type=int, default=1, help="seeds seed..seed+R-1; curves and figures are means")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-every", type=int, default=50)

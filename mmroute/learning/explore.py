@@ -13,7 +13,8 @@ evaluation (:mod:`mmroute.learning.ope`).
   (:meth:`BradleyTerry.score_variance`), picks the best draw; its choice probabilities are the
   frequencies over ``samples`` draws, and the choice is drawn from exactly those frequencies, so
   the logged propensity is the true probability of the choice. A model with fewer than
-  ``new_min`` judgments gets an optimistic prior (the best eligible mean score, ``prior_sd``).
+  ``new_min`` judgments (and under half the median of the others, :func:`is_new`) gets an optimistic
+  prior (the best eligible mean score, ``prior_sd``).
 * :class:`BetaBandit` - a context-free Beta-Bernoulli Thompson sampler per model (the idea of
   LiteLLM's adaptive router), the baseline a contextual router must beat.
 
@@ -219,6 +220,15 @@ def quality_from_scores(S: np.ndarray) -> np.ndarray:
     return (P.sum(axis=-1) - 0.5) / (M - 1)
 
 
+def is_new(n_seen: np.ndarray, eligible: np.ndarray, new_min: int) -> np.ndarray:
+    """Models that joined with (almost) no judgments: fewer than ``new_min`` and fewer than half
+    the median of the eligible models. Relative, so that at a cold start, when *every* model has
+    few judgments, none is singled out for the optimistic prior (measured: an absolute threshold
+    made Thompson explore ~28 % of MLLM-Bench queries after 60 warm-up judgments)."""
+    ref = float(np.median(n_seen[eligible])) if eligible.any() else 0.0
+    return (n_seen < new_min) & (n_seen < 0.5 * ref)
+
+
 @dataclass
 class ThompsonPolicy:
     """Thompson sampling from the Bradley-Terry posterior (see the module docstring).
@@ -250,7 +260,7 @@ class ThompsonPolicy:
         ok = _eligible(s, self.cost_cap)
         g = _greedy(s, ok, self.lam)
         cost = np.asarray(s.cost, float)
-        new = np.asarray(belief.n_seen) < self.new_min
+        new = is_new(np.asarray(belief.n_seen), ok, self.new_min)
         mean = np.asarray(belief.mean, float).copy()
         sd = np.minimum(np.sqrt(np.maximum(belief.var, 0.0)) * self.scale, self.prior_sd)
         known = ok & ~new

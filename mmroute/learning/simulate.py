@@ -63,10 +63,10 @@ class SimConfig(BaseModel):
     explore_share: float = Field(1.0, ge=0.0, le=1.0)
     explore_usd: float | None = Field(None, ge=0.0)
     new_model_share: float = Field(0.3, ge=0.0, le=1.0)
-    thompson_scale: float = Field(1.0, ge=0.0)
+    thompson_scale: float = Field(0.5, ge=0.0)
     prior_sd: float = Field(1.0, gt=0.0)
     rank: int = Field(8, ge=1)
-    l2: float = Field(1e-2, ge=0.0)
+    l2: float = Field(0.3, ge=0.0)
     report_every: int = Field(50, ge=1)
 
 
@@ -82,6 +82,9 @@ class JoinTrack(BaseModel):
     oracle_share_after_join: float
     reached_after: int | None = Field(description="queries after joining until a window's share first reaches "
                                                   "the oracle share after joining (None: never)")
+    queries_to_share: dict[str, int | None] = Field(
+        default_factory=dict, description="share level -> queries after joining until the (seed-mean) window "
+                                          "share first reaches it (None: never)")
 
 
 class PolicyRun(BaseModel):
@@ -362,8 +365,12 @@ def simulate(X: np.ndarray, Q: np.ndarray, C: np.ndarray, models: list[str], cfg
             tracks = [_join_track(res, m, j, step, cfg.report_every) for res in results]
             first = tracks[0]
             reached = [t.reached_after for t in tracks]
+            mean_share = np.mean([t.share for t in tracks], axis=0)
+            to_share = {f"{lv:g}": next((int(e - step) for e, sh in zip(first.steps, mean_share) if sh >= lv), None)
+                        for lv in (0.25, 0.5, 0.9)}
             joins.append(first.model_copy(update={
-                "share": np.mean([t.share for t in tracks], axis=0).tolist(),
+                "queries_to_share": to_share,
+                "share": mean_share.tolist(),
                 "oracle_share": np.mean([t.oracle_share for t in tracks], axis=0).tolist(),
                 "share_after_join": float(np.mean([t.share_after_join for t in tracks])),
                 "oracle_share_after_join": float(np.mean([t.oracle_share_after_join for t in tracks])),
