@@ -172,6 +172,9 @@ def test_exploring_router_logs_propensities_in_the_store_file(tiny_router, tmp_p
         assert d.propensity == pytest.approx(d.probabilities[d.model])
     # hard filters hold under exploration: an image never reaches a text-only model
     assert set(img.probabilities) <= {"replay/small-vision", "replay/large-vision"}
+    capped = ExploringRouter(tiny_router, ThompsonPolicy(cost_cap=1e-3), seed=0).route("What is 9 * 7?")
+    assert "replay/large-vision" not in capped.probabilities and "cap" in capped.filtered["replay/large-vision"]
+    assert "replay/large-vision" not in capped.fallbacks
     row = log.get(img.decision_id)
     assert row.model == img.model and row.propensity == pytest.approx(img.propensity)
     assert row.probabilities == pytest.approx(img.probabilities)

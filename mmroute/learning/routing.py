@@ -7,6 +7,7 @@ tests depend on that); exploration is switched on by wrapping it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ class ExploringRouter:
         self.policy = policy
         self.log = log
         self.rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()  # the budget and the generator are shared state
 
     def route(self, query: Any, *, exclude: Sequence[str] = ()) -> RouteDecision:
         """Like :meth:`Router.route` (a Query, a string or chat messages), but exploring."""
@@ -53,13 +55,21 @@ class ExploringRouter:
         x = r.pipeline.transform([q])
         tokens = estimate_text_tokens(q.text)
         filtered = hard_filters(r.pool, text_tokens=tokens, n_images=q.n_images, exclude=exclude)
+        cost = r.expected_costs(q)
+        cap = getattr(self.policy, "cost_cap", None)
+        if cap is not None:  # explain the cap in the decision, and keep it out of the fallbacks
+            for name, c in zip(r.pool.names, cost):
+                if c > cap:
+                    why = f"expected cost ${c:.5f} > cap ${cap:g}"
+                    filtered[name] = f"{filtered[name]}; {why}" if name in filtered else why
         mean, var, seen = belief_for(r, x)
         win = r.win_matrices(x)[0]
         m = win.shape[0]
         quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
-        s = Scored(models=r.pool.names, quality=quality, cost=r.expected_costs(q),
+        s = Scored(models=r.pool.names, quality=quality, cost=cost,
                    eligible=np.array([n not in filtered for n in r.pool.names]), win=win)
-        choice = self.policy.choose(s, Belief(mean[0], var[0], seen), self.rng)
+        with self._lock:
+            choice = self.policy.choose(s, Belief(mean[0], var[0], seen), self.rng)
         d = exploring_decision(s, choice, self.policy.name, self.policy.lam, filtered,
                                prompt_tokens=tokens, n_images=q.n_images)
         if self.log is not None:
