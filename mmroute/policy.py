@@ -56,8 +56,8 @@ class RouteDecision(BaseModel):
     n_images: int
     # Exploration (mmroute.learning) fills these; a deterministic policy leaves the defaults, which
     # mean "probability 1 on the chosen model". The decision log and off-policy evaluation read them.
-    decision_id: str | None = Field(None, description="id the decision log and its later feedback share")
-    propensity: float = Field(1.0, gt=0.0, le=1.0, description="probability the policy gave the chosen model")
+    decision_id: str | None = Field(default=None, description="id the decision log and its later feedback share")
+    propensity: float = Field(default=1.0, gt=0.0, le=1.0, description="probability the policy gave the chosen model")
     probabilities: dict[str, float] = Field(default_factory=dict,
                                             description="model -> probability of being chosen (empty: all on model)")
 

@@ -219,9 +219,9 @@ class DecisionLog:
             raise StoreError(f"decision log {self.path}: image {ref} is referenced but not stored")
         return f"data:{row[0]};base64," + base64.b64encode(row[1]).decode("ascii")
 
-    def _row(self, r: tuple[object, ...]) -> LoggedDecision:
+    def _row(self, r: tuple[int, str, float, str, str, float, str, float | None, float | None, str | None]) -> LoggedDecision:
         seq, id_, added, policy, model, prop, record, reward, cost, jid = r
-        rec = json.loads(str(record))
+        rec = json.loads(record)
         q = rec.get("query")
         query = None if q is None else QueryRecord(text=q.get("text", ""), images=[self._image_url(s) for s in q.get("images", [])])
         return LoggedDecision(seq=seq, id=id_, added_at=added, policy=policy, model=model, propensity=prop,

@@ -33,6 +33,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-model-share", type=float, default=0.3,
                    help="max probability a newly joined model gets on one query (Thompson)")
     p.add_argument("--thompson-scale", type=float, default=0.5, help="multiplier on the posterior sd (default 0.5)")
+    p.add_argument("--prior-sd", type=float, default=1.0, help="cap on the posterior sd and width of a new model's prior")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--l2", type=float, default=0.3, help="ridge on the query terms (default 0.3)")
     p.add_argument("--repeats", type=int, default=1, help="seeds seed..seed+R-1; curves and figures are means")
@@ -59,7 +60,7 @@ def simulate_command(args: argparse.Namespace) -> int:
                     lam=args.lam, seed=args.seed, repeats=args.repeats, feedback=args.feedback,
                     start_models=args.start_models, joins=joins, epsilon=args.epsilon,
                     explore_share=args.explore_share, explore_usd=args.explore_usd,
-                    new_model_share=args.new_model_share, thompson_scale=args.thompson_scale,
+                    new_model_share=args.new_model_share, thompson_scale=args.thompson_scale, prior_sd=args.prior_sd,
                     rank=args.rank, l2=args.l2, report_every=args.report_every)
     path = Path(args.outcomes)
     items = (outcomes_from_anchor(read_judgments(path, strict=False).items, args.anchor) if args.anchor

@@ -149,7 +149,7 @@ def estimate(target: np.ndarray, log: LoggedBandit, estimator: Estimator = "dr",
 def evaluate(target: np.ndarray, log: LoggedBandit, *, rhat: np.ndarray | None = None, confidence: float = 0.95,
              bootstrap: int = 0, seed: int = 0) -> dict[str, Estimate]:
     """IPS, SNIPS and (with ``rhat``) DR estimates of one policy."""
-    out = {e: estimate(target, log, e, rhat=rhat, confidence=confidence, bootstrap=bootstrap, seed=seed)
+    out: dict[str, Estimate] = {e: estimate(target, log, e, rhat=rhat, confidence=confidence, bootstrap=bootstrap, seed=seed)
            for e in ESTIMATORS if e != "dr" or rhat is not None}
     return out
 

@@ -44,12 +44,16 @@ PolicyName = Literal["greedy", "epsilon", "thompson", "beta-bandit"]
 Feedback = Literal["rating", "pairwise"]
 
 
+def _all_policies() -> list[PolicyName]:
+    return ["greedy", "epsilon", "thompson", "beta-bandit"]
+
+
 class SimConfig(BaseModel):
     """Everything that defines a simulation run (stored in the report)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    policies: list[PolicyName] = Field(default_factory=lambda: list(POLICIES))
+    policies: list[PolicyName] = Field(default_factory=_all_policies)
     steps: int | None = Field(None, ge=1, description="stream length (default: every query not used to warm up)")
     warm: int = Field(200, ge=1, description="cold-start judgments fitted before the stream")
     retrain_every: int = Field(50, ge=1)
@@ -255,8 +259,9 @@ def run_policy(name: PolicyName, X: np.ndarray, Q: np.ndarray, C: np.ndarray, mo
             belief: Belief | None = Belief(mean, var, seen)
             quality = quality_from_scores(mean)
         else:
+            assert isinstance(policy, BetaBandit)
             belief = None
-            quality = policy.mean(names)  # type: ignore[union-attr]
+            quality = policy.mean(names)
         s = Scored(models=names, quality=quality, cost=C_hat[active], eligible=np.ones(len(names), bool))
         ch = policy.choose(s, belief, rng)
         a = active[ch.index]
@@ -331,8 +336,8 @@ def simulate(X: np.ndarray, Q: np.ndarray, C: np.ndarray, models: list[str], cfg
     for p in cfg.policies:
         if p not in POLICIES:
             raise ConfigError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
-    runs: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in cfg.policies}
-    seconds = {p: 0.0 for p in cfg.policies}
+    runs: dict[PolicyName, list[dict[str, np.ndarray]]] = {p: [] for p in cfg.policies}
+    seconds: dict[PolicyName, float] = {p: 0.0 for p in cfg.policies}
     streams = []
     for r in range(cfg.repeats):
         seed = cfg.seed + r
@@ -374,7 +379,7 @@ def simulate(X: np.ndarray, Q: np.ndarray, C: np.ndarray, models: list[str], cfg
                 "oracle_share": np.mean([t.oracle_share for t in tracks], axis=0).tolist(),
                 "share_after_join": float(np.mean([t.share_after_join for t in tracks])),
                 "oracle_share_after_join": float(np.mean([t.oracle_share_after_join for t in tracks])),
-                "reached_after": None if any(x is None for x in reached) else int(max(reached))}))  # type: ignore[type-var]
+                "reached_after": None if any(x is None for x in reached) else max(x for x in reached if x is not None)}))
             for t in tracks:
                 finals.setdefault(f"share_after_join[{m}]", []).append(t.share_after_join)
         out[p] = PolicyRun(policy=p, steps=curves[0]["steps"].tolist(),
