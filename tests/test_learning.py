@@ -359,3 +359,19 @@ def test_simulate_rejects_bad_configuration():
     with pytest.raises(ConfigError, match="MODEL@STEP"):
         parse_join("gpt-4")
     assert math.isfinite(parse_join("a@b@3")[1]) and parse_join("a@b@3") == ("a@b", 3)
+
+
+def test_simulate_start_models_and_pairwise_feedback():
+    rng = np.random.default_rng(1)
+    n = 300
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    Q = rng.binomial(1, [0.3, 0.6, 0.8, 0.5], size=(n, 4)).astype(float)
+    C = np.tile([1e-4, 2e-4, 1e-2, 1e-4], (n, 1))
+    cfg = SimConfig(policies=["epsilon", "thompson", "beta-bandit"], warm=60, start_models=3, feedback="pairwise",
+                    epsilon=0.5, retrain_every=30)
+    rep = simulate(X, Q, C, ["a", "b", "c", "d"], cfg)
+    assert rep.start_pool == ["a", "b", "c"] and rep.n_steps == 240
+    for run in rep.policies.values():
+        assert run.final["regret"] >= 0 and run.steps[-1] == 240
+    # epsilon = 0.5 over the 3 start models: a non-greedy model on 0.5 * 2/3 of the queries
+    assert rep.policies["epsilon"].final["explore_share"] == pytest.approx(1 / 3, abs=0.08)
