@@ -302,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_proxy_arguments(px)
         px.set_defaults(func=proxy_command)
 
+    from .learning.cli import add_simulate_arguments, simulate_command
+
+    sm = sub.add_parser("simulate", help="replay an outcomes file online: exploration policies, regret vs oracle")
+    add_simulate_arguments(sm)
+    sm.set_defaults(func=simulate_command)
+
     d = sub.add_parser("demo", help="the whole loop on the embedded example set, offline")
     d.add_argument("--workdir", help="where to write the demo's files (default: a temp folder)")
     d.add_argument("--pool", help="a pool file naming real models (needs provider API keys)")

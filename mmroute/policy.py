@@ -43,6 +43,16 @@ class RouteDecision(BaseModel):
     filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
     prompt_tokens: int = Field(description="estimated text tokens of everything sent (all turns), as filtered on")
     n_images: int = Field(description="images in everything sent (all turns), as filtered on")
+    # Exploration (mmroute.learning) fills these; a deterministic policy leaves the defaults, which
+    # mean "probability 1 on the chosen model". The decision log and off-policy evaluation read them.
+    decision_id: str | None = Field(default=None, description="id the decision log and its later feedback share")
+    propensity: float = Field(default=1.0, gt=0.0, le=1.0, description="probability the policy gave the chosen model")
+    probabilities: dict[str, float] = Field(default_factory=dict,
+                                            description="model -> probability of being chosen (empty: all on model)")
+
+    def choice_probabilities(self) -> dict[str, float]:
+        """The policy's distribution over models for this query (sums to 1)."""
+        return dict(self.probabilities) if self.probabilities else {self.model: 1.0}
 
     @property
     def chosen(self) -> CandidateScore:

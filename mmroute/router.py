@@ -104,7 +104,7 @@ class Router:
         p = query if isinstance(query, Payload) else Payload.of_query(query)
         return np.array([m.expected_cost(p.text_tokens, p.n_images) for m in self.pool.models])
 
-    def _coerce(self, value: Any, include_context: bool, payload: Payload | None) -> tuple[Query, Payload]:
+    def prepare(self, value: Any, include_context: bool = False, payload: Payload | None = None) -> tuple[Query, Payload]:
         """The query the features see, and the payload the filters see: for chat messages the
         features follow ``include_context`` but the filters always cover every turn."""
         if is_messages(value):
@@ -124,7 +124,7 @@ class Router:
         cost checks cover everything that will be sent: all turns, all images. ``payload``
         overrides what is sent (e.g. with bound tools counted), for callers that know more.
         """
-        q, p = self._coerce(query, include_context, payload)
+        q, p = self.prepare(query, include_context, payload)
         x = self.pipeline.transform([q])
         return self._decide(q, x, policy or self.policy, exclude, p)
 
@@ -139,7 +139,7 @@ class Router:
 
     def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False,
                    include_context: bool = False) -> list[RouteDecision]:
-        pairs = [self._coerce(q, include_context, None) for q in queries]
+        pairs = [self.prepare(q, include_context, None) for q in queries]
         X = self.pipeline.transform([q for q, _ in pairs], progress=progress)
         return [self._decide(q, X[i:i + 1], policy or self.policy, (), p) for i, (q, p) in enumerate(pairs)]
 
@@ -159,7 +159,7 @@ class Router:
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
         """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
         calls to the best-rated model, meets the target; sets and returns the policy."""
-        pairs = [self._coerce(q, False, None) for q in queries]
+        pairs = [self.prepare(q, False, None) for q in queries]
         if not pairs:
             raise InvalidInputError("calibration needs at least one sample query")
         quality = self.quality_from_features(self.features([q for q, _ in pairs], progress))

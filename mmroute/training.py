@@ -31,10 +31,12 @@ from .router import Router
 if TYPE_CHECKING:
     from typing import TypeVar
 
+    from .data.decisions import DecisionLog
     from .data.formats import Judgment, Outcome
     from .data.store import FeedbackStore
     from .features import FeaturePipeline
     from .policy import Policy
+    from .learning.gate import GateResult
     from .preference import BradleyTerry
 
     _Record = TypeVar("_Record", Judgment, Outcome)  # what resolve_image_paths rewrites, returned as given
@@ -297,6 +299,7 @@ class RetrainReport:
     store_id: str | None = None
     n_carried: int = 0       # held out last time, trained on this time
     note: str | None = None  # how the new judgments were found, when not by the bookmark
+    ope: "GateResult | None" = None  # the off-policy gate's verdict, when logged decisions were used
 
     def summary(self) -> str:
         verdict = "replaced" if self.accepted else "kept the old router"
@@ -361,7 +364,8 @@ class RetrainResult:
 
 def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]", *,
                    holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
-                   min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainResult:
+                   min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False,
+                   decisions: "DecisionLog | None" = None, ope_confidence: float | None = 0.95) -> RetrainResult:
     """Warm-start ``router`` on the judgments of ``feedback`` it has not been trained on, behind
     the held-out gate; pure (nothing is read from or written to disk but the store).
 
@@ -377,6 +381,9 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
     by more than ``tolerance``. Fewer than ``min_holdout`` held-out judgments: the router is kept
     untouched and every judgment still counts as new next time; nothing is accepted ungated
     (``min_holdout=0`` with ``holdout_fraction=0`` opts out of the gate).
+    When routing decisions were logged (``decisions``, or a decision log in a SQLite store's own
+    file) the off-policy gate (:func:`mmroute.learning.gate.ope_gate`) must pass too, at
+    ``ope_confidence``; ``ope_confidence=None`` switches it off.
     """
     from .data.store import FeedbackStore
 
@@ -422,6 +429,10 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
             return kept(RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
                                       f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
                                       store_id=sid, n_carried=len(carried), note=note))
+    ope_result = _ope_check(router, candidate, feedback, decisions, ope_confidence, seed)
+    if ope_result is not None and not ope_result.accepted:
+        return kept(RetrainReport(False, ope_result.reason, n_new, len(train), len(test), old_ll, new_ll,
+                                  store_id=sid, n_carried=len(carried), note=note, ope=ope_result))
     trained = sorted(set(router.metadata.get(TRAINED_KEY) or []) | {judgment_digest(i) for i in train.ids})
     bookmark = {"store_id": sid, "seq": covered, "held_out": list(test.ids)}
     fresh_router = Router(router.pipeline, candidate, router.pool, router.policy,
@@ -432,20 +443,42 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
                                     "n_retrain_judgments": len(train)})
     why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s), trained on {len(train)}"
            if old_ll is not None else f"ungated (min_holdout=0, no held-out slice), trained on {len(train)}")
+    if ope_result is not None:
+        why += "; " + ope_result.reason
     return RetrainResult(fresh_router, RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, None,
-                                                     covered, store_id=sid, n_carried=len(carried), note=note))
+                                                     covered, store_id=sid, n_carried=len(carried), note=note,
+                                                     ope=ope_result))
 
 
 def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
             holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
-            min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False) -> RetrainReport:
+            min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False, decisions: "DecisionLog | None" = None,
+            ope_confidence: float | None = 0.95) -> RetrainReport:
     """Load the router at ``router_dir``, :func:`retrain_router` it on ``store`` and publish the
     candidate to ``out`` (default: the same directory) when the gate accepts it; old versions
     stay on disk. What ``mmroute retrain`` runs."""
     if min_holdout < 0:
         raise InvalidInputError(f"min_holdout must be >= 0, got {min_holdout}")
     result = retrain_router(Router.load(router_dir), store, holdout_fraction=holdout_fraction, tolerance=tolerance,
-                            seed=seed, min_new=min_new, min_holdout=min_holdout, progress=progress)
+                            seed=seed, min_new=min_new, min_holdout=min_holdout, progress=progress,
+                            decisions=decisions, ope_confidence=ope_confidence)
     if result.accepted:
         result.report.version_dir = str(result.router.save(out or router_dir))
     return result.report
+
+
+def _ope_check(router: Router, candidate: "BradleyTerry", feedback: "FeedbackStore | Sequence[Judgment]",
+               decisions: "DecisionLog | None", confidence: float | None, seed: int) -> "GateResult | None":
+    """The off-policy gate when decisions were logged (passed in, or in a SQLite store's file); else None."""
+    if confidence is None:
+        return None
+    from .data.decisions import DecisionLog, has_decisions
+    from .learning.gate import ope_gate
+
+    if decisions is None:
+        path = getattr(feedback, "path", None)  # a SQLite store's file; a PostgreSQL URL has no decision log
+        if not isinstance(path, Path) or not has_decisions(path):
+            return None
+        decisions = DecisionLog(path)
+    cand = Router(router.pipeline, candidate, router.pool, router.policy)
+    return ope_gate(router, cand, decisions, confidence=confidence, seed=seed)

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from mmroute.data.store import FeedbackStore
-from mmroute.llm import fail, tool_call
+from mmroute.testing import fail, tool_call
 from mmroute.policy import CostAwarePolicy
 from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router

@@ -63,6 +63,7 @@ from mmroute.preference import io
 from mmroute.preference.calibration import fit_temperature, pairwise_nll
 from mmroute.preference.config import BradleyTerryConfig
 from mmroute.preference.laplace import accumulate_curvature, anchored_update
+from mmroute.preference.loss import l2_of
 from mmroute.preference.metrics import expected_quality_from_scores, pairwise_accuracy, win_probabilities
 from mmroute.preference.pairs import Judgments, Params, margins
 from mmroute.preference.solvers import minimise
@@ -443,6 +444,22 @@ class BradleyTerry:
         in [0, 1] (0.5 when only one model is known). A cost-aware policy trades this off
         against price."""
         return expected_quality_from_scores(self.scores(X) / self.temperature_)
+
+    @torch.no_grad()
+    def score_variance(self, X: ArrayLike) -> np.ndarray:
+        """Posterior variance of each raw score ``s_m(q)``, shape (n, M), before temperature.
+
+        The posterior is the diagonal Laplace approximation ``partial_fit`` anchors to (accumulated
+        curvature ``prox * F`` plus the ridge ``2 W l2``), over each model's own terms ``b_m`` and
+        ``v_m`` with the shared head held at its estimate: ``var = 1/k_b + sum_k h_k(q)^2 / k_V``.
+        Why: Thompson sampling (``mmroute.learning``) needs how unsure each score is *for this
+        query*; a model never judged gets only the ridge's (wide) prior."""
+        self._check_fitted()
+        H = self._params().embed(torch.from_numpy(self._validate_X(X)))
+        W, prox = float(self.weight_seen_), self._cfg.prox
+        kb = prox * self._precision["b"] + 2.0 * W * l2_of("b", self._cfg) + 1e-4
+        kV = prox * self._precision["V"] + 2.0 * W * l2_of("V", self._cfg) + 1e-4
+        return ((1.0 / kb)[None, :] + (H * H) @ (1.0 / kV).T).numpy().astype(np.float64)
 
     # ------------------------------------------------------------------ evaluation / calibration
     def _eval_inputs(

@@ -30,20 +30,20 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", help="router directory (hot-reloaded when `mmroute retrain` publishes a version); "
                    "default: the offline example router (replay provider)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--store", help="feedback store (SQLite file) for /v1/feedback and cascade escalations")
     p.add_argument("--cascade", action="store_true", help="answer through the verify/escalate graph")
     p.add_argument("--max-escalations", type=int, default=2, help="with --cascade")
     p.add_argument("--api-key", action="append", metavar="KEY",
                    help="accept this bearer key (repeatable; also MMROUTE_API_KEYS=k1,k2); none: no authentication")
     p.add_argument("--pass-through", action="store_true", help="list the pool's models and let clients call them directly")
-    p.add_argument("--max-body-bytes", type=int, default=20_000_000)
-    p.add_argument("--max-images", type=int, default=16)
+    p.add_argument("--max-body-bytes", type=int, default=20_000_000, help="largest request body accepted (default 20 MB)")
+    p.add_argument("--max-images", type=int, default=16, help="most images one request may carry (default 16)")
     p.add_argument("--max-batch", type=int, default=32, help="queries per feature batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more queries")
     p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default)")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
 
 
 def build_served(args: argparse.Namespace) -> Any:
@@ -59,7 +59,7 @@ def build_served(args: argparse.Namespace) -> Any:
     if args.router:
         router: Any = LiveRouter(args.router, image_policy=image_policy)
     else:
-        from graphs.cascade import example_router
+        from ..graph.served import example_router
 
         print("mmroute: no --router given; training the offline example router (replay provider, clip:tiny)...",
               file=sys.stderr)
@@ -100,8 +100,8 @@ def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", help="router directory (hot-reloaded); default: the offline example router")
     p.add_argument("--model-group", default="mmroute", help="the model_name whose deployments mmroute chooses among")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=4000)
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--port", type=int, default=4000, help="port the proxy listens on (default 4000)")
+    p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
 
 
 def proxy_command(args: argparse.Namespace) -> int:

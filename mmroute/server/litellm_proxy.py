@@ -179,7 +179,7 @@ def load_router(router_dir: str | None) -> Router | LiveRouter:
     """A trained router (hot-reloaded) from ``router_dir``, else the offline example router."""
     if router_dir:
         return LiveRouter(router_dir)
-    from graphs.cascade import example_router
+    from ..graph.served import example_router
 
     return example_router()
 
