@@ -220,7 +220,7 @@ def test_leave_one_out_table_shape(tmp_path):
         assert r.n_queries == 40 and r.train_judgments == 80
         assert set(r.metrics) == {"router", "random", "oracle", "knn", "global"}
         assert r.metrics["router"]["pgr_hull"] > 0.3
-    assert table.rows[3].metrics == {} and table.rows[3].n_queries == 0
+    assert table.rows[3].metrics == {} and table.rows[3].n_queries == 0 and "share no judged pair" in table.rows[3].note
     text = table.text()
     assert len(text.splitlines()) == 6 and "alone.jsonl" in text
     with pytest.raises(ConfigError):

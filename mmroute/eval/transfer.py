@@ -142,6 +142,7 @@ class LeaveOneOutRow(BaseModel):
     train_judgments: int
     dropped_test_duplicates: int
     metrics: dict[str, dict[str, float | None]]  # method -> {pgr_hull, apgr, ...}
+    note: str | None = None                      # why a row has no metrics
 
 
 class LeaveOneOutTable(BaseModel):
@@ -161,8 +162,8 @@ class LeaveOneOutTable(BaseModel):
         lines = [f"{metric} when trained on the other sources", head]
         for r in self.rows:
             vals = [r.metrics.get(m, {}).get(metric) for m in methods]
-            lines.append(f"{r.test:<32} {r.n_queries:>7} " + " ".join(
-                f"{'-' if v is None else f'{v:.3f}':>10}" for v in vals))
+            lines.append(f"{r.test:<32} {r.n_queries:>7} " + (" ".join(
+                f"{'-' if v is None else f'{v:.3f}':>10}" for v in vals) if r.metrics else f"({r.note})"))
         return "\n".join(lines)
 
 
@@ -179,17 +180,17 @@ def leave_one_out(files: Sequence[SourceSpec], *, encoder: str | Any, anchor: st
     rows: list[LeaveOneOutRow] = []
     for i, spec in enumerate(files):
         others = [s for k, s in enumerate(files) if k != i]
-        test = read_test_outcomes(spec.path, anchor)
         pool = (pools or {}).get(spec.name)
         log.info("leave-one-out %d/%d: test %s, train %s", i + 1, len(files), spec.name,
                  ", ".join(s.name for s in others))
         try:
+            test = read_test_outcomes(spec.path, anchor)
             rep = transfer_evaluate(others, test, encoder=encoder, names=names, pool=pool,
                                     base_dir=spec.path.parent, **kw)
-        except InvalidInputError as exc:
+        except InvalidInputError as exc:  # includes DataFormatError: the file cannot be a test set
             log.warning("leave-one-out: %s: %s", spec.name, exc)
             rows.append(LeaveOneOutRow(test=spec.name, n_queries=0, n_models=0, train_judgments=0,
-                                       dropped_test_duplicates=0, metrics={}))
+                                       dropped_test_duplicates=0, metrics={}, note=str(exc)))
             continue
         metrics = {"router": rep.router, **{k: v for k, v in rep.baselines.items()}}
         rows.append(LeaveOneOutRow(test=spec.name, n_queries=rep.n_queries, n_models=len(rep.models),
