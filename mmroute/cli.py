@@ -100,9 +100,8 @@ def _read_training_sources(args: argparse.Namespace) -> list:
     overrides = load_name_overrides(args.names) if getattr(args, "names", None) else None
     pool = ModelPool.load(args.pool, require_prices=False) if args.pool else None
     got = load_sources(specs, names=NameCanonicaliser(overrides, pool=pool), strict=args.strict, check_images=True)
-    for name, c in got.counts.items():
-        if c["bad_lines"]:
-            print(f"warning: {name}: {c['bad_lines']:.0f} bad line(s) skipped", file=sys.stderr)
+    for line in got.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if len(specs) > 1 or got.names:
         print("sources: " + "; ".join(f"{n} {c['judgments']:.0f} judgments x{c['weight']:g}"
                                       for n, c in got.counts.items()))

@@ -36,7 +36,6 @@ BUILTIN_KEYS: dict[str, str] = {
     "llama270bchathf": "llama270bchat",                 # AlpacaEval's HF id = RouterBench's llama-2-70b-chat
     "claude2": "claudev2",                              # AlpacaEval claude-2 = RouterBench claude-v2
     "claude": "claudev1",                               # AlpacaEval's "claude" is Claude v1
-    "codellamainstruct34bchat": "codellama34binstruct",
 }
 
 _SEP = re.compile(r"[\s_.\-]+")

@@ -80,10 +80,12 @@ class SourceSet:
     judgments: list[Judgment]
     names: dict[str, str]                                     # raw name -> canonical name
     counts: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)        # one summary line per file with bad lines
 
 
-def read_source(spec: SourceSpec, *, strict: bool = False, check_images: bool = False) -> tuple[list[Judgment], int]:
-    """One source's judgments (source = file name, weight × the source's); and the bad-line count."""
+def read_source(spec: SourceSpec, *, strict: bool = False, check_images: bool = False) -> tuple[list[Judgment], int, str]:
+    """One source's judgments (source = file name, weight × the source's), its bad-line count and
+    the reader's one-line summary."""
     from ..training import resolve_image_paths
 
     kind = spec.kind or detect_kind(spec.path)
@@ -96,7 +98,7 @@ def read_source(spec: SourceSpec, *, strict: bool = False, check_images: bool = 
         res = resj
         js = resolve_image_paths(resj.items, resj.base_dir)
     out = [j.model_copy(update={"source": spec.name, "weight": float(j.weight) * spec.weight}) for j in js]
-    return out, len(res.errors)
+    return out, len(res.errors), res.summary()
 
 
 def load_sources(specs: Sequence[SourceSpec], *, names: NameCanonicaliser | None = None,
@@ -108,9 +110,12 @@ def load_sources(specs: Sequence[SourceSpec], *, names: NameCanonicaliser | None
     """
     names = names or NameCanonicaliser()
     per: list[tuple[SourceSpec, list[Judgment], int]] = []
+    warnings: list[str] = []
     for s in specs:
-        js, bad = read_source(s, strict=strict, check_images=check_images)
+        js, bad, summary = read_source(s, strict=strict, check_images=check_images)
         per.append((s, js, bad))
+        if bad:
+            warnings.append(summary)
     raw = list(first_names) + [m for _, js, _ in per for j in js for m in (j.model_a, j.model_b)]
     mapping = names.mapping(raw)
     judgments: list[Judgment] = []
@@ -120,4 +125,4 @@ def load_sources(specs: Sequence[SourceSpec], *, names: NameCanonicaliser | None
         judgments.extend(renamed)
         counts[s.name] = {"judgments": len(renamed), "weight": s.weight, "bad_lines": bad,
                           "models": len({m for j in renamed for m in (j.model_a, j.model_b)})}
-    return SourceSet(judgments, {k: v for k, v in mapping.items() if k != v}, counts)
+    return SourceSet(judgments, {k: v for k, v in mapping.items() if k != v}, counts, warnings)
