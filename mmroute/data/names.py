@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .formats import Judgment, Outcome
 
 if TYPE_CHECKING:
     from ..pool import ModelPool
@@ -88,7 +89,7 @@ def load_name_overrides(path: str | Path) -> dict[str, str]:
 class NameCanonicaliser:
     """Maps every model name of a set of sources to one canonical name per model (see module doc)."""
 
-    def __init__(self, overrides: Mapping[str, str] | None = None, pool: "ModelPool | None" = None,
+    def __init__(self, overrides: Mapping[str, str] | None = None, pool: ModelPool | None = None,
                  builtin: bool = True) -> None:
         self.overrides = dict(overrides or {})
         self.pool = pool
@@ -148,7 +149,7 @@ class NameCanonicaliser:
         return out
 
 
-def rename_judgments(judgments: Iterable["Judgment"], mapping: Mapping[str, str]) -> list["Judgment"]:
+def rename_judgments(judgments: Iterable[Judgment], mapping: Mapping[str, str]) -> list[Judgment]:
     """Judgments with canonical model names; a pair that collapses onto one model is dropped."""
     out = []
     for j in judgments:
@@ -159,7 +160,7 @@ def rename_judgments(judgments: Iterable["Judgment"], mapping: Mapping[str, str]
     return out
 
 
-def rename_outcomes(outcomes: Iterable["Outcome"], mapping: Mapping[str, str]) -> list["Outcome"]:
+def rename_outcomes(outcomes: Iterable[Outcome], mapping: Mapping[str, str]) -> list[Outcome]:
     """Outcomes with canonical model names; two columns that become one model is an error."""
     out = []
     for o in outcomes:
@@ -173,7 +174,3 @@ def rename_outcomes(outcomes: Iterable["Outcome"], mapping: Mapping[str, str]) -
         costs = None if o.costs is None else {mapping.get(m, m): c for m, c in o.costs.items()}
         out.append(o.model_copy(update={"scores": scores, "costs": costs}))
     return out
-
-
-if TYPE_CHECKING:
-    from .formats import Judgment, Outcome

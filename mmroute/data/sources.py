@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError, DataFormatError
-from .formats import Judgment, Outcome, outcomes_to_judgments, read_judgments, read_outcomes
+from .formats import (
+    Judgment,
+    Outcome,
+    outcomes_to_judgments,
+    read_judgments,
+    read_outcomes,
+)
 from .names import NameCanonicaliser, rename_judgments
 
 SourceKind = Literal["judgments", "outcomes"]
@@ -90,15 +96,16 @@ def read_source(spec: SourceSpec, *, strict: bool = False, check_images: bool = 
 
     kind = spec.kind or detect_kind(spec.path)
     if kind == "outcomes":
-        res = read_outcomes(spec.path, strict=strict, check_images=check_images)
-        items: list[Outcome] = resolve_image_paths(res.items, res.base_dir)
+        reso = read_outcomes(spec.path, strict=strict, check_images=check_images)
+        items: list[Outcome] = resolve_image_paths(reso.items, reso.base_dir)
         js = outcomes_to_judgments(items)
+        bad, summary = len(reso.errors), reso.summary()
     else:
         resj = read_judgments(spec.path, strict=strict, check_images=check_images)
-        res = resj
         js = resolve_image_paths(resj.items, resj.base_dir)
+        bad, summary = len(resj.errors), resj.summary()
     out = [j.model_copy(update={"source": spec.name, "weight": float(j.weight) * spec.weight}) for j in js]
-    return out, len(res.errors), res.summary()
+    return out, bad, summary
 
 
 def load_sources(specs: Sequence[SourceSpec], *, names: NameCanonicaliser | None = None,

@@ -27,7 +27,14 @@ from ..errors import ConfigError, InvalidInputError
 from ..pool import ModelPool
 from ..query import Query
 from .baselines import Baseline, BTRouter, make_baselines
-from .harness import BASELINE_ORDER, EvalReport, build_report, judgments_to_arrays, load_eval_set, outcomes_from_anchor
+from .harness import (
+    BASELINE_ORDER,
+    EvalReport,
+    build_report,
+    judgments_to_arrays,
+    load_eval_set,
+    outcomes_from_anchor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +121,12 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
         if j.model_a in col and j.model_b in col:
             per_source_used[j.source or "?"] = per_source_used.get(j.source or "?", 0) + 1
     router_pred = preds.pop("router")
-    config = {
+    sel: dict[str, Any] | None = getattr(learners["router"], "selected", None)
+    config: dict[str, Any] = {
         "mode": "transfer", "seed": seed, "encoder": getattr(getattr(pipeline, "spec", None), "encoder_spec", str(encoder)),
-        "feature_dim": int(X.shape[1]), "bt_params": bt, "router_selected": getattr(learners["router"], "selected", None),
+        "feature_dim": int(X.shape[1]), "bt_params": bt,
+        "router_selected": None if sel is None else {k: ([list(b) for b in v] if k == "ignore_columns" else v)
+                                                     for k, v in sel.items() if k in ("rank", "l2", "ignore_columns")},
         "train_sources": [{"file": str(s.path), "weight": s.weight} for s in train],
         "source_counts": counts, "train_judgments": len(J), "train_queries": len(train_q),
         "train_judgments_used_per_source": per_source_used,
@@ -125,10 +135,6 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
         "unjudged_test_models": [m for m, ok in zip(data.models, judged) if not ok],
         "seconds": {"encode": round(t_enc, 2), **timing},
     }
-    if config["router_selected"] is not None:
-        sel = config["router_selected"]
-        config["router_selected"] = {k: ([list(b) for b in v] if k == "ignore_columns" else v)
-                                     for k, v in sel.items() if k in ("rank", "l2", "ignore_columns")}
     report = build_report(data, router_pred, preds, Chat, config, n_points=n_points)
     report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     return report

@@ -29,8 +29,8 @@ def transfer_command(args: argparse.Namespace) -> int:
         from ..features.cache import EmbeddingCache
 
         cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
-    kw = dict(encoder=args.encoder, names=names, baselines=wanted, cache=cache, seed=args.seed,
-              bt_params={"rank": args.rank, "l2": args.l2}, progress=not args.quiet)
+    kw = {"encoder": args.encoder, "names": names, "baselines": wanted, "cache": cache, "seed": args.seed,
+          "bt_params": {"rank": args.rank, "l2": args.l2}, "progress": not args.quiet}
     out = sys.stdout
     if args.leave_one_out:
         if args.test:
