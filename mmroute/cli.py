@@ -64,16 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data.formats import outcomes_to_judgments, read_outcomes
     from .policy import CostAwarePolicy
     from .pool import ModelPool
-    from .training import describe_policy_choice, resolve_image_paths, train_router
+    from .training import describe_policy_choice, train_router
 
-    judgments = _read_judgment_files(args.judgments or [], args.strict)
-    for p in args.outcomes or []:
-        res = read_outcomes(p, strict=args.strict, check_images=True)
-        _report_skipped(p, res)
-        judgments.extend(outcomes_to_judgments(resolve_image_paths(res.items, res.base_dir)))
+    judgments = _read_training_sources(args)
     if not judgments:
         from .errors import InvalidInputError
 
@@ -95,6 +90,27 @@ def _train(args: argparse.Namespace) -> int:
             print(f"inferred: {note}")
     print(f"policy: {_policy_text(router.policy)} ({describe_policy_choice(router.metadata.get('policy_choice'))})")
     return 0
+
+
+def _read_training_sources(args: argparse.Namespace) -> list:
+    """--judgments / --outcomes files (``FILE@WEIGHT``), names mapped across them (``--names``, the pool)."""
+    from .data.names import NameCanonicaliser, load_name_overrides
+    from .data.sources import load_sources, parse_source
+    from .pool import ModelPool
+
+    specs = [parse_source(p, "judgments") for p in args.judgments or []]
+    specs += [parse_source(p, "outcomes") for p in args.outcomes or []]
+    overrides = load_name_overrides(args.names) if getattr(args, "names", None) else None
+    pool = ModelPool.load(args.pool, require_prices=False) if args.pool else None
+    got = load_sources(specs, names=NameCanonicaliser(overrides, pool=pool), strict=args.strict, check_images=True)
+    for line in got.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if len(specs) > 1 or got.names:
+        print("sources: " + "; ".join(f"{n} {c['judgments']:.0f} judgments x{c['weight']:g}"
+                                      for n, c in got.counts.items()))
+    if got.names:
+        print("names mapped: " + ", ".join(f"{a} -> {b}" for a, b in sorted(got.names.items())))
+    return got.judgments
 
 
 def _policy_text(policy: "Policy") -> str:
@@ -214,9 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a router from judgments / outcomes")
     t.add_argument("--judgments", action="append", metavar="FILE.jsonl",
-                   help="pairwise judgments JSONL (repeatable)")
+                   help="pairwise judgments JSONL (repeatable; FILE@W weighs its judgments by W)")
     t.add_argument("--outcomes", action="append", metavar="FILE.jsonl",
-                   help="per-model scores JSONL, turned into judgments (repeatable)")
+                   help="per-model scores JSONL, turned into judgments (repeatable; FILE@W weighs it by W)")
+    t.add_argument("--names", metavar="NAMES.yaml",
+                   help="model-name overrides {training name: canonical name} (YAML/JSON); names are also "
+                        "matched across files by case, separators, provider prefix and the pool's aliases")
     t.add_argument("--pool", help="pool file (YAML/JSON); default: the models named in the data")
     t.add_argument("--encoder", required=True, help="encoder spec, e.g. clip:tiny or st:minilm+clip:tiny")
     t.add_argument("--out", required=True, help="router directory (a new version is added)")
