@@ -26,7 +26,7 @@ from ..data.sources import SourceSpec, detect_kind, load_sources
 from ..errors import ConfigError, InvalidInputError
 from ..pool import ModelPool
 from ..query import Query
-from .baselines import Baseline, BTRouter, make_baselines
+from .baselines import Baseline, BTQuality, make_baselines
 from .harness import (
     BASELINE_ORDER,
     EvalReport,
@@ -99,7 +99,7 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
     blocks = [(a, b) for _, a, b in layout()] if callable(layout) else []
     wanted = set(baselines) if baselines is not None else set(BASELINE_ORDER)
     bt = {"seed": seed, **(bt_params or {})}
-    learners: dict[str, Baseline] = {"router": BTRouter(blocks=blocks, **bt)}
+    learners: dict[str, Baseline] = {"router": BTQuality(blocks=blocks, **bt)}
     learners.update({k: v for k, v in make_baselines(len(data.models), seed=seed, bt_params=bt).items() if k in wanted})
     preds: dict[str, np.ndarray] = {}
     timing: dict[str, float] = {}
