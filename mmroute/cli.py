@@ -46,8 +46,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("error: give at least one --judgments or --outcomes file")
     pool = ModelPool.load(args.pool) if args.pool else None
     params = {"rank": args.rank, "l2": args.l2}
+    cache = None
+    if args.cache:
+        from .features.cache import EmbeddingCache
+
+        cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
     router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed,
-                          model_params=params, progress=not args.quiet)
+                          model_params=params, progress=not args.quiet, families=not args.bt_only, cache=cache)
+    if cache is not None:
+        cache.save()
     folder = router.save(args.out)
     print(f"trained on {router.metadata['n_judgments']} judgments over {router.metadata['n_queries']} queries, "
           f"{len(router.model.models_)} models; saved {folder}")
@@ -124,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rank", type=int, help="rank of the query projection (default: chosen on held-out queries)")
     t.add_argument("--l2", type=float, help="ridge on the query terms (default: chosen on held-out queries)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cache", metavar="DIR", help="embedding cache folder (a retrain on the same queries skips encoding)")
+    t.add_argument("--bt-only", action="store_true",
+                   help="Bradley-Terry only (no choice of router family on held-out queries, as eval --cv makes)")
     t.add_argument("--strict", action="store_true", help="fail on the first bad line instead of skipping it")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .data.store import FeedbackStore
     from .features import FeaturePipeline
     from .preference import BradleyTerry
+    from .preference.families import Family
 
 ROUTER_FORMAT = 1
 DEFAULT_CACHE_ENTRIES = 10_000  # a served router remembers this many recent texts/images
@@ -58,7 +59,7 @@ def policy_from_json(d: dict[str, Any]) -> Policy:
 class Router:
     """Route queries among a pool's models with a trained preference model."""
 
-    def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry", pool: ModelPool,
+    def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry | Family", pool: ModelPool,
                  policy: Policy | None = None, *, image_policy: ImagePolicy = DEFAULT_POLICY,
                  metadata: dict[str, Any] | None = None, store: "FeedbackStore | None" = None):
         self.pipeline = pipeline
@@ -92,6 +93,8 @@ class Router:
 
     def quality_from_features(self, X: np.ndarray) -> np.ndarray:
         """Expected quality: mean probability of beating each other pool model (0.5 for a pool of one)."""
+        if getattr(self.model, "pointwise", False):  # a pointwise family predicts the quality itself
+            return np.asarray(self.model.expected_quality(X), dtype=np.float64)[:, self._cols]
         w = self.win_matrices(X)
         m = w.shape[1]
         if m == 1:
@@ -126,6 +129,8 @@ class Router:
         win = self.win_matrices(x)[0]
         m = win.shape[0]
         quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
+        if getattr(self.model, "pointwise", False):
+            quality = self.quality_from_features(x)[0]
         scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(q),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
         return decide(scored, policy, filtered, prompt_tokens=tokens, n_images=q.n_images)
@@ -189,7 +194,7 @@ class Router:
              image_policy: ImagePolicy = DEFAULT_POLICY) -> "Router":
         """Load the current version; refuse it if its feature spec differs from ``encoder``'s."""
         from .features import EmbeddingCache, FeaturePipeline, FeatureSpec
-        from .preference import BradleyTerry
+        from .preference.families import load_preference
 
         folder = current_version_dir(root)
         meta = read_json(folder / "router.json", "router manifest")
@@ -210,7 +215,7 @@ class Router:
         else:
             pipeline = encoder
         saved_spec.check_compatible(pipeline.spec)
-        model = BradleyTerry.load(folder / "preference")
+        model = load_preference(folder / "preference")
         return cls(pipeline, model, pool or saved_pool, policy or saved_policy, image_policy=image_policy,
                    metadata={**meta.get("metadata", {}), "version_dir": str(folder)})
 

@@ -25,7 +25,7 @@ from .router import Router
 if TYPE_CHECKING:
     from .data.formats import Judgment
     from .data.store import FeedbackStore
-    from .features import FeaturePipeline
+    from .features import EmbeddingCache, FeaturePipeline
     from .preference import BradleyTerry
 
 
@@ -92,18 +92,25 @@ def resolve_image_paths(items: Sequence[Any], base_dir: str | Path | None) -> li
 
 def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipeline", pool: ModelPool | None = None,
                  base_dir: str | Path | None = None, calibration_fraction: float = 0.15, seed: int = 0,
-                 model_params: dict[str, Any] | None = None, policy=None, progress: bool = False) -> Router:
-    """Fit the preference model on judgments (held-out queries calibrate its temperature)."""
+                 model_params: dict[str, Any] | None = None, policy=None, progress: bool = False,
+                 families: bool = False, cache: "EmbeddingCache | None" = None) -> Router:
+    """Fit the preference model on judgments (held-out queries calibrate its temperature).
+
+    ``families=True`` chooses the router family as ``mmroute eval --cv`` does
+    (:func:`train_family_router`); ``cache`` keeps the embeddings (e.g. one with a directory)."""
     from .features import EmbeddingCache, FeaturePipeline
     from .preference import DEFAULT_GRID, BradleyTerry, select_params
     from .router import DEFAULT_CACHE_ENTRIES
 
-    pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
+    pipeline = (FeaturePipeline.from_spec(encoder, cache=cache or EmbeddingCache(DEFAULT_CACHE_ENTRIES))
                 if isinstance(encoder, str) else encoder)
     arrays = encode_judgments(judgments, pipeline, base_dir=base_dir, progress=progress)
     names = sorted({m for pair in arrays.pairs for m in pair})
     if pool is None:
         pool = ModelPool.from_names(names)
+    if families and not {"rank", "l2"} <= {k for k, v in (model_params or {}).items() if v is not None}:
+        return train_family_router(judgments, arrays, pipeline, pool, names, seed=seed, model_params=model_params,
+                                   policy=policy)
     qkeys = [str(k) for k in arrays.query_index]
     cal = holdout_mask(qkeys, calibration_fraction, seed) if len(set(qkeys)) >= 20 else np.zeros(len(arrays), bool)
     train = arrays.subset(~cal)
@@ -125,6 +132,34 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
             "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
             "selection": None if selection is None else [[p, s] for p, s in selection.scores]}
     return Router(pipeline, model, pool, policy, metadata=meta)
+
+
+def train_family_router(judgments: Sequence["Judgment"], arrays: EncodedJudgments, pipeline: "FeaturePipeline",
+                        pool: ModelPool, names: list[str], *, seed: int = 0,
+                        model_params: dict[str, Any] | None = None, policy=None) -> Router:
+    """The router family chosen by the same code as ``mmroute eval --cv``
+    (:func:`mmroute.preference.family_selection.select_for_judgments`), on all judgments; the
+    inner folds' cost axis is the pool's expected cost of each query (prices unknown: 0)."""
+    from .policy import estimate_text_tokens
+    from .preference.family_selection import select_for_judgments
+
+    first: dict[int, "Judgment"] = {}
+    for j, qi in zip(judgments, arrays.query_index):
+        first.setdefault(int(qi), j)
+    cost = np.zeros((arrays.Xq.shape[0], len(names)))
+    for qi, j in first.items():
+        tokens = estimate_text_tokens(j.query.text)
+        for c, m in enumerate(names):
+            spec = pool[m] if m in pool else None
+            if spec is not None and spec.prices_known:
+                cost[qi, c] = spec.expected_cost(tokens, len(j.query.images))
+    bt = {k: v for k, v in (model_params or {}).items() if v is not None}
+    sel = select_for_judgments(arrays.Xq, arrays.query_index, arrays.pairs, arrays.y, arrays.weight, names, cost,
+                               seed=seed, blocks=[(a, b) for _, a, b in pipeline.spec.blocks()], bt_params=bt)
+    meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
+            "calibration_judgments": 0, "model_params": sel.params,
+            "family_selection": [[p, s] for p, s in sel.scores]}
+    return Router(pipeline, sel.family, pool, policy, metadata=meta)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -157,6 +192,10 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
     rows = list(store.iter_with_seq(since))
     if len(rows) < min_new:
         return RetrainReport(False, f"only {len(rows)} new judgment(s) in the store since row {since} (need {min_new})",
+                             len(rows), 0, 0, None, None)
+    if not hasattr(router.model, "partial_fit"):
+        return RetrainReport(False, f"the router's {type(router.model).__name__} cannot be warm-started on new "
+                             "judgments; train a new router with `mmroute train` on all judgments",
                              len(rows), 0, 0, None, None)
     judgments = [j for _, j in rows]
     watermark = max(r for r, _ in rows)
