@@ -102,13 +102,13 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     from .preference import DEFAULT_GRID, BradleyTerry, select_params
     from .router import DEFAULT_CACHE_ENTRIES
 
-    pipeline = (FeaturePipeline.from_spec(encoder, cache=cache or EmbeddingCache(DEFAULT_CACHE_ENTRIES))
-                if isinstance(encoder, str) else encoder)
+    cache = cache if cache is not None else EmbeddingCache(DEFAULT_CACHE_ENTRIES)  # an empty cache is falsy
+    pipeline = FeaturePipeline.from_spec(encoder, cache=cache) if isinstance(encoder, str) else encoder
     arrays = encode_judgments(judgments, pipeline, base_dir=base_dir, progress=progress)
     names = sorted({m for pair in arrays.pairs for m in pair})
     if pool is None:
         pool = ModelPool.from_names(names)
-    if families and not {"rank", "l2"} <= {k for k, v in (model_params or {}).items() if v is not None}:
+    if families and not {"rank", "l2"} & {k for k, v in (model_params or {}).items() if v is not None}:
         return train_family_router(judgments, arrays, pipeline, pool, names, seed=seed, model_params=model_params,
                                    policy=policy)
     qkeys = [str(k) for k in arrays.query_index]
