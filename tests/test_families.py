@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmroute.errors import CheckpointError, InvalidInputError
-from mmroute.preference.families import (BTFamily, GlobalFamily, KNNFamily, MeanFamily, RidgeFamily, RoutingData,
+from mmroute.preference.families import (BlendFamily, BTFamily, GlobalFamily, KNNFamily, MeanFamily, RidgeFamily, RoutingData,
                                          load_family, win_share_scores)
 from mmroute.preference.family_selection import select_family
 
@@ -29,10 +29,11 @@ def synthetic(n: int = 300, d_noise: int = 20, signal: bool = True, seed: int = 
 
 
 FAMILIES = [lambda: BTFamily(rank=2, l2=0.01), lambda: GlobalFamily(), MeanFamily,
-            lambda: RidgeFamily(0.1), lambda: KNNFamily(10, 5.0)]
+            lambda: RidgeFamily(0.1), lambda: KNNFamily(10, 5.0),
+            lambda: BlendFamily([RidgeFamily(0.1), KNNFamily(10, 5.0)])]
 
 
-@pytest.mark.parametrize("make", FAMILIES, ids=["bt", "global", "mean", "ridge", "knn"])
+@pytest.mark.parametrize("make", FAMILIES, ids=["bt", "global", "mean", "ridge", "knn", "blend"])
 def test_fit_predict_save_load_round_trip(make, tmp_path):
     data, _ = synthetic(120)
     fam = make().fit(data)
@@ -125,3 +126,12 @@ def test_selection_rejects_bad_shapes():
         select_family(data, cost=cost[:10])
     with pytest.raises(InvalidInputError, match="scores must have shape"):
         RoutingData(data.X, data.qi, data.ia, data.ib, data.y, data.w, data.models, data.scores[:5])
+
+
+def test_blend_is_the_mean_of_its_members():
+    data, _ = synthetic(120)
+    r, k = RidgeFamily(0.1).fit(data), KNNFamily(10, 5.0).fit(data)
+    b = BlendFamily([r, k])
+    np.testing.assert_allclose(b.expected_quality(data.X), (r.expected_quality(data.X) + k.expected_quality(data.X)) / 2)
+    with pytest.raises(InvalidInputError, match="pointwise"):
+        BlendFamily([GlobalFamily().fit(data)])

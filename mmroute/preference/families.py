@@ -504,7 +504,55 @@ class KNNFamily(_Pointwise):
         return fam
 
 
-FAMILIES: dict[str, type] = {c.kind: c for c in (BTFamily, GlobalFamily, MeanFamily, RidgeFamily, KNNFamily)}
+class BlendFamily(_Pointwise):
+    """The mean of several fitted pointwise families' expected quality (stacking with equal
+    weights: on a few hundred queries averaging the best heads is steadier than picking one)."""
+
+    kind: ClassVar[str] = "blend"
+
+    def __init__(self, members: Sequence[Family]) -> None:
+        if not members or not all(getattr(m, "pointwise", False) for m in members):
+            raise InvalidInputError("blend family: needs one or more pointwise families")
+        self.members = list(members)
+        self.models_ = list(self.members[0].models_)
+        self.mu_ = np.zeros(len(self.models_))
+
+    def fit(self, data: RoutingData) -> "BlendFamily":
+        self.members = [m.fit(data) for m in self.members]
+        self.models_ = list(data.models)
+        return self
+
+    def expected_quality(self, X: np.ndarray) -> np.ndarray:
+        return np.mean([m.expected_quality(X) for m in self.members], axis=0)
+
+    def add_models(self, names: Sequence[str]) -> "BlendFamily":
+        for m in self.members:
+            m.add_models(names)
+        self.models_ = list(self.members[0].models_)
+        return self
+
+    def clone(self) -> "BlendFamily":
+        return BlendFamily([m.clone() for m in self.members])
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.kind, "members": [m.describe() for m in self.members]}
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        out = _write(directory, self.kind, {"n_members": len(self.members)}, self.models_, {})
+        for i, m in enumerate(self.members):
+            m.save(Path(out) / f"member{i}")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> "BlendFamily":
+        p, models, _ = _read(directory, cls.kind)
+        fam = cls([load_family(Path(directory) / f"member{i}") for i in range(int(p["n_members"]))])
+        fam.models_ = models
+        return fam
+
+
+FAMILIES: dict[str, type] = {c.kind: c for c in (BTFamily, GlobalFamily, MeanFamily, RidgeFamily, KNNFamily,
+                                                 BlendFamily)}
 
 
 def load_family(directory: str | os.PathLike[str]) -> Family:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .families import (BTFamily, Family, GlobalFamily, KNNFamily, MeanFamily, RidgeFamily, RoutingData)
+from .families import BlendFamily, BTFamily, Family, GlobalFamily, KNNFamily, MeanFamily, RidgeFamily, RoutingData
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,14 @@ def routing_area(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray) 
 def select_family(data: RoutingData, *, cost: np.ndarray, cost_belief: np.ndarray | None = None,
                   candidates: Sequence[Callable[[], Family]] | None = None, keys: Sequence[Any] | None = None,
                   k: int = 4, seed: int = 0, blocks: Sequence[tuple[int, int]] = (),
-                  bt_params: dict[str, Any] | None = None) -> FamilySelection:
+                  bt_params: dict[str, Any] | None = None, blend: int = 3) -> FamilySelection:
     """Fit every candidate on ``k - 1`` inner folds of the training queries, sweep its predictions
     on the held-out fold against the pointwise scores, and return the best (refitted on all).
 
     ``cost`` (n, M) is each training query's true cost, ``cost_belief`` what the policy would
     believe when routing it (default: the same). ``keys`` name the queries for the stable inner
     split (default: row numbers). Queries without a score for every model are not scored.
+    ``blend`` > 1 also scores the mean of the ``blend`` best pointwise heads (stacking).
     """
     cost = np.asarray(cost, dtype=np.float64)
     if cost.shape != (data.n, data.n_models):
@@ -111,23 +112,35 @@ def select_family(data: RoutingData, *, cost: np.ndarray, cost_belief: np.ndarra
         return FamilySelection(fitted[0], [], int(complete.sum()))
     folds = inner_folds(list(keys) if keys is not None else list(range(data.n)), k, seed)
     per_fold = np.full((len(fitted), k), np.nan)
+    preds: dict[tuple[int, int], np.ndarray] = {}
+    slices: dict[int, np.ndarray] = {}
     for f in range(k):
         test = np.nonzero(folds == f)[0]
         train = np.nonzero(folds != f)[0]
         scored = test[complete[test]]
         if len(scored) < 5 or len(train) < 5:
             continue
+        slices[f] = scored
         sub = data.subset(train)
         for i, fam in enumerate(fitted):
             try:
                 P = fam.clone().fit(sub).expected_quality(data.X[scored])
             except InvalidInputError:  # e.g. no judgment left in this inner fold for a pairwise family
                 continue
+            preds[i, f] = P
             per_fold[i, f] = routing_area(P, truth[scored], cost[scored], belief[scored])
     ok = ~np.isnan(per_fold).any(axis=0)
     if not ok.any():
         return FamilySelection(fitted[0], [], int(complete.sum()))
     means = per_fold[:, ok].mean(axis=1)
+    if blend > 1:  # stacking: the mean of the best pointwise heads, scored on the same inner folds
+        point = [i for i in np.argsort(-means) if getattr(fitted[i], "pointwise", False)
+                 and fitted[i].kind not in ("mean",)][:blend]
+        if len(point) > 1:
+            fb = [routing_area(np.mean([preds[i, f] for i in point], axis=0), truth[s], cost[s], belief[s])
+                  for f, s in slices.items() if ok[f]]
+            fitted.append(BlendFamily([fitted[i] for i in point]))
+            means = np.append(means, float(np.mean(fb)))
     best = int(np.argmax(means))  # ties go to the earlier (simpler) candidate
     scores = [(fam.describe(), float(s)) for fam, s in zip(fitted, means)]
     log.info("family selection: %s (area %.4f; global %.4f)", fitted[best].describe(), means[best], means[0])
