@@ -17,7 +17,8 @@ import sys
 
 def main(paths: list[str]) -> int:
     for path in paths:
-        rep = json.load(open(path, encoding="utf-8"))
+        with open(path, encoding="utf-8") as fh:
+            rep = json.load(fh)
         per = rep["config"].get("pgr_hull_per_repeat") or {
             "router": [rep["router"]["pgr_hull"]], **{n: [m["pgr_hull"] for m in [b]] for n, b in rep["baselines"].items()}}
         r = per["router"]

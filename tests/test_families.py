@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from mmroute.errors import CheckpointError, InvalidInputError
-from mmroute.preference.families import (BlendFamily, BTFamily, GlobalFamily, KNNFamily, MeanFamily, RidgeFamily, RoutingData,
-                                         load_family, win_share_scores)
+from mmroute.preference.families import (
+    BlendFamily,
+    BTFamily,
+    GlobalFamily,
+    KNNFamily,
+    MeanFamily,
+    RidgeFamily,
+    RoutingData,
+    load_family,
+    win_share_scores,
+)
 from mmroute.preference.family_selection import select_family
 
 

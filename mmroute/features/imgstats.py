@@ -37,7 +37,7 @@ def image_stats(image: Image.Image) -> np.ndarray:
     rgb = image.convert("RGB")
     if max(w, h) > _SIDE:
         s = _SIDE / max(w, h)
-        rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+        rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
     a = np.asarray(rgb, dtype=np.float32) / 255.0
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     # Hasler & Suesstrunk colourfulness (on [0, 1] channels; ~0.3 is very colourful)

@@ -29,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -125,6 +125,12 @@ class Family(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def clone(self) -> "Family": ...
+
+    def scores(self, X: np.ndarray) -> np.ndarray: ...
+
+    def add_models(self, names: Sequence[str]) -> "Family": ...
+
 
 # ----------------------------------------------------------------------------- persistence helpers
 def _write(directory: str | os.PathLike[str], kind: str, params: dict[str, Any], models: list[str],
@@ -192,7 +198,7 @@ class BTFamily:
     def __init__(self, blocks: Sequence[tuple[int, int]] = (), grid: Sequence[dict[str, Any]] | None = None,
                  **params: Any) -> None:
         self.params = {k: v for k, v in params.items() if v is not None}
-        self.blocks = [tuple(b) for b in blocks]
+        self.blocks = [(int(b[0]), int(b[1])) for b in blocks]
         self.grid = grid
         self.selected: dict[str, Any] | None = None
         self.models_: list[str] = []
@@ -312,7 +318,7 @@ class _Pointwise:
         q = np.clip(self.expected_quality(X), 1e-4, 1 - 1e-4)  # type: ignore[attr-defined]
         return np.log(q) - np.log1p(-q)
 
-    def add_models(self, names: Sequence[str]) -> "_Pointwise":
+    def add_models(self, names: Sequence[str]) -> Self:
         new = [n for n in names if n not in self.models_]
         if new:
             self._extend(len(new))
@@ -377,7 +383,7 @@ class RidgeFamily(_Pointwise):
         if not alpha > 0:
             raise InvalidInputError(f"ridge family: alpha must be positive, got {alpha}")
         self.alpha = float(alpha)
-        self.ignore_columns = [tuple(int(v) for v in b) for b in ignore_columns]
+        self.ignore_columns = [(int(b[0]), int(b[1])) for b in ignore_columns]
         self.models_: list[str] = []
 
     def fit(self, data: RoutingData) -> "RidgeFamily":
@@ -430,7 +436,7 @@ class RidgeFamily(_Pointwise):
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "RidgeFamily":
         p, models, t = _read(directory, cls.kind)
-        fam = cls(alpha=float(p["alpha"]), ignore_columns=[tuple(b) for b in p.get("ignore_columns", [])])
+        fam = cls(alpha=float(p["alpha"]), ignore_columns=[(int(a), int(b)) for a, b in p.get("ignore_columns", [])])
         fam.mean_, fam.inv_, fam.mu_, fam.W_ = (t[k].astype(np.float64) for k in ("mean", "inv", "mu", "W"))
         fam.models_ = models
         return fam
@@ -447,7 +453,7 @@ class KNNFamily(_Pointwise):
         if int(k) < 1 or kappa < 0:
             raise InvalidInputError(f"knn family: need k >= 1 and kappa >= 0, got k={k}, kappa={kappa}")
         self.k, self.kappa, self.chunk = int(k), float(kappa), int(chunk)
-        self.ignore_columns = [tuple(int(v) for v in b) for b in ignore_columns]
+        self.ignore_columns = [(int(b[0]), int(b[1])) for b in ignore_columns]
         self.models_: list[str] = []
 
     def _unit(self, X: np.ndarray) -> np.ndarray:
@@ -497,7 +503,7 @@ class KNNFamily(_Pointwise):
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "KNNFamily":
         p, models, t = _read(directory, cls.kind)
-        fam = cls(k=int(p["k"]), kappa=float(p["kappa"]), ignore_columns=[tuple(b) for b in p.get("ignore_columns", [])])
+        fam = cls(k=int(p["k"]), kappa=float(p["kappa"]), ignore_columns=[(int(a), int(b)) for a, b in p.get("ignore_columns", [])])
         fam.mean_, fam.inv_, fam.mu_ = (t[k].astype(np.float64) for k in ("mean", "inv", "mu"))
         fam.U_, fam.S_, fam.seen_ = t["U"], t["S"], t["seen"]
         fam.models_ = models
@@ -551,7 +557,7 @@ class BlendFamily(_Pointwise):
         return fam
 
 
-FAMILIES: dict[str, type] = {c.kind: c for c in (BTFamily, GlobalFamily, MeanFamily, RidgeFamily, KNNFamily,
+FAMILIES: dict[str, Any] = {c.kind: c for c in (BTFamily, GlobalFamily, MeanFamily, RidgeFamily, KNNFamily,
                                                  BlendFamily)}
 
 

@@ -12,6 +12,7 @@ leaderboard. ``mmroute train`` and ``mmroute eval --cv`` call the same :func:`se
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,12 +57,14 @@ def default_candidates(*, blocks: Sequence[tuple[int, int]] = (), pointwise: boo
     out: list[Callable[[], Family]] = [lambda: GlobalFamily(seed=seed), lambda: BTFamily(blocks=blocks, **bt)]
     if pointwise:
         out.append(MeanFamily)
-        drops: list[list[tuple[int, int]]] = [[]] + ([[tuple(b)] for b in blocks] if len(blocks) > 1 else [])
+        drops: list[list[tuple[int, int]]] = [[]]
+        if len(blocks) > 1:
+            drops += [[(int(b[0]), int(b[1]))] for b in blocks]
         for ign in drops:
             for a in RIDGE_ALPHAS:
-                out.append(lambda a=a, ign=ign: RidgeFamily(a, ign))
+                out.append(partial(RidgeFamily, a, ign))
         for k, kappa in KNN_PARAMS:
-            out.append(lambda k=k, kappa=kappa: KNNFamily(k, kappa))
+            out.append(partial(KNNFamily, k, kappa))
     return out
 
 
