@@ -1,6 +1,6 @@
 """Paired comparison of the router with every baseline in `mmroute eval --cv` reports.
 
-    python benchmarks/paired_compare.py REPORT.json [REPORT.json ...]
+    python benchmarks/paired_compare.py [--markdown] REPORT.json [REPORT.json ...]
 
 For each report: per CV split (``config.pgr_hull_per_repeat``; one split without ``--repeats``)
 the router's ``pgr_hull`` minus each baseline's, their mean and standard deviation, and a paired
@@ -15,7 +15,23 @@ import math
 import sys
 
 
+def table(rep: dict) -> str:
+    """The report's metrics as a markdown table (mean ± sd over splits where there are several)."""
+    spread = rep.get("spread") or {}
+    keys = [k for k in ("pgr_hull", "auc", "cost_to_match_best", "max_quality", "apgr") if k in rep["router"]]
+    rows = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, met in [("router", rep["router"]), *rep["baselines"].items()]:
+        cells = []
+        for k in keys:
+            v, sd = met.get(k), spread.get(name, {}).get(k)
+            cells.append("null" if v is None else f"{v:.3f}" + (f" ± {sd:.3f}" if sd and k in ("pgr_hull", "apgr") else ""))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(paths: list[str]) -> int:
+    markdown = "--markdown" in paths
+    paths = [p for p in paths if p != "--markdown"]
     for path in paths:
         with open(path, encoding="utf-8") as fh:
             rep = json.load(fh)
@@ -36,6 +52,8 @@ def main(paths: list[str]) -> int:
         c = {"router": rep["router"].get("cost_to_match_best"),
              **{n: b.get("cost_to_match_best") for n, b in rep["baselines"].items()}}
         print("  cost_to_match_best: " + ", ".join(f"{n} {'null' if v is None else f'{v:.3f}'}" for n, v in c.items()))
+        if markdown:
+            print(table(rep))
         sel = rep["config"].get("router_selected") or []
         fams: dict[str, int] = {}
         for s in sel:
