@@ -144,3 +144,12 @@ def test_blend_is_the_mean_of_its_members():
     np.testing.assert_allclose(b.expected_quality(data.X), (r.expected_quality(data.X) + k.expected_quality(data.X)) / 2)
     with pytest.raises(InvalidInputError, match="pointwise"):
         BlendFamily([GlobalFamily().fit(data)])
+
+
+def test_prefer_keeps_the_preferred_family_unless_clearly_beaten():
+    noise, ncost = synthetic(300, d_noise=30, signal=False)
+    sel = select_family(noise, cost=ncost, prefer=0, prefer_se=1.0)
+    plain = select_family(noise, cost=ncost)
+    assert sel.params == {"family": "global"} and plain.params != sel.params  # a noise "win" is not enough
+    signal, scost = synthetic(300, d_noise=30, signal=True)
+    assert select_family(signal, cost=scost, prefer=0, prefer_se=1.0).params["family"] != "global"

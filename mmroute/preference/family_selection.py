@@ -87,7 +87,8 @@ def routing_area(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray) 
 def select_family(data: RoutingData, *, cost: np.ndarray, cost_belief: np.ndarray | None = None,
                   candidates: Sequence[Callable[[], Family]] | None = None, keys: Sequence[Any] | None = None,
                   k: int = 4, seed: int = 0, blocks: Sequence[tuple[int, int]] = (),
-                  bt_params: dict[str, Any] | None = None, blend: int = 3) -> FamilySelection:
+                  bt_params: dict[str, Any] | None = None, blend: int = 3, prefer: int | None = None,
+                  prefer_se: float = 1.0) -> FamilySelection:
     """Fit every candidate on ``k - 1`` inner folds of the training queries, sweep its predictions
     on the held-out fold against the pointwise scores, and return the best (refitted on all).
 
@@ -95,6 +96,8 @@ def select_family(data: RoutingData, *, cost: np.ndarray, cost_belief: np.ndarra
     believe when routing it (default: the same). ``keys`` name the queries for the stable inner
     split (default: row numbers). Queries without a score for every model are not scored.
     ``blend`` > 1 also scores the mean of the ``blend`` best pointwise heads (stacking).
+    ``prefer`` (a candidate index, off by default) keeps that candidate unless the best beats it
+    by more than ``prefer_se`` standard errors of the paired inner-fold differences.
     """
     cost = np.asarray(cost, dtype=np.float64)
     if cost.shape != (data.n, data.n_models):
@@ -145,6 +148,14 @@ def select_family(data: RoutingData, *, cost: np.ndarray, cost_belief: np.ndarra
             fitted.append(BlendFamily([fitted[i] for i in point]))
             means = np.append(means, float(np.mean(fb)))
     best = int(np.argmax(means))  # ties go to the earlier (simpler) candidate
+    if prefer is not None and best != prefer and prefer < per_fold.shape[0]:
+        # keep the preferred family unless the winner beats it by more than `prefer_se` standard
+        # errors of the paired inner-fold differences
+        d = per_fold[best, ok] - per_fold[prefer, ok] if best < per_fold.shape[0] else None
+        if d is not None and len(d) > 1:
+            se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
+            if d.mean() <= prefer_se * se:
+                best = prefer
     scores = [(fam.describe(), float(s)) for fam, s in zip(fitted, means)]
     log.info("family selection: %s (area %.4f; global %.4f)", fitted[best].describe(), means[best], means[0])
     return FamilySelection(fitted[best], scores, int(complete.sum()))
