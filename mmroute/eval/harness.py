@@ -364,7 +364,7 @@ def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[st
 # ------------------------------------------------------------------------------------------ modes
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     """A fold's chosen Bradley-Terry parameters, JSON-ready (column ranges as lists)."""
-    out = {k: v for k, v in params.items() if k in ("family", "rank", "l2", "ignore_columns", "alpha", "k", "kappa")}
+    out = {k: v for k, v in params.items() if k in ("family", "rank", "l2", "ignore_columns", "alpha", "k", "kappa", "members")}
     if "ignore_columns" in out:
         out["ignore_columns"] = [list(b) for b in out["ignore_columns"]]
     return out
