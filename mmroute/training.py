@@ -159,7 +159,12 @@ def train_family_router(judgments: Sequence["Judgment"], arrays: EncodedJudgment
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
             "calibration_judgments": 0, "model_params": sel.params,
             "family_selection": [[p, s] for p, s in sel.scores]}
-    return Router(pipeline, sel.family, pool, policy, metadata=meta)  # type: ignore[arg-type]
+    from .preference.families import BTFamily
+
+    model = sel.family
+    if type(model) is BTFamily:  # the plain Bradley-Terry model: `mmroute retrain` can warm-start it
+        return Router(pipeline, model.model, pool, policy, metadata=meta)
+    return Router(pipeline, model, pool, policy, metadata=meta)
 
 
 @dataclass

@@ -84,7 +84,7 @@ def test_train_uses_the_same_selection_as_eval(judgments, pool, monkeypatch):
 
     monkeypatch.setattr(fs, "select_family", spy)
     router = train_router(judgments, encoder="clip:tiny", pool=pool, families=True)
-    assert len(calls) == 1 and router.metadata["model_params"] == router.model.describe()
+    assert len(calls) == 1 and str(router.metadata["model_params"]) == calls[0]
     assert router.metadata["family_selection"], "the candidates' held-out scores are recorded"
     # the eval harness's router goes through the very same function
     X = np.zeros((3, 4), dtype=np.float32)
@@ -156,3 +156,16 @@ def test_cli_train_cache_skips_encoding_the_second_time(tmp_path, monkeypatch, c
     monkeypatch.setattr(ClipEncoder, "encode_images", boom)
     assert main(argv + ["--out", str(tmp_path / "r2")]) == 0
     assert "saved" in capsys.readouterr().out
+
+
+def test_a_chosen_bradley_terry_family_is_served_as_plain_bradley_terry(judgments, pool, monkeypatch):
+    import mmroute.preference.family_selection as fs
+    from mmroute.preference import BradleyTerry
+    from mmroute.preference.families import BTFamily
+    from mmroute.training import train_router
+
+    real = fs.select_family
+    monkeypatch.setattr(fs, "select_family", lambda data, **kw: real(data, **{**kw, "candidates": [
+        lambda: BTFamily(rank=2, l2=0.01)]}))
+    router = train_router(judgments, encoder="clip:tiny", pool=pool, families=True)
+    assert type(router.model) is BradleyTerry  # so `mmroute retrain` can warm-start it as before
