@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmroute.verify import ESCALATE_ALL, calibrate_threshold, cascade_curve, load_mot_cascade  # noqa: E402
-from mmroute.verify.calibrate import MotItem  # noqa: E402
+from mmroute.verify import ESCALATE_ALL, calibrate_escalation_threshold, cascade_curve  # noqa: E402
+from mmroute.verify.calibrate import MotItem, load_mot_cascade  # noqa: E402
 
 PRICES_PER_1K = {  # (input, output) USD per 1K tokens
     "GPT3": (0.0015, 0.002),          # paper, Evaluation/utils.py
@@ -82,7 +82,7 @@ def run(root: Path, splits: int, prompt_tokens: int, output_tokens: int, k: int,
             strong_test.append(sc[test].mean())
             for name, kw in (("cost", {"target": "cost", "target_accuracy": float(sc[cal].mean())}),
                              ("budget", {"target": "accuracy", "max_relative_cost": 0.4})):
-                c = calibrate_threshold(conf[cal], wc[cal], sc[cal], wcost[cal], scost[cal], **kw)
+                c = calibrate_escalation_threshold(conf[cal], wc[cal], sc[cal], wcost[cal], scost[cal], **kw)
                 pt = cascade_curve(conf[test], wc[test], sc[test], wcost[test], scost[test], [c.threshold])[0]
                 res[name].append((c.threshold, pt.accuracy, pt.strong_share, pt.relative_cost))
         print(f"\nheld-out calibration ({splits} random 50/50 splits; threshold chosen on one half, "

@@ -152,7 +152,7 @@ def make_items(n: int, seed: int, image_share: float = 0.5) -> list[Item]:
 def plan_for(item: Item, timeout_s: float) -> dict[str, list[Any]]:
     """Steps per model for this query, consumed one per call (the last repeats). The dead model is
     scripted separately. ``first`` is the live model the router picks, ``second`` the next step up."""
-    from mmroute.llm import fail, malformed, refuse, sleep
+    from mmroute.testing import fail, malformed, refuse, sleep
 
     good = f"answer to q{item.qid}"
     first, second = (MID, STRONG) if item.image else (CHEAP, MID)
@@ -204,7 +204,7 @@ class FaultScript:
         return None
 
     def for_model(self, model: str):
-        from mmroute.llm import fail
+        from mmroute.testing import fail
 
         def step(messages: list, params: dict) -> Any:
             if model == DEAD:
@@ -311,7 +311,8 @@ class TimedRoute:
 async def run_load(router: Any, store: Any, cfg: Config) -> Run:
     """Fire ``cfg.n`` queries at a fresh cascade graph; every query ends as a state, an exception or hung."""
     from mmroute.graph import create_cascade_graph
-    from mmroute.llm import Backoff, CircuitBreaker, ScriptedLLM
+    from mmroute.llm import Backoff, CircuitBreaker
+    from mmroute.testing import ScriptedLLM
 
     items = make_items(cfg.n, cfg.seed, cfg.image_share)
     faults = FaultScript(items, cfg.call_timeout_s)
@@ -368,7 +369,7 @@ async def run_load(router: Any, store: Any, cfg: Config) -> Run:
 
 def expected_escalation_judgments(state: dict[str, Any], thread: str) -> list[str]:
     """The escalation judgment ids the finalize node must have stored for this final state."""
-    from mmroute.graph import judgment_id
+    from mmroute.graph.nodes import judgment_id
 
     final = state.get("final")
     answers = state.get("answers") or []

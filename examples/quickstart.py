@@ -1,6 +1,6 @@
 """Quick start: train a router on judgments, route text and image queries, record feedback, retrain.
 
-Runs offline on the synthetic example set (`preference_data/example`):
+Runs offline on the synthetic example set shipped with mmroute (`mmroute.example_dir()`):
 
     .venv/bin/python examples/quickstart.py
 """
@@ -11,23 +11,21 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no pretrained weights are needed: clip:tiny is random
 
-from mmroute.data.formats import read_judgments  # noqa: E402
-from mmroute.data.store import FeedbackStore  # noqa: E402
-from mmroute.pool import ModelPool  # noqa: E402
-from mmroute.router import Router  # noqa: E402
-from mmroute.training import resolve_image_paths, retrain, train_router  # noqa: E402
+from mmroute import FeedbackStore, ModelPool, Router, example_dir, read_judgments, retrain, train_router  # noqa: E402
+from mmroute.offline import use_local_cost_map  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+use_local_cost_map()  # LiteLLM (imported when the pool looks up model facts) uses its bundled price map
+
+EXAMPLE = example_dir()
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mmroute-quickstart-"))
     res = read_judgments(EXAMPLE / "judgments.jsonl")  # strict: a bad line raises, naming file and line
-    judgments = resolve_image_paths(res.items, res.base_dir)
-    router = train_router(judgments, encoder="clip:tiny", pool=ModelPool.load(EXAMPLE / "pool.yaml"))
+    router = train_router(res.items, base_dir=res.base_dir, encoder="clip:tiny",  # images relative to the file
+                          pool=ModelPool.load(EXAMPLE / "pool.yaml"))
     router.save(work / "router")  # versions/v0001 + CURRENT; safetensors + JSON
 
     router = Router.load(work / "router")
@@ -37,8 +35,10 @@ def main() -> None:
         print(f"{d.model:<22} fallbacks={d.fallbacks}\n  {d.reason}")
 
     store = FeedbackStore(work / "feedback.db")
-    for i in range(30):  # e.g. users preferred the math model's answers on arithmetic
-        router.record(f"What is {i} * {i + 7}?", "replay/math-text", "replay/large-vision", "model_a", store=store)
+    # e.g. users preferred the math model's answers on arithmetic; retraining holds out a fifth of
+    # the new queries and needs at least 20 held-out judgments to compare the routers fairly
+    for i in range(150):
+        store.record(f"What is {i} * {i + 7}?", "replay/math-text", "replay/large-vision", "model_a")
     report = retrain(work / "router", store)
     print(report.summary())
     print("after retraining:", Router.load(work / "router").route("What is 37 * 12?").model)

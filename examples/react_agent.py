@@ -6,8 +6,8 @@ question then goes to the model the router predicts is best for the money (a tex
 never gets an image), and the agent's tool calls work as before.
 
 Runs offline: the candidate models are ``scripted/<name>`` (mmroute's scripted LiteLLM backend)
-and the router is a tiny one (``clip:tiny``) trained on the synthetic example set in
-``preference_data/example``. To use real models, train a router whose pool lists real LiteLLM
+and the router is a tiny one (``clip:tiny``) trained on the synthetic example set shipped with
+mmroute (``mmroute.example_dir()``). To use real models, train a router whose pool lists real LiteLLM
 ids (``mmroute train ...``), load it with ``Router.load(...)`` and skip ``offline_models()``.
 
     python examples/react_agent.py
@@ -19,15 +19,18 @@ import base64
 import re
 import sys
 import warnings
-from pathlib import Path
 
-from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.tools import tool
-from langgraph.prebuilt import create_react_agent
+from mmroute.offline import use_local_cost_map
 
-from mmroute.graph import RoutedChatModel
+use_local_cost_map()  # offline: LiteLLM's bundled price map, set before litellm is imported
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
+from langchain_core.tools import tool  # noqa: E402
+from langgraph.prebuilt import create_react_agent  # noqa: E402
+
+from mmroute import RoutedChatModel, example_dir  # noqa: E402
+
+EXAMPLE = example_dir()
 
 
 @tool
@@ -49,23 +52,23 @@ def build_agent(router):
 
 
 def offline_router(max_judgments: int | None = None):
-    """A router trained on the example set, its ``replay/<m>`` models renamed ``scripted/<m>``."""
-    from mmroute.data import read_judgments
-    from mmroute.policy import CostAwarePolicy
-    from mmroute.pool import ModelPool
-    from mmroute.training import train_router
+    """A router trained on the example set's ``replay/<m>`` judgments for the models ``scripted/<m>``.
 
-    rename = lambda name: name.replace("replay/", "scripted/", 1)  # noqa: E731
+    The judgments are used as they are: each pool model lists its training name under ``aliases``
+    (the same way a pool maps a dataset's ``gpt-4o-2024-05-13`` to a deployment ``openai/gpt-4o``).
+    """
+    from mmroute import CostAwarePolicy, ModelPool, read_judgments, train_router
+
     judgments = read_judgments(EXAMPLE / "judgments.jsonl").items[:max_judgments]
-    judgments = [j.model_copy(update={"model_a": rename(j.model_a), "model_b": rename(j.model_b)}) for j in judgments]
     example_pool = ModelPool.load(EXAMPLE / "pool.yaml")
-    pool = ModelPool(models=tuple(m.model_copy(update={"name": rename(m.name)}) for m in example_pool.models))
+    pool = ModelPool(models=tuple(m.model_copy(update={"name": m.name.replace("replay/", "scripted/", 1),
+                                                       "aliases": (m.name,)}) for m in example_pool.models))
     return train_router(judgments, encoder="clip:tiny", pool=pool, base_dir=EXAMPLE, policy=CostAwarePolicy(lam=200.0))
 
 
 def _scripted_step(messages, params):
     """Every scripted model behaves the same: read the question, call ``multiply``, then answer."""
-    from mmroute.llm import tool_call
+    from mmroute.testing import tool_call
 
     last = messages[-1]
     if last["role"] == "tool":
@@ -82,7 +85,7 @@ def _scripted_step(messages, params):
 
 def offline_models():
     """Script every pool model (``scripted/*``) to answer through the tool."""
-    from mmroute.llm import ScriptedLLM
+    from mmroute.testing import ScriptedLLM
 
     return ScriptedLLM(default=_scripted_step).install()
 

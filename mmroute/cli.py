@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import RoutingWarning
+
+if TYPE_CHECKING:
+    from .policy import Policy
+
+DEFAULT_MIN_HOLDOUT = 20  # mmroute.training.DEFAULT_MIN_HOLDOUT, repeated so --help stays light to import
 
 
 def _offline_defaults() -> None:
-    # litellm fetches its price map at import unless told not to; we ship with the local copy.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # litellm fetches its price map at import unless told not to; the command uses the local copy
+    # (a set LITELLM_LOCAL_MODEL_COST_MAP wins). The library itself never sets it.
+    from .offline import use_local_cost_map
+
+    use_local_cost_map()
 
 
 def _read_judgment_files(paths: Sequence[str], strict: bool):
@@ -21,7 +34,8 @@ def _read_judgment_files(paths: Sequence[str], strict: bool):
 
     out = []
     for p in paths:
-        res = read_judgments(p, strict=strict)
+        # images checked while reading: a missing one is a bad line with file:line, not an abort later
+        res = read_judgments(p, strict=strict, check_images=True)
         _report_skipped(p, res)
         out.extend(resolve_image_paths(res.items, res.base_dir))
     return out
@@ -32,63 +46,158 @@ def _report_skipped(path: str, res) -> None:
         print(f"warning: {res.summary()}", file=sys.stderr)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .data.formats import outcomes_to_judgments, read_outcomes
-    from .pool import ModelPool
-    from .training import resolve_image_paths, train_router
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """Library warnings as one ``warning: ...`` line each, as they happen (not Python's two-line form)."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        print(f"warning: {message}", file=sys.stderr)
 
-    judgments = _read_judgment_files(args.judgments or [], args.strict)
-    for p in args.outcomes or []:
-        res = read_outcomes(p, strict=args.strict)
-        _report_skipped(p, res)
-        judgments.extend(outcomes_to_judgments(resolve_image_paths(res.items, res.base_dir)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RoutingWarning)
+        warnings.showwarning = show
+        yield
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    with _warnings_to_stderr():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .policy import CostAwarePolicy
+    from .pool import ModelPool
+    from .training import describe_policy_choice, train_router
+
+    judgments = _read_training_sources(args)
     if not judgments:
-        raise SystemExit("error: give at least one --judgments or --outcomes file")
+        from .errors import InvalidInputError
+
+        raise InvalidInputError("no judgments to train on: give at least one --judgments or --outcomes file "
+                                "with valid lines")
     pool = ModelPool.load(args.pool) if args.pool else None
     params = {"rank": args.rank, "l2": args.l2}
+    policy_kw = {"target_cost": args.target_cost, "target_strong_share": args.target_strong_share}
+    if args.quality_tolerance is not None:
+        policy_kw["quality_tolerance"] = args.quality_tolerance
     cache = None
     if args.cache:
         from .features.cache import EmbeddingCache
 
         cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
-    router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed,
-                          model_params=params, progress=not args.quiet, families=not args.bt_only, cache=cache)
+    router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed, model_params=params,
+                          policy=CostAwarePolicy(args.lam) if args.lam is not None else None,
+                          progress=not args.quiet, families=not args.bt_only, cache=cache, **policy_kw)
     if cache is not None:
         cache.save()
     folder = router.save(args.out)
     print(f"trained on {router.metadata['n_judgments']} judgments over {router.metadata['n_queries']} queries, "
           f"{len(router.model.models_)} models; saved {folder}")
+    for note in router.metadata.get("notes", []):
+        if "inferred" in note:
+            print(f"inferred: {note}")
+    print(f"policy: {_policy_text(router.policy)} ({describe_policy_choice(router.metadata.get('policy_choice'))})")
     return 0
 
 
+def _read_training_sources(args: argparse.Namespace) -> list:
+    """--judgments / --outcomes files (``FILE@WEIGHT``), names mapped across them (``--names``, the pool)."""
+    from .data.names import NameCanonicaliser, load_name_overrides
+    from .data.sources import load_sources, parse_source
+    from .pool import ModelPool
+
+    specs = [parse_source(p, "judgments") for p in args.judgments or []]
+    specs += [parse_source(p, "outcomes") for p in args.outcomes or []]
+    overrides = load_name_overrides(args.names) if getattr(args, "names", None) else None
+    pool = ModelPool.load(args.pool, require_prices=False) if args.pool else None
+    got = load_sources(specs, names=NameCanonicaliser(overrides, pool=pool), strict=args.strict, check_images=True)
+    for line in got.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if len(specs) > 1 or got.names:
+        print("sources: " + "; ".join(f"{n} {c['judgments']:.0f} judgments x{c['weight']:g}"
+                                      for n, c in got.counts.items()))
+    if got.names:
+        print("names mapped: " + ", ".join(f"{a} -> {b}" for a, b in sorted(got.names.items())))
+    return got.judgments
+
+
+def _policy_text(policy: "Policy") -> str:
+    from .policy import ThresholdPolicy
+
+    if isinstance(policy, ThresholdPolicy):
+        return f"threshold {policy.threshold:g} ({policy.strong} over {policy.weak})"
+    return f"{policy.name}, lambda={policy.knob:.6g}"
+
+
 def cmd_route(args: argparse.Namespace) -> int:
+    with _warnings_to_stderr():
+        return _route(args)
+
+
+def _route(args: argparse.Namespace) -> int:
     from .images import ImagePolicy
+    from .training import describe_policy_choice
     from .policy import CostAwarePolicy, ThresholdPolicy
     from .pool import ModelPool
     from .query import Query
+    from .errors import ConfigError
     from .router import Router
 
+    if args.threshold is not None and not (args.strong and args.weak):
+        raise ConfigError("--threshold needs --strong and --weak")
+    if args.messages is not None and (args.text or args.image):
+        raise ConfigError("give either --messages or --text/--image, not both")
     pool = ModelPool.load(args.pool) if args.pool else None
     router = Router.load(args.router, pool=pool)
     policy = None
     if args.threshold is not None:
-        if not (args.strong and args.weak):
-            raise SystemExit("error: --threshold needs --strong and --weak")
         policy = ThresholdPolicy(args.strong, args.weak, args.threshold)
     elif args.lam is not None:
         policy = CostAwarePolicy(args.lam)
-    q = Query.build(args.text or "", args.image or [], image_policy=ImagePolicy(allow_remote=args.allow_remote_images))
-    d = router.route(q, policy=policy)
-    if args.json:
-        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks}, indent=2))
+    if args.messages is not None:
+        router.image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
+        d = router.route(_read_messages_file(args.messages), policy=policy)
     else:
-        print(f"model:  {d.model}\nreason: {d.reason}\n")
+        q = Query.build(args.text or "", args.image or [], image_policy=ImagePolicy(allow_remote=args.allow_remote_images))
+        d = router.route(q, policy=policy)
+    how = ({"method": "command line"} if policy is not None
+           else router.metadata.get("policy_choice") or {"method": "unrecorded"})
+    if args.json:
+        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks, "policy_choice": how}, indent=2))
+    else:
+        shown = _policy_text(policy or router.policy)
+        print(f"model:  {d.model}\nreason: {d.reason}\npolicy: {shown} "
+              f"({'from the command line' if policy is not None else describe_policy_choice(how)})")
+        print(f"sent:   ~{d.prompt_tokens} text tokens, {d.n_images} image(s)\n")
         print(f"{'candidate':<40} {'quality':>8} {'cost $':>10} {'utility':>9}  note")
         for c in d.candidates:
             util = f"{c.utility:9.4f}" if c.utility is not None else " " * 9
             note = "; ".join(c.filtered_by)
             print(f"{c.model:<40} {c.quality:8.3f} {c.expected_cost:10.6f} {util}  {note}")
     return 0
+
+
+def _read_messages_file(path: str) -> list[dict]:
+    """A conversation in OpenAI chat format: a JSON list of messages, or ``{"messages": [...]}``."""
+    from .errors import DataFormatError, InvalidInputError
+
+    try:
+        raw_text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"messages file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read messages file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        raw = json.loads(raw_text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})", path=path) from None
+    if isinstance(raw, dict) and "messages" in raw:
+        raw = raw["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise DataFormatError("expected a non-empty JSON list of chat messages or {\"messages\": [...]}", path=path)
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or "role" not in m:
+            raise DataFormatError(f"message {i} is not an OpenAI chat message (an object with 'role' and 'content')", path=path)
+    return raw
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -103,7 +212,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .data.store import FeedbackStore
     from .training import retrain
 
-    report = retrain(args.router, FeedbackStore(args.store), out=args.out, holdout_fraction=args.holdout,
+    report = retrain(args.router, FeedbackStore.open_existing(args.store), out=args.out,
+                     holdout_fraction=args.holdout, min_holdout=args.min_holdout, tolerance=args.tolerance,
                      seed=args.seed, progress=not args.quiet)
     print(report.summary() + (f" ({report.version_dir})" if report.version_dir else ""))
     return 0 if report.accepted or not args.fail_if_rejected else 3
@@ -119,54 +229,85 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmroute", description="Route each text+image LLM query to the model that answers it best "
         "for the money, and learn from feedback.", epilog="Errors print one line and exit 2; --debug shows the traceback.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"mmroute {__version__}", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a router from judgments / outcomes")
-    t.add_argument("--judgments", action="append", metavar="FILE.jsonl")
-    t.add_argument("--outcomes", action="append", metavar="FILE.jsonl")
+    t.add_argument("--judgments", action="append", metavar="FILE.jsonl",
+                   help="pairwise judgments JSONL (repeatable; FILE@W weighs its judgments by W)")
+    t.add_argument("--outcomes", action="append", metavar="FILE.jsonl",
+                   help="per-model scores JSONL, turned into judgments (repeatable; FILE@W weighs it by W)")
+    t.add_argument("--names", metavar="NAMES.yaml",
+                   help="model-name overrides {training name: canonical name} (YAML/JSON); names are also "
+                        "matched across files by case, separators, provider prefix and the pool's aliases")
     t.add_argument("--pool", help="pool file (YAML/JSON); default: the models named in the data")
     t.add_argument("--encoder", required=True, help="encoder spec, e.g. clip:tiny or st:minilm+clip:tiny")
     t.add_argument("--out", required=True, help="router directory (a new version is added)")
     t.add_argument("--rank", type=int, help="rank of the query projection (default: chosen on held-out queries)")
     t.add_argument("--l2", type=float, help="ridge on the query terms (default: chosen on held-out queries)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed (splits and initialisation; default 0)")
+    from .policy import DEFAULT_QUALITY_TOLERANCE
+
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--quality-tolerance", type=float, metavar="Q",
+                     help="default policy: the least-cost lambda keeping mean predicted quality on the training "
+                     f"queries within Q of the best single model's (default {DEFAULT_QUALITY_TOLERANCE})")
+    how.add_argument("--lam", type=float, help="cost-aware policy with this lambda (quality points per USD; 0 = "
+                     "best predicted quality at any price)")
+    how.add_argument("--target-cost", type=float, metavar="USD",
+                     help="lambda giving this mean expected cost per training query")
+    how.add_argument("--target-strong-share", type=float, metavar="SHARE",
+                     help="lambda sending this share (0-1) of training queries to the best-rated model")
     t.add_argument("--cache", metavar="DIR", help="embedding cache folder (a retrain on the same queries skips encoding)")
     t.add_argument("--bt-only", action="store_true",
                    help="Bradley-Terry only (no choice of router family on held-out queries, as eval --cv makes)")
-    t.add_argument("--strict", action="store_true", help="fail on the first bad line instead of skipping it")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--strict", action="store_true",
+                   help="fail on the first bad line (or missing image) instead of skipping and reporting it")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("route", help="route one query and explain the choice")
-    r.add_argument("--router", required=True)
-    r.add_argument("--text", default="")
-    r.add_argument("--image", action="append", metavar="PATH")
-    r.add_argument("--pool")
+    r.add_argument("--router", required=True, help="router directory (its CURRENT version is used)")
+    r.add_argument("--text", default="", help="the query's text")
+    r.add_argument("--image", action="append", metavar="PATH", help="an image file of the query (repeatable)")
+    r.add_argument("--messages", metavar="FILE.json",
+                   help="route a whole conversation (OpenAI chat format: a JSON list of messages, or "
+                   "{\"messages\": [...]}); features from the last user turn, model filters over every turn")
+    r.add_argument("--pool", help="pool file overriding the router's saved pool (YAML/JSON)")
     r.add_argument("--lam", type=float, help="cost-aware policy: quality points per USD")
     r.add_argument("--threshold", type=float, help="two-model policy threshold (needs --strong/--weak)")
-    r.add_argument("--strong")
-    r.add_argument("--weak")
-    r.add_argument("--allow-remote-images", action="store_true")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--strong", help="the strong model of --threshold")
+    r.add_argument("--weak", help="the weak model of --threshold")
+    r.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
+    r.add_argument("--json", action="store_true", help="print the decision as JSON")
     r.set_defaults(func=cmd_route)
 
     i = sub.add_parser("import", help="convert a dataset into judgments / outcomes JSONL")
     i.add_argument("--format", required=True,
                    help="arena, mllm-bench, routellm-mmlu, routellm-gsm8k, routerbench, alpaca-eval")
-    i.add_argument("source")
-    i.add_argument("--out", required=True)
-    i.add_argument("--strict", action="store_true")
+    i.add_argument("source", help="the dataset file or folder")
+    i.add_argument("--out", required=True, help="JSONL file to write")
+    i.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
     i.set_defaults(func=cmd_import)
 
     rt = sub.add_parser("retrain", help="warm-start the router on new judgments in the feedback store")
-    rt.add_argument("--router", required=True)
-    rt.add_argument("--store", required=True, help="feedback store (SQLite file)")
+    rt.add_argument("--router", required=True, help="router directory to retrain")
+    rt.add_argument("--store", required=True,
+                    help="feedback store: an existing SQLite file or a postgresql:// URL")
     rt.add_argument("--out", help="publish to another router directory (default: in place)")
-    rt.add_argument("--holdout", type=float, default=0.2)
-    rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--holdout", type=float, default=0.2,
+                    help="share of the new judgments (by query) held out to compare the routers (default 0.2)")
+    rt.add_argument("--min-holdout", type=int, default=DEFAULT_MIN_HOLDOUT,
+                    help=f"fewest held-out judgments to compare on; below it the old router is kept and the "
+                    f"judgments wait for the next run (default {DEFAULT_MIN_HOLDOUT})")
+    rt.add_argument("--tolerance", type=float, default=0.0,
+                    help="accept a held-out log-loss this much worse than the served router's (default 0)")
+    rt.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
     rt.add_argument("--fail-if-rejected", action="store_true", help="exit 3 when the new router is not better")
-    rt.add_argument("--quiet", action="store_true")
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
     rt.set_defaults(func=cmd_retrain)
 
     try:
@@ -178,16 +319,51 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_arguments(e)
         e.set_defaults(func=eval_command)
 
+    try:
+        from .server.command import add_proxy_arguments, add_serve_arguments, proxy_command, serve_command
+    except ImportError:  # pragma: no cover - the serve extra is not installed
+        pass
+    else:
+        s = sub.add_parser("serve", help="OpenAI-compatible HTTP server routing every request")
+        add_serve_arguments(s)
+        s.set_defaults(func=serve_command)
+        px = sub.add_parser("proxy", help="the LiteLLM proxy with a model group routed by mmroute")
+        add_proxy_arguments(px)
+        px.set_defaults(func=proxy_command)
+
+    from .learning.cli import add_simulate_arguments, simulate_command
+
+    sm = sub.add_parser("simulate", help="replay an outcomes file online: exploration policies, regret vs oracle")
+    add_simulate_arguments(sm)
+    sm.set_defaults(func=simulate_command)
+
     d = sub.add_parser("demo", help="the whole loop on the embedded example set, offline")
     d.add_argument("--workdir", help="where to write the demo's files (default: a temp folder)")
     d.add_argument("--pool", help="a pool file naming real models (needs provider API keys)")
-    d.add_argument("--encoder", default="clip:tiny")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--encoder", default="clip:tiny", help="encoder spec (default clip:tiny)")
+    d.add_argument("--quiet", action="store_true", help="print only the summary")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def _quiet_broken_pipe() -> int:
+    """A closed reader (``mmroute route | head``) is normal for a CLI: no message, the shell's SIGPIPE status."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain either
+    except (OSError, ValueError):  # stdout without a file descriptor (embedded, tests)
+        pass
+    return 128 + 13  # 128 + SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _offline_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -195,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

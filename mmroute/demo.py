@@ -8,7 +8,6 @@ provider) -> verify, escalate -> collect feedback (escalations + a simulated use
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 from collections import Counter
@@ -23,10 +22,11 @@ COST_FRACTION = 0.4  # target average cost: this share of always using the stron
 
 
 def _example_folder(workdir: Path) -> Path:
-    repo_copy = Path(__file__).resolve().parents[1] / "preference_data" / "example"
-    if (repo_copy / "answers.jsonl").is_file():
-        return repo_copy
-    from .data.example import generate_example
+    from .data.example import example_dir, generate_example
+
+    packaged = example_dir()
+    if (packaged / "answers.jsonl").is_file():
+        return packaged
 
     out = workdir / "example"
     if not (out / "answers.jsonl").is_file():
@@ -42,7 +42,7 @@ def _split(ids: list[str], n_test: int, seed: int) -> set[str]:
 def _calibrate_threshold(records: list[dict[str, Any]], router: Any, strongest: str) -> tuple[float, Any]:
     """Escalation threshold from the training queries' recorded samples (not hand-set)."""
     from .verify.answers import majority
-    from .verify.calibrate import calibrate_threshold
+    from .verify.calibrate import calibrate_escalation_threshold
 
     qs = [r["q"] for r in records]
     decisions = router.route_many(qs)
@@ -56,14 +56,16 @@ def _calibrate_threshold(records: list[dict[str, Any]], router: Any, strongest: 
         wcost.append(d.chosen.expected_cost * 3)  # the answer + 2 resamples for the verifier
         scost.append(d.chosen.expected_cost * 3 + next(c.expected_cost for c in d.candidates if c.model == strongest))
     # the cheapest threshold whose cascade is as accurate as always asking the strongest model
-    cal = calibrate_threshold(conf, weak_ok, strong_ok, wcost, scost, target="cost",
-                              target_accuracy=float(np.mean(strong_ok)))
+    cal = calibrate_escalation_threshold(conf, weak_ok, strong_ok, wcost, scost, target="cost",
+                                         target_accuracy=float(np.mean(strong_ok)))
     return float(cal.threshold), cal
 
 
 def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: str = "clip:tiny",
              quiet: bool = False, seed: int = 0) -> int:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from .offline import use_local_cost_map
+
+    use_local_cost_map()  # before litellm is imported: offline, its price map is the bundled one
     from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
@@ -71,10 +73,10 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .data.formats import outcomes_to_judgments, read_outcomes
     from .data.store import FeedbackStore
     from .graph import create_cascade_graph
-    from .llm import RecordedAnswers, register_offline_providers
+    from .offline import ReplayAnswers, register_offline_providers
     from .llm.convert import query_to_messages
-    from .policy import estimate_text_tokens
     from .pool import ModelPool
+    from .tokens import estimate_text_tokens
     from .training import resolve_image_paths, retrain, train_router
     from .verify import AllOf, ConsistencyVerifier, HeuristicVerifier, llm_generate
 
@@ -86,7 +88,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
 
     outs = read_outcomes(ex / "outcomes.jsonl")
     outcomes = resolve_image_paths(outs.items, outs.base_dir)
-    recorded = RecordedAnswers.load(ex / "answers.jsonl")
+    recorded = ReplayAnswers.load(ex / "answers.jsonl")
     raw = {}
     for line in (ex / "answers.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)

@@ -57,3 +57,7 @@ class ProviderError(MMRouteError):
     def __init__(self, message: str, attempts: list | None = None):
         super().__init__(message)
         self.attempts = list(attempts or [])
+
+
+class RoutingWarning(UserWarning):
+    """Something will route worse than the user probably expects (unknown prices, untrained names)."""

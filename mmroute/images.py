@@ -259,6 +259,8 @@ def read_source(source: object, policy: ImagePolicy = DEFAULT_POLICY, base_dir: 
     path = Path(s)
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
+    if path.is_dir():
+        raise ImageError(f"image path {path} is a directory, not an image file")
     if not path.is_file():
         raise ImageError(f"image file not found: {path}")
     size = path.stat().st_size

@@ -1,7 +1,14 @@
-"""Reading chat messages in the two dialects users hand us: OpenAI dicts and LangChain objects."""
+"""Reading chat messages in the dialects users hand us: OpenAI dicts, LangChain objects and
+``(role, content)`` tuples, with image blocks in OpenAI, LangChain and Anthropic form.
+
+The one place that knows the dialects: routing reads them as :class:`Turn` s
+(:func:`split_messages`), and ``mmroute.llm.convert`` builds LiteLLM payloads through the public
+readers here (:func:`canonical_role`, :func:`image_source`, :func:`openai_tool_calls`).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,14 +19,20 @@ _ROLE = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assis
          "system": "system", "developer": "system", "tool": "tool", "function": "tool"}
 
 
+def canonical_role(role: object) -> str | None:
+    """The OpenAI role a dialect's role or LangChain message type stands for (None if unknown)."""
+    return _ROLE.get(role) if isinstance(role, str) else None
+
+
 @dataclass
 class Turn:
     role: str
     text: str
     images: list[str] = field(default_factory=list)
+    tool_calls: str = ""  # an assistant turn's tool calls as sent (JSON): they count towards the prompt
 
 
-def _block_image(block: dict) -> str | None:
+def image_source(block: dict[str, Any]) -> str | None:
     """The image source of a content block, or None if the block is not an image."""
     kind = block.get("type")
     if kind == "image_url":
@@ -62,11 +75,30 @@ def _content(content: Any) -> tuple[str, list[str]]:
         if block.get("type") == "text":
             texts.append(str(block.get("text", "")))
             continue
-        img = _block_image(block)
+        img = image_source(block)
         if img is not None:
             images.append(img)
         # other block types (audio, tool_use, reasoning, ...) carry nothing we route on
     return "\n".join(t for t in texts if t), images
+
+
+def _tool_calls(msg: Any) -> str:
+    """The tool calls of an assistant message (OpenAI ``tool_calls`` / ``function_call`` or LangChain's), as JSON."""
+    if isinstance(msg, dict):
+        calls = msg.get("tool_calls") or ([msg["function_call"]] if msg.get("function_call") else [])
+    else:
+        calls = getattr(msg, "tool_calls", None) or []
+    return json.dumps(list(calls), default=str) if calls else ""
+
+
+def openai_tool_calls(msg: Any) -> list[dict[str, Any]]:
+    """A LangChain message's tool calls in OpenAI format (arguments as a JSON string)."""
+    calls = []
+    for tc in getattr(msg, "tool_calls", None) or []:
+        args = tc.get("args", {})
+        calls.append({"id": tc.get("id"), "type": "function",
+                      "function": {"name": tc.get("name"), "arguments": args if isinstance(args, str) else json.dumps(args)}})
+    return calls
 
 
 def split_messages(messages: Iterable[Any]) -> list[Turn]:
@@ -83,8 +115,12 @@ def split_messages(messages: Iterable[Any]) -> list[Turn]:
             role, content = msg.type, msg.content
         else:
             raise InvalidInputError(f"message {i} is not a chat message (got {type(msg).__name__})")
-        if role not in _ROLE:
+        canonical = canonical_role(role)
+        if canonical is None:
             raise InvalidInputError(f"message {i} has unknown role {role!r}")
         text, images = _content(content)
-        turns.append(Turn(_ROLE[role], text, images))
+        turns.append(Turn(canonical, text, images, _tool_calls(msg)))
     return turns
+
+
+__all__ = ["Turn", "canonical_role", "image_source", "openai_tool_calls", "split_messages"]

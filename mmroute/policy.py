@@ -10,24 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError, NoEligibleModelError
-from .pool import ModelPool
-
-
-def estimate_text_tokens(text: str) -> int:
-    """Cheap, tokenizer-free estimate: ~4 ASCII chars per token, ~1 token per other char.
-
-    Conservative for non-Latin scripts, where chars/4 would let a prompt overflow a context.
-    """
-    if not text:
-        return 0
-    ascii_chars = sum(1 for ch in text if ord(ch) < 128) if len(text) < 1_000_000 else len(text.encode("ascii", "ignore"))
-    return int(math.ceil(ascii_chars / 4)) + (len(text) - ascii_chars)
+from .errors import CheckpointError, ConfigError, NoEligibleModelError
+from .pool import ModelPool, ModelSpec
 
 
 class CandidateScore(BaseModel):
@@ -52,8 +41,18 @@ class RouteDecision(BaseModel):
     knob: float = Field(description="lambda (cost-aware) or threshold t (two-model)")
     candidates: tuple[CandidateScore, ...]
     filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
-    prompt_tokens: int
-    n_images: int
+    prompt_tokens: int = Field(description="estimated text tokens of everything sent (all turns), as filtered on")
+    n_images: int = Field(description="images in everything sent (all turns), as filtered on")
+    # Exploration (mmroute.learning) fills these; a deterministic policy leaves the defaults, which
+    # mean "probability 1 on the chosen model". The decision log and off-policy evaluation read them.
+    decision_id: str | None = Field(default=None, description="id the decision log and its later feedback share")
+    propensity: float = Field(default=1.0, gt=0.0, le=1.0, description="probability the policy gave the chosen model")
+    probabilities: dict[str, float] = Field(default_factory=dict,
+                                            description="model -> probability of being chosen (empty: all on model)")
+
+    def choice_probabilities(self) -> dict[str, float]:
+        """The policy's distribution over models for this query (sums to 1)."""
+        return dict(self.probabilities) if self.probabilities else {self.model: 1.0}
 
     @property
     def chosen(self) -> CandidateScore:
@@ -97,7 +96,49 @@ class Policy(Protocol):
 
     def utilities(self, s: Scored) -> np.ndarray: ...
 
+    def to_json(self) -> dict[str, Any]: ...
 
+
+class SerialisablePolicy(Protocol):
+    """A policy class that can be rebuilt from its :meth:`Policy.to_json` dict."""
+
+    name: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Policy: ...
+
+
+#: Policy classes by the ``name`` their JSON carries; :func:`register_policy` adds one.
+POLICIES: dict[str, type[SerialisablePolicy]] = {}
+
+_PolicyClass = TypeVar("_PolicyClass", bound=type)
+
+
+def register_policy(cls: _PolicyClass) -> _PolicyClass:
+    """Class decorator: make a policy class loadable from a saved router by its ``name``."""
+    POLICIES[cls.name] = cls  # type: ignore[attr-defined]  # the dataclass default of ``name``
+    return cls
+
+
+def policy_to_json(policy: Policy) -> dict[str, Any]:
+    """The JSON a router checkpoint stores for ``policy`` (its own ``to_json``)."""
+    to_json = getattr(policy, "to_json", None)
+    if to_json is None or policy.name not in POLICIES:
+        raise ConfigError(f"cannot save policy of type {type(policy).__name__}: give it to_json/from_json "
+                          "and decorate the class with @register_policy")
+    return to_json()
+
+
+def policy_from_json(d: dict[str, Any]) -> Policy:
+    """Rebuild a policy saved by :func:`policy_to_json`; CheckpointError for an unknown name."""
+    name = d.get("name")
+    cls = POLICIES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise CheckpointError(f"unknown policy {name!r} in router checkpoint (known: {', '.join(sorted(POLICIES))})")
+    return cls.from_json(d)
+
+
+@register_policy
 @dataclass
 class CostAwarePolicy:
     """argmax of quality - lam * cost. ``lam`` is quality points per USD (0 = best quality at any price)."""
@@ -116,7 +157,15 @@ class CostAwarePolicy:
     def utilities(self, s: Scored) -> np.ndarray:
         return s.quality - self.lam * s.cost
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "lam": self.lam}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CostAwarePolicy:
+        return cls(lam=float(d.get("lam", 0.0)))
+
+
+@register_policy
 @dataclass
 class ThresholdPolicy:
     """RouteLLM's two-model rule: the strong model when P(strong beats weak) >= threshold."""
@@ -150,6 +199,13 @@ class ThresholdPolicy:
         elif weak_ok:
             u[j] = 1.0
         return u
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "strong": self.strong, "weak": self.weak, "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ThresholdPolicy:
+        return cls(strong=d["strong"], weak=d["weak"], threshold=float(d["threshold"]))
 
 
 def decide(s: Scored, policy: Policy, filtered: dict[str, str], *, prompt_tokens: int, n_images: int) -> RouteDecision:
@@ -192,17 +248,32 @@ def _reason(s: Scored, policy: Policy, best: int, filtered: dict[str, str]) -> s
     return head
 
 
+def spec_filter_reasons(spec: ModelSpec, *, text_tokens: int, n_images: int,
+                        unknown_vision_ok: bool = False) -> list[str]:
+    """Why one model cannot take a request of this size (empty: it can).
+
+    Routing refuses images to a model whose vision support is unknown; a direct call to a model
+    the caller named (``unknown_vision_ok``) refuses only what is known not to fit.
+    """
+    why = []
+    if n_images and spec.supports_vision is not True and not (unknown_vision_ok and spec.supports_vision is None):
+        why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
+    if spec.context_window is not None:
+        need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
+        if need > spec.context_window:
+            why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+    return why
+
+
 def hard_filters(pool: ModelPool, *, text_tokens: int, n_images: int, exclude: Sequence[str] = ()) -> dict[str, str]:
-    """Models that must not get this query, with the reason."""
+    """Models that must not get this request, with the reason.
+
+    ``text_tokens`` and ``n_images`` describe everything that will be sent (see
+    ``mmroute.payload.Payload``), not just the turn the features were computed from.
+    """
     out: dict[str, str] = {}
     for spec in pool.models:
-        why = []
-        if n_images and spec.supports_vision is not True:
-            why.append("no vision" if spec.supports_vision is False else "vision support unknown (set supports_vision in the pool)")
-        if spec.context_window is not None:
-            need = spec.prompt_tokens(text_tokens, n_images) + spec.typical_output_tokens
-            if need > spec.context_window:
-                why.append(f"prompt needs ~{need} tokens > context {spec.context_window}")
+        why = spec_filter_reasons(spec, text_tokens=text_tokens, n_images=n_images)
         if spec.name in exclude:
             why.append("excluded by caller")
         if why:
@@ -255,10 +326,12 @@ def calibrate_lambda(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray
     return hi * 1.001
 
 
-def calibrate_threshold(p_strong: np.ndarray, *, target_strong_share: float | None = None,
-                        cost_strong: np.ndarray | None = None, cost_weak: np.ndarray | None = None,
-                        target_cost: float | None = None) -> float:
-    """Threshold t on P(strong beats weak) hitting a share of strong calls, or an average cost."""
+def calibrate_strong_win_threshold(p_strong: np.ndarray, *, target_strong_share: float | None = None,
+                                   cost_strong: np.ndarray | None = None, cost_weak: np.ndarray | None = None,
+                                   target_cost: float | None = None) -> float:
+    """``ThresholdPolicy``'s t on P(strong beats weak) hitting a share of strong calls, or an
+    average cost: decided before any call (not the verifier's escalation threshold,
+    :func:`mmroute.verify.calibrate_escalation_threshold`)."""
     p = np.sort(np.asarray(p_strong, float))[::-1]
     n = len(p)
     if n == 0:
@@ -276,6 +349,96 @@ def calibrate_threshold(p_strong: np.ndarray, *, target_strong_share: float | No
         if avg <= target_cost:
             return float(t)
     return 1.0 + 1e-9
+
+
+DEFAULT_QUALITY_TOLERANCE = 0.02
+"""How much mean predicted quality (a probability of beating the pool's other models) the default
+policy may give up against always calling the best single model: 2 points, the size of the
+rounding in a win-rate table, buys most of the savings on the example and RouterBench sets
+(docs/evaluation.md, "The default policy")."""
+
+
+class QualityCalibration(BaseModel):
+    """How a train-time lambda was chosen, with its effect on the sample queries (kept in the router)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lam: float
+    tolerance: float
+    reference_model: int = Field(description="column of the best single model (callers store its name)")
+    reference_quality: float = Field(description="mean predicted quality of always calling it (falling back "
+                                     "to the best eligible model where it cannot take a query)")
+    quality: float = Field(description="mean predicted quality of the routed choice at lam")
+    cost: float = Field(description="mean expected USD per query of the routed choice at lam")
+    quality_at_zero: float
+    cost_at_zero: float
+    n_queries: int
+
+
+def routed_stats(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, lam: float) -> tuple[float, float]:
+    """Mean predicted quality and mean expected cost of the cost-aware choice at ``lam``."""
+    pick = choose_batch(quality, cost, eligible, lam)
+    rows = np.arange(len(pick))
+    return float(quality[rows, pick].mean()), float(cost[rows, pick].mean())
+
+
+def calibrate_quality_tolerance(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None, *,
+                                tolerance: float = DEFAULT_QUALITY_TOLERANCE, iters: int = 60) -> QualityCalibration:
+    """The largest lambda (least cost) whose routed mean predicted quality on these queries stays
+    within ``tolerance`` of the best single model's.
+
+    Per query, the chosen model's cost and quality both fall as lambda grows, so the mean quality is
+    monotone in lambda and bisection finds the boundary. Queries no model can take are left out.
+    """
+    quality, cost = np.asarray(quality, float), np.asarray(cost, float)
+    eligible = np.ones_like(quality, bool) if eligible is None else np.asarray(eligible, bool)
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"quality tolerance must be a finite number >= 0, got {tolerance}")
+    keep = eligible.any(axis=1)
+    if not keep.any():
+        raise ConfigError("calibration needs at least one sample query some model can take")
+    quality, cost, eligible = quality[keep], cost[keep], eligible[keep]
+    rows = np.arange(len(quality))
+    q0 = quality[rows, choose_batch(quality, cost, eligible, 0.0)]
+    single = np.where(eligible, quality, q0[:, None]).mean(axis=0)
+    ref = int(np.argmax(single))
+    target = float(single[ref]) - tolerance
+    quality_at_zero, cost_at_zero = routed_stats(quality, cost, eligible, 0.0)
+
+    def result(lam: float) -> QualityCalibration:
+        q, c = routed_stats(quality, cost, eligible, lam)
+        return QualityCalibration(lam=lam, tolerance=tolerance, reference_model=ref, reference_quality=float(single[ref]),
+                                  quality=q, cost=c, quality_at_zero=quality_at_zero, cost_at_zero=cost_at_zero,
+                                  n_queries=len(quality))
+
+    if not (cost > 0).any():  # nothing to save: quality alone decides
+        return result(0.0)
+
+    def ok(lam: float) -> bool:
+        return routed_stats(quality, cost, eligible, lam)[0] >= target - 1e-12
+
+    scale = float(np.median(cost[cost > 0]))
+    lo, hi = 0.0, 1.0 / scale
+    while ok(hi) and hi < 1e18:
+        lo, hi = hi, hi * 10
+    if ok(hi):  # even the cheapest eligible model everywhere is within tolerance: the least lambda giving it
+        cheapest = choose_batch(quality, cost, eligible, hi)
+        lo, hi = 0.0, hi
+        for _ in range(iters):
+            mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+            if np.array_equal(choose_batch(quality, cost, eligible, mid), cheapest):
+                hi = mid
+            else:
+                lo = mid
+        return result(hi * 1.001)
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    # Stop 0.1 % short of the boundary so last-bit feature differences cannot cross it.
+    return result(lo / 1.001)
 
 
 PolicyName = Literal["cost-aware", "threshold"]

@@ -7,6 +7,7 @@ LiteLLM does not know must state its prices, since routing on an unknown price i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from .errors import ConfigError, DataFormatError
 
 DEFAULT_OUTPUT_TOKENS = 300
 DEFAULT_TOKENS_PER_IMAGE = 765  # a 512-px image in high detail on GPT-4o-class models
+ENV_PREFIX = "os.environ/"  # LiteLLM's own convention for secrets in config files
 
 
 class ModelSpec(BaseModel):
@@ -32,7 +34,29 @@ class ModelSpec(BaseModel):
     typical_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, gt=0)
     tokens_per_image: int = Field(DEFAULT_TOKENS_PER_IMAGE, ge=0)
     tags: tuple[str, ...] = ()
-    litellm_params: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for litellm.completion (api_base, ...)")
+    aliases: tuple[str, ...] = Field((), description="names this model has in training data, e.g. 'gpt-4o-2024-05-13' "
+                                     "for a pool model 'openai/gpt-4o': their judgments train this model")
+    litellm_params: dict[str, Any] = Field(default_factory=dict, description="extra kwargs for litellm.completion "
+                                           "(api_base, api_version, ...); a value 'os.environ/NAME' is read from "
+                                           "that environment variable at call time, so keys stay out of files")
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _one_alias(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+    def call_params(self) -> dict[str, Any]:
+        """``litellm_params`` with ``os.environ/NAME`` references replaced by the variable's value."""
+        out: dict[str, Any] = {}
+        for key, value in self.litellm_params.items():
+            if isinstance(value, str) and value.startswith(ENV_PREFIX):
+                var = value[len(ENV_PREFIX):]
+                if var not in os.environ:
+                    raise ConfigError(f"model {self.name!r}: litellm_params.{key} refers to environment variable "
+                                      f"{var!r}, which is not set")
+                value = os.environ[var]
+            out[key] = value
+        return out
 
     @property
     def prices_known(self) -> bool:
@@ -112,7 +136,22 @@ class ModelPool(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate model names in pool: {', '.join(dup)}")
+        owner: dict[str, str] = {}
+        for m in self.models:
+            for a in m.aliases:
+                if a in owner or (a in names and a != m.name):
+                    other = owner.get(a, a)
+                    raise ValueError(f"training name {a!r} of {m.name!r} also names {other!r}: each training name "
+                                     "must map to one pool model")
+                owner[a] = m.name
         return self
+
+    def canonical(self, name: str) -> str | None:
+        """The pool model a training name (a pool name or one of its aliases) stands for; None if none."""
+        for m in self.models:
+            if name == m.name or name in m.aliases:
+                return m.name
+        return None
 
     @property
     def names(self) -> list[str]:
@@ -157,8 +196,16 @@ class ModelPool(BaseModel):
                 raw = yaml.safe_load(raw_text)
             else:
                 raw = json.loads(raw_text)
-        except Exception as exc:
-            raise DataFormatError(f"not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}", path=str(path)) from None
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                                  path=str(path), line=exc.lineno) from None
+        except Exception as exc:  # yaml.YAMLError; a mark gives the place (0-based in PyYAML)
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            if mark is None:
+                raise DataFormatError(f"not valid YAML: {exc}", path=str(path)) from None
+            what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
+            raise DataFormatError(f"not valid YAML: {what} (line {mark.line + 1}, column {mark.column + 1})",
+                                  path=str(path), line=mark.line + 1) from None
         if isinstance(raw, list):
             raw = {"models": raw}
         if not isinstance(raw, dict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,13 @@ import numpy as np
 from . import __version__
 from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir, publish, read_json,
                          sha256_file, verify_checksums)
-from .errors import CheckpointError, ConfigError, InvalidInputError
+from .errors import CheckpointError, ConfigError, InvalidInputError, RoutingWarning
 from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, ThresholdPolicy, calibrate_lambda, decide,
-                     estimate_text_tokens, hard_filters)
-from .pool import ModelPool
+from .payload import Payload, is_messages
+from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, calibrate_lambda, decide, hard_filters,
+                     policy_from_json, policy_to_json)
+from .preference.metrics import expected_quality_from_win, win_probabilities
+from .pool import ModelPool, ModelSpec
 from .query import Query
 
 if TYPE_CHECKING:
@@ -35,25 +38,24 @@ ROUTER_FORMAT = 1
 DEFAULT_CACHE_ENTRIES = 10_000  # a served router remembers this many recent texts/images
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+def trained_name(spec: ModelSpec, trained: Sequence[str]) -> str | None:
+    """The name a pool model was trained under: its own, else its first alias the model knows."""
+    if spec.name in trained:
+        return spec.name
+    return next((a for a in spec.aliases if a in trained), None)
 
 
-def policy_to_json(policy: Policy) -> dict[str, Any]:
-    if isinstance(policy, ThresholdPolicy):
-        return {"name": "threshold", "strong": policy.strong, "weak": policy.weak, "threshold": policy.threshold}
-    if isinstance(policy, CostAwarePolicy):
-        return {"name": "cost-aware", "lam": policy.lam}
-    raise ConfigError(f"cannot save policy of type {type(policy).__name__}")
-
-
-def policy_from_json(d: dict[str, Any]) -> Policy:
-    name = d.get("name")
-    if name == "threshold":
-        return ThresholdPolicy(strong=d["strong"], weak=d["weak"], threshold=float(d["threshold"]))
-    if name == "cost-aware":
-        return CostAwarePolicy(lam=float(d.get("lam", 0.0)))
-    raise CheckpointError(f"unknown policy {name!r} in router checkpoint")
+def check_pool_matches(pool: ModelPool, trained: Sequence[str], where: str) -> None:
+    """Refuse a pool that shares no model with the trained ones (every rating would be 0.5); warn
+    for each pool model that was not trained."""
+    untrained = [spec.name for spec in pool.models if trained_name(spec, trained) is None]
+    if len(untrained) == len(pool):
+        raise ConfigError(f"no model of the pool ({', '.join(pool.names)}) was trained in the router at {where} "
+                          f"(it knows {', '.join(trained)}): name them so, or list the trained names as "
+                          "'aliases' in the pool file")
+    for name in untrained:
+        warnings.warn(f"pool model {name!r} was not trained in the router at {where}: it gets a neutral 0.5 "
+                      "rating until retraining (list its training name under 'aliases'?)", RoutingWarning, stacklevel=3)
 
 
 class Router:
@@ -69,10 +71,11 @@ class Router:
         self.image_policy = image_policy
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.store = store
-        missing = [m for m in pool.names if m not in model.models_]
+        trained = {spec.name: trained_name(spec, model.models_) for spec in pool.models}
+        missing = [m for m, t in trained.items() if t is None]
         if missing:  # no judgments yet: neutral rating, no feature dependence, until retraining
             model.add_models(missing)
-        self._cols = np.array([model.models_.index(m) for m in pool.names])
+        self._cols = np.array([model.models_.index(trained[m] or m) for m in pool.names])
 
     # -- prediction -------------------------------------------------------------------------
     @property
@@ -88,64 +91,86 @@ class Router:
         return s / float(getattr(self.model, "temperature_", 1.0) or 1.0)
 
     def win_matrices(self, X: np.ndarray) -> np.ndarray:
-        s = self.pool_scores(X)
-        return _sigmoid(s[:, :, None] - s[:, None, :])
+        return win_probabilities(self.pool_scores(X))
 
     def quality_from_features(self, X: np.ndarray) -> np.ndarray:
         """Expected quality: mean probability of beating each other pool model (0.5 for a pool of one)."""
         if getattr(self.model, "pointwise", False):  # a pointwise family predicts the quality itself
             return np.asarray(self.model.expected_quality(X), dtype=np.float64)[:, self._cols]
-        w = self.win_matrices(X)
-        m = w.shape[1]
-        if m == 1:
-            return np.full((len(X), 1), 0.5)
-        return (w.sum(axis=2) - 0.5) / (m - 1)
+        return expected_quality_from_win(self.win_matrices(X))
 
     def predict_quality(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
         return self.quality_from_features(self.features(queries, progress))
 
-    def expected_costs(self, query: Query) -> np.ndarray:
-        tokens = estimate_text_tokens(query.text)
-        return np.array([m.expected_cost(tokens, query.n_images) for m in self.pool.models])
+    def expected_costs(self, query: Query | Payload) -> np.ndarray:
+        """USD per pool model for sending ``query`` (a Query as one user turn, or a whole Payload)."""
+        p = query if isinstance(query, Payload) else Payload.of_query(query)
+        return np.array([m.expected_cost(p.text_tokens, p.n_images) for m in self.pool.models])
+
+    def prepare(self, value: Any, include_context: bool = False, payload: Payload | None = None) -> tuple[Query, Payload]:
+        """The query the features see, and the payload the filters see: for chat messages the
+        features follow ``include_context`` but the filters always cover every turn."""
+        if is_messages(value):
+            msgs = [value] if not isinstance(value, (list, tuple)) else value
+            q = Query.from_messages(msgs, include_context=include_context, image_policy=self.image_policy)
+            return q, payload or Payload.from_messages(msgs)
+        q = Query.coerce(value, image_policy=self.image_policy)
+        return q, payload or Payload.of_query(q)
 
     # -- routing ----------------------------------------------------------------------------
-    def route(self, query: Any, *, policy: Policy | None = None, exclude: Sequence[str] = ()) -> RouteDecision:
-        """Choose a model for one query (a Query, a string, or chat messages)."""
-        q = Query.coerce(query, image_policy=self.image_policy)
+    def route(self, query: Any, *, policy: Policy | None = None, exclude: Sequence[str] = (),
+              include_context: bool = False, payload: Payload | None = None) -> RouteDecision:
+        """Choose a model for a Query, a string, a ``{"text", "images"}`` dict, or a conversation.
+
+        For a conversation (OpenAI dicts or LangChain messages) the features come from the last
+        user turn (or every turn, with ``include_context``), while the vision, context-window and
+        cost checks cover everything that will be sent: all turns, all images. ``payload``
+        overrides what is sent (e.g. with bound tools counted), for callers that know more.
+        """
+        q, p = self.prepare(query, include_context, payload)
         x = self.pipeline.transform([q])
-        return self._decide(q, x, policy or self.policy, exclude)
+        return self._decide(q, x, policy or self.policy, exclude, p)
 
-    def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False) -> list[RouteDecision]:
-        qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
-        X = self.pipeline.transform(qs, progress=progress)
-        return [self._decide(q, X[i:i + 1], policy or self.policy, ()) for i, q in enumerate(qs)]
+    def route_features(self, query: Query, x: np.ndarray, *, policy: Policy | None = None,
+                       exclude: Sequence[str] = (), payload: Payload | None = None) -> RouteDecision:
+        """Route a query whose features were computed already (a server batches them across requests).
 
-    def _decide(self, q: Query, x: np.ndarray, policy: Policy, exclude: Sequence[str]) -> RouteDecision:
+        ``payload`` is what will be sent (default: the query alone); pass
+        ``Payload.from_messages(messages)`` for a conversation so the filters see every turn."""
+        return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy, exclude,
+                            payload)
+
+    def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False,
+                   include_context: bool = False) -> list[RouteDecision]:
+        pairs = [self.prepare(q, include_context, None) for q in queries]
+        X = self.pipeline.transform([q for q, _ in pairs], progress=progress)
+        return [self._decide(q, X[i:i + 1], policy or self.policy, (), p) for i, (q, p) in enumerate(pairs)]
+
+    def _decide(self, q: Query, x: np.ndarray, policy: Policy, exclude: Sequence[str],
+                payload: Payload | None = None) -> RouteDecision:
         unknown = [m for m in exclude if m not in self.pool]
         if unknown:
             raise InvalidInputError(f"cannot exclude unknown model(s): {', '.join(unknown)}")
-        tokens = estimate_text_tokens(q.text)
-        filtered = hard_filters(self.pool, text_tokens=tokens, n_images=q.n_images, exclude=exclude)
+        p = payload or Payload.of_query(q)
+        filtered = hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
         win = self.win_matrices(x)[0]
-        m = win.shape[0]
-        quality = np.full(m, 0.5) if m == 1 else (win.sum(axis=1) - 0.5) / (m - 1)
-        if getattr(self.model, "pointwise", False):
-            quality = self.quality_from_features(x)[0]
-        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(q),
+        quality = (self.quality_from_features(x)[0] if getattr(self.model, "pointwise", False)
+                   else expected_quality_from_win(win))
+        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(p),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
-        return decide(scored, policy, filtered, prompt_tokens=tokens, n_images=q.n_images)
+        return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
 
     def calibrate(self, queries: Sequence[Any], *, target_cost: float | None = None,
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
         """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
         calls to the best-rated model, meets the target; sets and returns the policy."""
-        qs = [Query.coerce(q, image_policy=self.image_policy) for q in queries]
-        if not qs:
+        pairs = [self.prepare(q, False, None) for q in queries]
+        if not pairs:
             raise InvalidInputError("calibration needs at least one sample query")
-        quality = self.quality_from_features(self.features(qs, progress))
-        cost = np.stack([self.expected_costs(q) for q in qs])
+        quality = self.quality_from_features(self.features([q for q, _ in pairs], progress))
+        cost = np.stack([self.expected_costs(p) for _, p in pairs])
         names = self.pool.names
-        removed = [hard_filters(self.pool, text_tokens=estimate_text_tokens(q.text), n_images=q.n_images) for q in qs]
+        removed = [hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images) for _, p in pairs]
         eligible = np.array([[n not in r for n in names] for r in removed])
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost,
                                target_strong_share=target_strong_share)
@@ -155,18 +180,13 @@ class Router:
     # -- feedback ---------------------------------------------------------------------------
     def record(self, query: Any, model_a: str, model_b: str, winner: str, *, store: "FeedbackStore | None" = None,
                weight: float = 1.0, source: str = "api", id: str | None = None) -> "Judgment":
-        """Store one pairwise judgment for the next retraining (nothing is learned in place)."""
-        from .data.formats import Judgment, QueryRecord
-
+        """Store one judgment in ``store`` (default: ``self.store``, the graph adapters' store) with
+        this router's image policy; the judgment is built by :meth:`FeedbackStore.record`."""
         target = store if store is not None else self.store
         if target is None:
             raise ConfigError("no feedback store: pass store= or set router.store")
-        q = Query.coerce(query, image_policy=self.image_policy)
-        j = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]),
-                     model_a=model_a, model_b=model_b, winner=winner, weight=weight, source=source,
-                     **({"id": id} if id else {}))
-        target.add(j)
-        return j
+        return target.record(query, model_a, model_b, winner, weight=weight, source=source, id=id,
+                             image_policy=self.image_policy)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:
@@ -216,6 +236,8 @@ class Router:
             pipeline = encoder
         saved_spec.check_compatible(pipeline.spec)
         model = load_preference(folder / "preference")
+        if pool is not None:  # the model's names, not a list in the metadata: retraining adds models
+            check_pool_matches(pool, list(model.models_), str(folder))
         return cls(pipeline, model, pool or saved_pool, policy or saved_policy, image_policy=image_policy,
                    metadata={**meta.get("metadata", {}), "version_dir": str(folder)})
 

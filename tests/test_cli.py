@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mmroute.cli import main
+from mmroute.data.example import example_dir
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 
 @pytest.fixture(scope="module")

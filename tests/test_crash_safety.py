@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmroute.checkpoint import list_versions
+from mmroute.data.example import example_dir
 from mmroute.errors import InvalidInputError
 from mmroute.query import Query
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 WRITER = textwrap.dedent("""
     import os, sys

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from mmroute.data import (
-    ERROR_KINDS,
     DataLineError,
     Judgment,
     Outcome,
@@ -23,6 +22,7 @@ from mmroute.data import (
     write_jsonl,
 )
 from mmroute.data.example import SOURCE, example_dir, generate_example
+from mmroute.data.formats import ERROR_KINDS
 from mmroute.errors import DataFormatError, ImageError, InvalidInputError
 
 REPO = Path(__file__).resolve().parents[1]

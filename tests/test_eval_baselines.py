@@ -30,7 +30,7 @@ def _task(n: int = 300, seed: int = 0):
     return X, J, cluster
 
 
-@pytest.mark.parametrize("make", [lambda: b.KNNRouter(k=5), lambda: b.SWRanking(),
+@pytest.mark.parametrize("make", [lambda: b.KNNQuality(k=5), lambda: b.SWRanking(),
                                   lambda: b.MatrixFactorization(max_steps=300, lr=3e-3, seed=0)])
 def test_contextual_baselines_learn_the_cluster_winner(make):
     X, J, cluster = _task()
@@ -47,9 +47,9 @@ def test_global_and_random_ignore_the_query():
     P = b.GlobalBT(max_epochs=50).fit(X, J).predict_quality(X[:10])
     assert np.allclose(P, P[0])
     assert P[0, 2] < P[0, 0] and P[0, 2] < P[0, 1]
-    R = b.RandomRouter(3, seed=1).predict_quality(X[:50])
+    R = b.RandomQuality(3, seed=1).predict_quality(X[:50])
     assert R.shape == (50, 3) and 0 <= R.min() and R.max() <= 1
-    assert np.array_equal(R, b.RandomRouter(3, seed=1).predict_quality(X[:50]))
+    assert np.array_equal(R, b.RandomQuality(3, seed=1).predict_quality(X[:50]))
 
 
 def test_bt_newton_two_models_closed_form_and_ties_half():
@@ -104,3 +104,18 @@ def test_judgment_arrays_validate():
         b.JudgmentArrays([0], [0], [3], [1.0], [1.0], 2)
     with pytest.raises(InvalidInputError):
         b.JudgmentArrays([0, 1], [0], [1], [1.0], [1.0], 2)
+
+
+def test_judgment_arrays_from_encoded_training_arrays():
+    from mmroute.training import EncodedJudgments
+
+    Xq = np.eye(2, dtype=np.float32)
+    enc = EncodedJudgments(X=Xq[[0, 1, 1]], pairs=np.array([["a", "b"], ["b", "c"], ["c", "a"]], dtype=object),
+                           y=np.array([1.0, 0.5, 0.0]), weight=np.array([1.0, 2.0, 1.0]),
+                           query_index=np.array([0, 1, 1]), Xq=Xq)
+    J = b.JudgmentArrays.from_encoded(enc, ["a", "b", "c"])
+    assert J.n_models == 3 and J.qi.tolist() == [0, 1, 1]
+    assert J.ia.tolist() == [0, 1, 2] and J.ib.tolist() == [1, 2, 0]
+    assert J.y.tolist() == [1.0, 0.5, 0.0] and J.w.tolist() == [1.0, 2.0, 1.0]
+    with pytest.raises(InvalidInputError, match="'c' are not in models"):
+        b.JudgmentArrays.from_encoded(enc, ["a", "b"])

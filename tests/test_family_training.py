@@ -3,15 +3,14 @@ any family (route, save, load); ``train --cache``; the ``imgstats`` encoder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mmroute.cli import main
-from mmroute.errors import ConfigError
+from mmroute.data.example import example_dir
+from mmroute.errors import ConfigError, InvalidInputError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 
 # ------------------------------------------------------------------------------------------ imgstats
@@ -71,7 +70,7 @@ def pool():
 
 def test_train_uses_the_same_selection_as_eval(judgments, pool, monkeypatch):
     import mmroute.preference.family_selection as fs
-    from mmroute.eval.baselines import FamilyRouter, JudgmentArrays
+    from mmroute.eval.baselines import FamilyQuality, JudgmentArrays
     from mmroute.training import train_router
 
     calls: list[str] = []
@@ -89,7 +88,7 @@ def test_train_uses_the_same_selection_as_eval(judgments, pool, monkeypatch):
     # the eval harness's router goes through the very same function
     X = np.zeros((3, 4), dtype=np.float32)
     J = JudgmentArrays(np.arange(3), np.zeros(3), np.ones(3), np.ones(3), np.ones(3), 2)
-    FamilyRouter().fit(X, J)
+    FamilyQuality().fit(X, J)
     assert len(calls) == 2
 
 
@@ -138,6 +137,18 @@ def test_retrain_refuses_a_family_it_cannot_warm_start(judgments, pool, tmp_path
     store.add(judgments[0])
     rep = retrain(tmp_path / "r", store)
     assert not rep.accepted and "cannot be warm-started" in rep.reason
+
+
+def test_exploration_refuses_a_family_without_a_posterior(pool):
+    from mmroute.features import FeaturePipeline
+    from mmroute.learning import ExploringRouter, ThompsonPolicy
+    from mmroute.preference.families import MeanFamily, RoutingData
+    from mmroute.router import Router
+
+    data = RoutingData(np.zeros((1, 1), np.float32), [0], [0], [1], [1.0], [1.0], pool.names)
+    router = Router(FeaturePipeline.from_spec("clip:tiny"), MeanFamily().fit(data), pool)
+    with pytest.raises(InvalidInputError, match="exploration needs a Bradley-Terry router"):
+        ExploringRouter(router, ThompsonPolicy())
 
 
 def test_cli_train_cache_skips_encoding_the_second_time(tmp_path, monkeypatch, capsys):

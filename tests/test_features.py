@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from mmroute.errors import ConfigError, FeatureSpecMismatchError, WeightsNotFoundError
-from mmroute.features import (STATS, EmbeddingCache, EncoderInfo, FeaturePipeline, FeatureSpec, canonical_spec,
-                              parse_spec, query_stats)
+from mmroute.features import EmbeddingCache, FeaturePipeline, FeatureSpec, canonical_spec, parse_spec
+from mmroute.features.pipeline import STATS, query_stats
+from mmroute.features.spec import EncoderInfo
 from mmroute.query import Query
 
 LONG_HEAD = " ".join(f"apple banana cherry number {i}." for i in range(40))  # ~240 tokens, > 77
@@ -170,7 +171,7 @@ def test_long_text_is_chunked_not_cut(tiny):
 
 
 def test_megabyte_text_is_capped_but_still_covers_the_end(tiny):
-    from mmroute.features import MAX_TEXT_CHUNKS
+    from mmroute.features.base import MAX_TEXT_CHUNKS
 
     base = "lorem ipsum dolor sit amet " * 40_000  # ~1 MB
     rows = tiny._chunk_rows(base)

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from PIL import Image
 
 from mmroute.errors import ConfigError, InvalidInputError
-from mmroute.graph import (RouterState, create_cascade_graph, create_router_node, decision_from_state, judgment_id,
-                           parse_feedback)
-from mmroute.llm import ScriptedLLM, fail
+from mmroute.graph import RouterState, create_cascade_graph, create_router_node, decision_from_state
+from mmroute.graph.nodes import judgment_id, parse_feedback
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, fail
 from mmroute.verify import HeuristicVerifier
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
@@ -275,6 +277,103 @@ def test_async_cascade(router, scripted):
     assert out["status"] == "accepted" and [a["model"] for a in out["answers"]] == [CHEAP, MID]
 
 
+# -- token streaming ---------------------------------------------------------------------------
+
+
+def _comparable(state: dict) -> dict:
+    """A final state without timings and message ids (which differ run to run)."""
+    def drop(rec: dict) -> dict:
+        return {k: v for k, v in rec.items() if k != "latency_s"}
+    return {"answers": [drop(a) for a in state["answers"]], "attempts": [drop(a) for a in state["attempts"]],
+            "final": drop(state["final"]) if state["final"] else None,
+            "messages": [(m.type, m.content, {k: v for k, v in m.response_metadata.items()}) for m in state["messages"]],
+            **{k: state[k] for k in ("status", "escalations", "total_cost_usd", "route", "error")}}
+
+
+def _streamed(app, inp: dict) -> tuple[list, dict]:
+    tokens, final = [], None
+    for mode, data in app.stream(inp, stream_mode=["messages", "values"]):
+        if mode == "messages":
+            chunk, meta = data
+            if meta.get("langgraph_node") == "generate" and chunk.content:
+                tokens.append(chunk)
+        else:
+            final = data
+    return tokens, final
+
+
+def test_cascade_streams_the_generating_models_tokens(router, scripted):
+    scripted.set(CHEAP, [SORRY, "the answer is four", SORRY])
+    scripted.set(MID, "it is 4")
+    app = cascade(router)
+    plain = app.invoke(text_msg())  # no listener: one non-streaming call per model, as before
+    assert [a["model"] for a in plain["answers"]] == [CHEAP, MID]
+    assert all(c.params.get("stream") is not True for c in scripted.calls)
+
+    scripted.reset()
+    tokens, streamed = _streamed(app, text_msg())
+    # each model's answer arrives in several chunks (the scripted provider streams word pieces)
+    assert [c.content for c in tokens] == ["I'm", " sorry,", " but", " I", " can't", " help", " with", " that.",
+                                           "it", " is", " 4"]
+    assert all(c.params.get("stream") is True for c in scripted.calls)
+    assert _comparable(streamed) == _comparable(plain)  # the final state does not depend on streaming
+
+    scripted.reset()
+    scripted.set(CHEAP, "the answer is four")
+    assert len(_streamed(app, text_msg())[0]) == 4
+
+
+def test_streaming_keeps_fallback_on_a_stream_that_fails_before_any_text(router, scripted):
+    from mmroute.testing import malformed
+
+    for streaming in (False, True):
+        scripted.reset()
+        scripted.set(CHEAP, malformed())
+        scripted.set(MID, "it is 4")
+        app = cascade(router)
+        out = _streamed(app, text_msg())[1] if streaming else app.invoke(text_msg())
+        assert [(a["model"], a["ok"], a["error_type"]) for a in out["attempts"]] == [
+            (CHEAP, False, "malformed"), (MID, True, None)], streaming
+        assert out["status"] == "accepted" and out["final"]["model"] == MID
+
+
+def test_async_cascade_streams_tokens(router, scripted):
+    scripted.set(CHEAP, "the answer is four")
+
+    async def run() -> list[str]:
+        return [c.content async for c, meta in cascade(router).astream(text_msg(), stream_mode="messages")
+                if meta.get("langgraph_node") == "generate" and c.content]
+
+    assert asyncio.run(run()) == ["the", " answer", " is", " four"]
+
+
+def test_a_global_langchain_cache_never_replaces_the_models_call(router, scripted):
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    set_llm_cache(InMemoryCache())
+    try:
+        app = cascade(router)
+        for _ in range(2):  # streamed: the chat-model path, where a LangChain cache would apply
+            assert _streamed(app, text_msg())[1]["status"] == "accepted"
+    finally:
+        set_llm_cache(None)
+    assert called(scripted) == [CHEAP, CHEAP]  # each question is asked (and billed) for real
+
+
+def test_offline_stand_in_is_marked_and_never_judged(router, scripted, store):
+    from mmroute.offline import OFFLINE_FALLBACK_TEXT
+
+    scripted.set(CHEAP, OFFLINE_FALLBACK_TEXT)
+    app = cascade(router, feedback=True, checkpointer=InMemorySaver())
+    out = app.invoke(text_msg(), {"configurable": {"thread_id": "stand-in"}})
+    assert out["messages"][-1].response_metadata["offline_fallback"] is True
+    assert "__interrupt__" not in out and out["feedback"] is None and store.count() == 0
+    scripted.set(CHEAP, "4")
+    out = app.invoke(text_msg("what is 3 + 1?"), {"configurable": {"thread_id": "real"}})
+    assert "offline_fallback" not in out["messages"][-1].response_metadata and "__interrupt__" in out
+
+
 # -- checkpointer, thread_id, subgraph ---------------------------------------------------------
 
 
@@ -373,15 +472,25 @@ def test_feedback_rejects_bad_resume_values_and_needs_a_store(router):
 
 
 def test_langgraph_json_serves_the_module_level_cascade_graph(router, scripted, tmp_path, monkeypatch):
-    import importlib
+    import importlib.util
     import json
     from pathlib import Path
+
+    import mmroute.graph.served as served
 
     root = Path(__file__).resolve().parents[1]
     path, attr = json.loads((root / "langgraph.json").read_text())["graphs"]["cascade"].rsplit(":", 1)
     assert path == "./graphs/cascade.py" and attr == "graph"
-    served = importlib.import_module("graphs.cascade")
-    assert "graph" not in vars(served)  # built lazily, on first access, not at import
+    # langgraph-api loads the file by path (graphs/ is not a package) and reads its namespace:
+    # `graph` must be there, as a factory it accepts (zero-argument, may be async), and it is the
+    # packaged one; the graph itself is not built at import
+    spec = importlib.util.spec_from_file_location("served_cascade_file", root / path)
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    factory = vars(entry)[attr]
+    assert factory is served.graph
+    assert inspect.iscoroutinefunction(factory) and not inspect.signature(factory).parameters
+    assert served._SERVED is None
 
     router.save(tmp_path / "router")  # what a deployment points MMROUTE_ROUTER at
     monkeypatch.setenv("MMROUTE_ROUTER", str(tmp_path / "router"))
@@ -392,3 +501,8 @@ def test_langgraph_json_serves_the_module_level_cascade_graph(router, scripted, 
     scripted.set(CHEAP, SORRY)
     out = app.invoke(text_msg(), {"configurable": {"thread_id": "served"}})
     assert out["__interrupt__"][0].value["kind"] == "rating" and called(scripted) == [CHEAP]
+
+    monkeypatch.setattr(served, "_SERVED", None)
+    built = asyncio.run(factory())  # what the server does on a run: built once, then reused
+    assert isinstance(built, CompiledStateGraph) and "feedback" in built.get_graph().nodes
+    assert asyncio.run(factory()) is built and served.served_graph() is built

@@ -18,8 +18,8 @@ from PIL import Image
 
 from mmroute.errors import ConfigError, ProviderError
 from mmroute.graph import RoutedChatModel, RoutingMiddleware
-from mmroute.llm import ScriptedLLM, fail, tool_call
 from mmroute.pool import ModelPool
+from mmroute.testing import ScriptedLLM, fail, tool_call
 from mmroute.verify import HeuristicVerifier
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"

@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from mmroute.errors import DataFormatError, ProviderError
-from mmroute.llm import (RecordedAnswers, ScriptedLLM, complete, load_mllm_bench, register_offline_providers,
-                         stream_complete, to_openai_messages, tool_call)
+from mmroute.llm import complete, stream_complete
+from mmroute.llm.convert import to_openai_messages
+from mmroute.offline import ReplayAnswers, load_mllm_bench, register_offline_providers
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from mmroute.testing import ScriptedLLM, tool_call
 
 litellm.suppress_debug_info = True
 IN, OUT = 1e-6, 4e-6
@@ -82,20 +84,20 @@ def recorded(tmp_path: Path) -> Path:
 
 
 def test_recorded_file_loads_and_names_bad_lines(recorded: Path, tmp_path: Path):
-    ra = RecordedAnswers.load(recorded)
+    ra = ReplayAnswers.load(recorded)
     assert len(ra) == 2 and ra.models == ["cheap", "strong"]
     q = Query.build("what colour is this?", ["img/a.png"], base_dir=recorded.parent)
     assert [s.text for s in ra.samples(q, "cheap")] == ["blue", "navy blue"] and ra.get(q).gold == "blue"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(recorded.read_text() + '{"id": "q3", "query": {"text": "x"}}\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:3: missing 'answers'"):
-        RecordedAnswers.load(bad)
-    lenient = RecordedAnswers.load(bad, strict=False)
+        ReplayAnswers.load(bad)
+    lenient = ReplayAnswers.load(bad, strict=False)
     assert len(lenient) == 2 and len(lenient.errors) == 1
 
 
 def test_replay_through_litellm_rotates_samples_and_costs(recorded: Path):
-    ra = RecordedAnswers.load(recorded)
+    ra = ReplayAnswers.load(recorded)
     register_offline_providers(replay_answers=ra)
     q = Query.build("what colour is this?", ["img/a.png"], base_dir=recorded.parent)
     pool = _pool("replay/cheap", "replay/strong")
@@ -111,13 +113,36 @@ def test_replay_through_litellm_rotates_samples_and_costs(recorded: Path):
 
 
 def test_replay_unknown_query_or_model_fails_without_retry(recorded: Path):
-    register_offline_providers(replay_answers=RecordedAnswers.load(recorded))
+    register_offline_providers(replay_answers=ReplayAnswers.load(recorded))
     with pytest.raises(ProviderError) as ei:
         complete("never recorded", ["replay/cheap"], max_retries=3)
     assert [a.error_type for a in ei.value.attempts] == ["not_found"]
     assert "no recorded answers for this query" in str(ei.value)
     with pytest.raises(ProviderError, match="no recorded answer from model 'nobody'"):
         complete("2+2?", ["replay/nobody"])
+
+
+def test_replay_offline_fallback_answers_unknown_queries_only_when_asked(recorded: Path):
+    from mmroute.llm import stream_complete
+    from mmroute.llm.providers import OFFLINE_FALLBACK_FINGERPRINT, OFFLINE_FALLBACK_TEXT, active_replay_answers
+
+    ra = ReplayAnswers.load(recorded)
+    pool = _pool("replay/cheap")
+    register_offline_providers(replay_answers=ra, replay_fallback=True)
+    try:
+        ans = complete("never recorded", ["replay/cheap"], pool=pool)
+        assert ans.text == OFFLINE_FALLBACK_TEXT and ans.raw.system_fingerprint == OFFLINE_FALLBACK_FINGERPRINT
+        assert ans.cost_usd == 0 and [a.ok for a in ans.attempts] == [True]  # no model ran: nothing billed
+        assert complete("2+2?", ["replay/nobody"]).text == OFFLINE_FALLBACK_TEXT  # unrecorded model too
+        assert complete("2+2?", ["replay/cheap"], pool=pool).text == "4"  # recorded answers still win
+        stream = stream_complete("never recorded", ["replay/cheap"], pool=pool)
+        assert len(list(stream)) > 3 and stream.answer.text == OFFLINE_FALLBACK_TEXT
+    finally:
+        # new answers without the flag are strict again: a fallback never leaks into the next user
+        register_offline_providers(replay_answers=ra)
+    assert active_replay_answers() is ra
+    with pytest.raises(ProviderError, match="no recorded answers for this query"):
+        complete("never recorded", ["replay/cheap"], max_retries=0)
 
 
 def test_mllm_bench_importer_replays_real_answers(shared_data: Path):
@@ -163,7 +188,7 @@ def test_streaming_yields_chunks_then_answer_with_cost():
 
 
 def test_stream_true_on_complete_falls_back_before_first_chunk():
-    from mmroute.llm import fail
+    from mmroute.testing import fail
 
     ScriptedLLM({"scripted/down": [fail("auth")], "scripted/up": ["fine then"]}).install()
     stream = complete("hi", ["scripted/down", "scripted/up"], stream=True)

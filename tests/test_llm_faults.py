@@ -10,9 +10,9 @@ import litellm
 import pytest
 
 from mmroute.errors import ProviderError
-from mmroute.llm import (Backoff, CircuitBreaker, ScriptedLLM, acomplete, astream_complete, complete, fail, length,
-                         malformed, refuse, reply, sleep)
+from mmroute.llm import Backoff, CircuitBreaker, acomplete, astream_complete, complete
 from mmroute.pool import ModelPool
+from mmroute.testing import ScriptedLLM, fail, length, malformed, refuse, reply, sleep
 
 litellm.suppress_debug_info = True
 FAST = Backoff(base_s=0.001, max_s=0.004, max_retry_after_s=1.0)

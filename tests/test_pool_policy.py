@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mmroute.errors import ConfigError, DataFormatError, NoEligibleModelError
-from mmroute.policy import (CostAwarePolicy, Scored, ThresholdPolicy, calibrate_lambda, calibrate_threshold,
-                            choose_batch, decide, estimate_text_tokens, hard_filters)
+from mmroute.policy import (CostAwarePolicy, Scored, ThresholdPolicy, calibrate_lambda, calibrate_strong_win_threshold,
+                            choose_batch, decide, hard_filters)
 from mmroute.pool import ModelPool, ModelSpec
 
 POOL = {"models": [
@@ -60,12 +60,6 @@ def test_expected_cost_counts_images_and_output():
     m = ModelSpec(name="a", input_cost_per_token=1e-6, output_cost_per_token=1e-5, typical_output_tokens=100, tokens_per_image=500)
     assert m.expected_cost(1000, 0) == pytest.approx(1000e-6 + 100e-5)
     assert m.expected_cost(1000, 2) == pytest.approx(2000e-6 + 100e-5)
-
-
-def test_token_estimate_is_conservative_for_non_latin():
-    assert estimate_text_tokens("") == 0
-    assert estimate_text_tokens("a" * 400) == 100
-    assert estimate_text_tokens("語" * 100) == 100
 
 
 def test_hard_filters(pool):
@@ -129,7 +123,40 @@ def test_calibrate_lambda_hits_target_cost():
 
 def test_calibrate_threshold():
     p = np.linspace(0, 1, 101)
-    t = calibrate_threshold(p, target_strong_share=0.25)
+    t = calibrate_strong_win_threshold(p, target_strong_share=0.25)
     assert (p >= t).mean() == pytest.approx(0.25, abs=0.011)
-    t2 = calibrate_threshold(p, target_cost=0.5, cost_strong=np.ones(101), cost_weak=np.zeros(101))
+    t2 = calibrate_strong_win_threshold(p, target_cost=0.5, cost_strong=np.ones(101), cost_weak=np.zeros(101))
     assert (p >= t2).mean() <= 0.5
+
+
+# ------------------------------------------------------------------ policies serialise themselves
+def test_saved_policy_format_is_unchanged_and_old_entries_load():
+    from mmroute.policy import policy_from_json, policy_to_json
+
+    # the dicts routers saved before policies serialised themselves (router.json "policy")
+    old_cost, old_threshold = {"name": "cost-aware", "lam": 2.5}, {"name": "threshold", "strong": "s", "weak": "w",
+                                                                   "threshold": 0.7}
+    assert policy_to_json(CostAwarePolicy(2.5)) == old_cost
+    assert policy_to_json(ThresholdPolicy("s", "w", 0.7)) == old_threshold
+    assert policy_from_json(old_cost) == CostAwarePolicy(2.5)
+    assert policy_from_json(old_threshold) == ThresholdPolicy("s", "w", 0.7)
+    assert policy_from_json({"name": "cost-aware"}) == CostAwarePolicy(0.0)  # lam was optional
+
+
+def test_a_new_policy_class_registers_itself(registered_policy):
+    from dataclasses import dataclass
+
+    from mmroute.errors import CheckpointError
+    from mmroute.policy import POLICIES, policy_from_json, policy_to_json
+
+    assert isinstance(policy_from_json(policy_to_json(registered_policy())), registered_policy)
+    del POLICIES["test-first-listed"]
+    with pytest.raises(CheckpointError, match="unknown policy 'test-first-listed'"):
+        policy_from_json({"name": "test-first-listed"})
+
+    @dataclass
+    class Unregistered(registered_policy):  # type: ignore[misc, valid-type]
+        name: str = "unregistered"
+
+    with pytest.raises(ConfigError, match="register_policy"):
+        policy_to_json(Unregistered())

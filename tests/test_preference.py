@@ -305,24 +305,24 @@ def test_same_seed_same_parameters(kwargs) -> None:
     a = BradleyTerry(rank=4, max_epochs=30, seed=3, **kwargs).fit(X, pairs, y)
     b = BradleyTerry(rank=4, max_epochs=30, seed=3, **kwargs).fit(X, pairs, y)
     c = BradleyTerry(rank=4, max_epochs=30, seed=4, **kwargs).fit(X, pairs, y)
-    for k, v in a._param_dict().items():
-        assert np.array_equal(v.numpy(), b._param_dict()[k].numpy()), k
-    head = "head.P" if "head.P" in a._param_dict() else "head.W1"
-    assert not np.array_equal(a._param_dict()[head].numpy(), c._param_dict()[head].numpy())
+    for k, v in a._params().named().items():
+        assert np.array_equal(v.numpy(), b._params().named()[k].numpy()), k
+    head = "head.P" if "head.P" in a._params().named() else "head.W1"
+    assert not np.array_equal(a._params().named()[head].numpy(), c._params().named()[head].numpy())
 
 
 def test_segmented_and_dense_paths_agree() -> None:
     # many rows per pair triggers the pair-grouped fast path; a huge threshold forces dense
-    import mmroute.preference.bradley_terry as bt
+    import mmroute.preference.solvers as solvers
 
     X, pairs, y, _ = simulate(2000, np.array([0.5, 0.0, -0.5]), feature_effect=np.array([1, -1, 0]), seed=19)
     fast = BradleyTerry(rank=4, max_epochs=40).fit(X, pairs, y)
-    old = bt._MIN_SEGMENT_ROWS
-    bt._MIN_SEGMENT_ROWS = 10**9
+    old = solvers.MIN_SEGMENT_ROWS
+    solvers.MIN_SEGMENT_ROWS = 10**9
     try:
         dense = BradleyTerry(rank=4, max_epochs=40).fit(X, pairs, y)
     finally:
-        bt._MIN_SEGMENT_ROWS = old
+        solvers.MIN_SEGMENT_ROWS = old
     np.testing.assert_allclose(fast.predict_proba(X, pairs), dense.predict_proba(X, pairs), atol=2e-3)
     np.testing.assert_allclose(fast._precision["head.P"].numpy(), dense._precision["head.P"].numpy(), rtol=1e-3, atol=1e-3)
 
@@ -377,3 +377,53 @@ def test_load_rejects_bad_checkpoints(tmp_path) -> None:
         BradleyTerry.load(d)
     (d / "model.json").write_text(meta)
     assert BradleyTerry.load(d).models_ == model.models_  # restored files load again
+
+
+# ---------------------------------------------------------------- one owner for expected quality
+def test_expected_quality_from_win_is_the_mean_win_rate_against_the_others() -> None:
+    from mmroute.preference import expected_quality_from_win, win_probabilities
+
+    rng = np.random.default_rng(30)
+    s = rng.standard_normal((7, 4))
+    P = win_probabilities(s)
+    loop = np.array([[np.mean([P[n, i, j] for j in range(4) if j != i]) for i in range(4)] for n in range(7)])
+    np.testing.assert_allclose(expected_quality_from_win(P), loop, atol=1e-12)
+    np.testing.assert_allclose(expected_quality_from_win(P[0]), loop[0], atol=1e-12)  # one (M, M) matrix
+    assert expected_quality_from_win(np.full((3, 1, 1), 0.5)).tolist() == [[0.5]] * 3  # nobody to beat
+
+
+def test_estimator_expected_quality_is_its_win_matrices_averaged(fitted) -> None:
+    from mmroute.preference import expected_quality_from_win
+
+    model, X = fitted
+    per_query = np.stack([expected_quality_from_win(model.win_matrix(x)) for x in X[:5]])
+    np.testing.assert_allclose(model.expected_quality(X[:5]), per_query, atol=1e-12)
+
+
+# ---------------------------------------------------------------- checkpoints from before the split
+def test_checkpoint_written_before_the_split_loads_and_predicts_the_same() -> None:
+    # tests/data/bradley_terry_v1 was saved, with the outputs it predicted, by the single-module
+    # bradley_terry.py (tests/data/bradley_terry_v1/make_fixture.py run at commit c99b304)
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data" / "bradley_terry_v1"
+    exp = json.loads((folder / "expected.json").read_text())
+    model = BradleyTerry.load(folder)
+    Xq = np.array(exp["X"], dtype=np.float32)
+    np.testing.assert_allclose(model.expected_quality(Xq), exp["expected_quality"], atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(Xq, exp["pairs"]), exp["predict_proba"], atol=1e-6)
+    pf = exp["partial_fit"]  # the anchor (precision tensors) came through too: same update, new model m3 added
+    model.partial_fit(np.array(pf["X"], dtype=np.float32), [tuple(p) for p in pf["pairs"]], pf["y"])
+    np.testing.assert_allclose(model.expected_quality(Xq), pf["expected_quality"], atol=1e-5)
+
+
+def test_hyper_parameters_have_one_home() -> None:
+    # every BradleyTerryConfig field is an __init__ argument with the config's default, and back
+    import inspect
+
+    from mmroute.preference import BradleyTerryConfig
+
+    sig = inspect.signature(BradleyTerry).parameters
+    fields = BradleyTerryConfig.model_fields
+    assert list(sig) == list(fields)
+    assert {k: p.default for k, p in sig.items()} == {k: f.default for k, f in fields.items()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments, read_outcomes
 from mmroute.data.store import FeedbackStore
 from mmroute.errors import CheckpointError, FeatureSpecMismatchError, NoEligibleModelError
@@ -17,7 +18,7 @@ from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.training import resolve_image_paths, retrain, train_router
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "preference_data" / "example"
+EXAMPLE = example_dir()  # the packaged example set
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def _judgment(q: str, a: str, b: str, w: str, i: int) -> Judgment:
 
 def test_record_and_retrain_gate(router, saved, tmp_path):
     store = FeedbackStore(tmp_path / "fb.db")
-    j = router.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a", store=store)
+    j = store.record("What is 9 * 9?", "replay/math-text", "replay/tiny-text", "model_a")
     assert store.count() == 1 and j.source == "api"
     root = tmp_path / "r"
     shutil.copytree(saved, root)
@@ -176,7 +177,7 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     # consistent, learnable feedback: math-text wins arithmetic; the retrained router is kept
     for i in range(60):
         store.add(_judgment(f"What is {i} * {i + 3}?", "replay/math-text", "replay/tiny-text", "model_a", i))
-    rep = retrain(root, store, holdout_fraction=0.25)
+    rep = retrain(root, store, holdout_fraction=0.25, min_holdout=5)  # the gate's size rule: tests/test_retrain.py
     assert rep.accepted, rep.reason
     assert (root / "CURRENT").read_text() != before and rep.new_log_loss <= rep.old_log_loss
     # nothing new since the watermark: nothing to do
@@ -186,7 +187,27 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     store2 = FeedbackStore(tmp_path / "fb2.db")
     for i in range(200):
         w = "model_a" if i % 2 else "model_b"
-        store2.add(_judgment(f"Name the capital #{i % 3}", "replay/tiny-text", "replay/large-vision", w, 1000 + i))
-    rep2 = retrain(root, store2, holdout_fraction=0.5, tolerance=-1.0)
+        store2.add(_judgment(f"Name the capital #{i % 7}", "replay/tiny-text", "replay/large-vision", w, 1000 + i))
+    rep2 = retrain(root, store2, holdout_fraction=0.5, tolerance=-1.0, min_holdout=5)
     assert not rep2.accepted and "log-loss" in rep2.reason
     assert (root / "CURRENT").read_text() == current
+
+
+def test_router_record_forwards_to_the_store(router, tmp_path):
+    store = FeedbackStore(tmp_path / "fb.db")
+    j = router.record("What is 2 * 3?", "replay/math-text", "replay/tiny-text", "model_b", store=store, id="f1")
+    assert [x.id for x in store.iter_judgments()] == ["f1"] and j.winner == "model_b"
+
+
+def test_a_registered_policy_is_saved_and_loaded_with_the_router(router, tmp_path, registered_policy):
+    from mmroute.checkpoint import current_version_dir
+
+    keep = router.policy
+    try:
+        router.policy = registered_policy()
+        router.save(tmp_path / "r")
+        manifest = json.loads((current_version_dir(tmp_path / "r") / "router.json").read_text())
+        assert manifest["policy"] == {"name": "test-first-listed"}
+        assert isinstance(Router.load(tmp_path / "r").policy, registered_policy)
+    finally:
+        router.policy = keep

@@ -33,8 +33,8 @@ def _png(path: Path, colour=(0, 128, 255)) -> Path:
     return path
 
 
-def test_add_is_idempotent_by_id_and_by_content(tmp_path):
-    s = FeedbackStore(tmp_path / "fb.db")
+def test_add_is_idempotent_by_id_and_by_content(new_store, tmp_path):
+    s = new_store()
     assert s.add(_j(1, id="x")) is True
     assert s.add(_j(2, id="x")) is False  # same id: kept once, first wins
     assert s.add(_j(3)) is True and s.add(_j(3)) is False  # no id: content id
@@ -45,17 +45,16 @@ def test_add_is_idempotent_by_id_and_by_content(tmp_path):
     assert s.schema_version == SCHEMA_VERSION and s.models() == ["a", "b"]
 
 
-def test_images_survive_deletion_of_the_originals(tmp_path):
+def test_images_survive_deletion_of_the_originals(new_store, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     _png(src / "a.png")
-    s = FeedbackStore(tmp_path / "fb.db")
+    s = new_store()
     s.add(_j(1, query={"text": "colour?", "images": ["a.png"]}), base_dir=src)
     s.add(_j(2, query={"text": "again", "images": [str(src / "a.png")]}))
     original = (src / "a.png").read_bytes()
     (src / "a.png").unlink()
-    with sqlite3.connect(tmp_path / "fb.db") as c:
-        assert c.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1  # content-addressed: stored once
+    assert s._db.rows("SELECT COUNT(*) FROM images") == [(1,)]  # content-addressed: stored once
     j1, j2 = list(s.iter_judgments())
     assert j1.query.images[0].startswith("data:image/png;base64,")
     assert j1.query.to_query().images[0].data == original
@@ -63,15 +62,15 @@ def test_images_survive_deletion_of_the_originals(tmp_path):
     assert Path(p).read_bytes() == original
 
 
-def test_missing_image_is_rejected_with_its_name(tmp_path):
-    s = FeedbackStore(tmp_path / "fb.db")
+def test_missing_image_is_rejected_with_its_name(new_store, tmp_path):
+    s = new_store()
     with pytest.raises(DataFormatError, match="gone.png"):
         s.add(_j(1, query={"text": "x", "images": [str(tmp_path / "gone.png")]}))
     assert s.count() == 0
 
 
-def test_iter_since_cursor_and_time(tmp_path):
-    s = FeedbackStore(tmp_path / "fb.db")
+def test_iter_since_cursor_and_time(new_store, tmp_path):
+    s = new_store()
     s.add_many([_j(i) for i in range(3)])
     cursor = s.last_seq()
     t = time.time()
@@ -82,9 +81,9 @@ def test_iter_since_cursor_and_time(tmp_path):
     assert len(list(s.iter_judgments())) == 5
 
 
-def test_export_import_round_trip_is_self_contained(tmp_path):
+def test_export_import_round_trip_is_self_contained(new_store, tmp_path):
     _png(tmp_path / "a.png")
-    s = FeedbackStore(tmp_path / "fb.db")
+    s = new_store()
     s.add_many([_j(1, query={"text": "c?", "images": ["a.png"]}, winner="tie (bothbad)", source="ui"), _j(2, id="k")],
                base_dir=tmp_path)
     out = tmp_path / "export" / "fb.jsonl"
@@ -92,20 +91,20 @@ def test_export_import_round_trip_is_self_contained(tmp_path):
     back = read_judgments(out, check_images=True)
     assert back.ok and [j.id for j in back.items] == [j.id for j in s.iter_judgments()]
     assert not Path(back.items[0].query.images[0]).is_absolute()
-    s2 = FeedbackStore(tmp_path / "fb2.db")
+    s2 = new_store()
     summary = s2.import_jsonl(out)
     assert (summary.added, summary.already_present) == (2, 0)
     assert s2.import_jsonl(out).already_present == 2 and s2.count() == 2
     assert [j.model_dump() for j in s2.iter_judgments()] == [j.model_dump() for j in s.iter_judgments()]
 
 
-def test_import_strict_and_lenient(tmp_path):
+def test_import_strict_and_lenient(new_store, tmp_path):
     p = tmp_path / "j.jsonl"
     write_jsonl(p, [_j(1, id="1"), _j(2, id="2")])
     with open(p, "a") as fh:
         fh.write("{broken\n")
         fh.write(_j(3, id="3").model_dump_json() + "\n")
-    s = FeedbackStore(tmp_path / "fb.db")
+    s = new_store()
     with pytest.raises(DataLineError, match=r"j.jsonl:3: malformed JSON"):
         s.import_jsonl(p, strict=True)
     assert s.count() == 2  # lines before the bad one are kept; re-importing is harmless
@@ -186,8 +185,8 @@ _KILLED = textwrap.dedent("""
 
 
 @pytest.mark.timeout(120)
-def test_sigkill_during_appends_leaves_store_intact(tmp_path):
-    db = tmp_path / "fb.db"
+def test_sigkill_during_appends_leaves_store_intact(new_store_location):
+    db = new_store_location()
     p = _spawn([_KILLED, str(db)])
     last = -1
     while last < 300:
@@ -203,3 +202,19 @@ def test_sigkill_during_appends_leaves_store_intact(tmp_path):
     assert ids == list(range(len(ids)))  # every committed row, in order, no gaps, no duplicates
     assert len(ids) >= last + 1  # everything the writer saw committed is there
     assert s.add(_j(1, id="after-crash")) and s.count() == len(ids) + 1  # and it is writable again
+
+
+def test_record_builds_and_stores_a_judgment(tmp_path):
+    s = FeedbackStore(tmp_path / "fb.db")
+    png = _png(tmp_path / "shape.png")
+    j = s.record({"text": "what shape?", "images": [str(png)]}, "a", "b", "tie", weight=2.0, source="user", id="r1")
+    assert (j.id, j.model_a, j.model_b, j.winner, j.weight, j.source) == ("r1", "a", "b", "tie", 2.0, "user")
+    assert j.query.text == "what shape?" and j.query.images[0].startswith("data:image/png")
+    (stored,) = list(s.iter_judgments())
+    assert stored.id == "r1" and stored.query.text == "what shape?" and len(stored.query.images) == 1
+    s.record("what shape?", "a", "b", "model_b", id="r1")  # same id again: stored once
+    assert s.count() == 1
+    assert s.record("plain text", "a", "b", "model_a").source == "api" and s.count() == 2
+    with pytest.raises(ValueError, match="winner"):
+        s.record("bad", "a", "b", "nobody")
+    assert s.count() == 2

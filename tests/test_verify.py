@@ -14,9 +14,10 @@ from PIL import Image
 from mmroute.errors import ConfigError, DataFormatError, ProviderError
 from mmroute.query import Query
 from mmroute.verify import (ESCALATE_ALL, AllOf, ConsistencyVerifier, HeuristicVerifier, LLMJudgeVerifier,
-                            MinConfidence, Verdict, Weighted, answers_equal, calibrate_from_file,
-                            calibrate_threshold, cascade_curve, extract_answer, llm_generate, majority,
-                            parse_judgment)
+                            MinConfidence, Verdict, Weighted, calibrate_from_file, calibrate_escalation_threshold, cascade_curve,
+                            llm_generate)
+from mmroute.verify.answers import answers_equal, extract_answer, majority
+from mmroute.verify.judge import parse_judgment
 
 
 @dataclass
@@ -274,29 +275,29 @@ def test_curve_endpoints_are_weak_and_strong() -> None:
 
 def test_calibration_picks_the_right_threshold() -> None:
     conf, weak, strong = _constructed()
-    best = calibrate_threshold(conf, weak, strong, target="accuracy")
+    best = calibrate_escalation_threshold(conf, weak, strong, target="accuracy")
     # escalate the 5 low-confidence ones: 4 of them strong gets right + 5 weak right = 0.9
     assert best.threshold == pytest.approx(0.7) and best.point.accuracy == pytest.approx(0.9)
     assert best.point.strong_share == pytest.approx(0.5) and best.feasible
-    cheap = calibrate_threshold(conf, weak, strong, target="cost", target_accuracy=0.8)
+    cheap = calibrate_escalation_threshold(conf, weak, strong, target="cost", target_accuracy=0.8)
     # 0.8 is first reached by escalating conf < 0.4 (strong fixes all 3 -> 5 + 3 right): threshold 0.4
     assert cheap.threshold == pytest.approx(0.4) and cheap.point.accuracy == pytest.approx(0.8)
     assert cheap.point.strong_share == pytest.approx(0.3)
-    budget = calibrate_threshold(conf, weak, strong, target="accuracy", max_relative_cost=0.2)
+    budget = calibrate_escalation_threshold(conf, weak, strong, target="accuracy", max_relative_cost=0.2)
     assert budget.point.strong_share <= 0.2 and budget.threshold == pytest.approx(0.3)
     assert len(best.curve) == len(set(conf)) + 2
-    impossible = calibrate_threshold(conf, weak, strong, target="cost", target_accuracy=0.99)
+    impossible = calibrate_escalation_threshold(conf, weak, strong, target="cost", target_accuracy=0.99)
     assert not impossible.feasible and impossible.point.accuracy == pytest.approx(0.9)
 
 
 def test_calibration_with_costs_prefers_cheaper_tie() -> None:
     conf = [0.2, 0.9]
-    cal = calibrate_threshold(conf, [1, 1], [1, 1], 0.0, 1.0, target="accuracy")
+    cal = calibrate_escalation_threshold(conf, [1, 1], [1, 1], 0.0, 1.0, target="accuracy")
     assert cal.threshold == 0.0 and cal.point.cost == 0.0
     with pytest.raises(ConfigError):
-        calibrate_threshold(conf, [1, 1], [1, 1], target="cost")
+        calibrate_escalation_threshold(conf, [1, 1], [1, 1], target="cost")
     with pytest.raises(ConfigError):
-        calibrate_threshold(conf, [1], [1, 1])
+        calibrate_escalation_threshold(conf, [1], [1, 1])
 
 
 def test_calibrate_from_file(tmp_path) -> None:
@@ -313,8 +314,8 @@ def test_calibrate_from_file(tmp_path) -> None:
 
 def test_judge_through_mmroute_llm_scripted_provider() -> None:
     """The real call path: llm_generate -> mmroute.llm.complete -> LiteLLM -> scripted/ provider."""
-    llm = pytest.importorskip("mmroute.llm")
-    script = llm.ScriptedLLM({"judge": ["YES", "NO", "Verdict: YES"]}).install()
+    testing = pytest.importorskip("mmroute.testing")
+    script = testing.ScriptedLLM({"judge": ["YES", "NO", "Verdict: YES"]}).install()
     v = LLMJudgeVerifier(llm_generate(max_retries=0), "scripted/judge", k=3)
     verdict = v.verify(Query(text="2+2?", images=[_png()]), "4")
     assert verdict.confidence == pytest.approx(2 / 3)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mmroute.errors import DataFormatError
-from mmroute.verify import ESCALATE_ALL, ConsistencyVerifier, cascade_curve, load_mot_cascade
 from mmroute.query import Query
+from mmroute.verify import ESCALATE_ALL, ConsistencyVerifier, cascade_curve
+from mmroute.verify.calibrate import load_mot_cascade
 
 
 @pytest.fixture(scope="module")

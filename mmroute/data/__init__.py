@@ -4,22 +4,8 @@ Only the formats are imported eagerly (they are what every caller needs); import
 the example generator are imported from their modules.
 """
 
-from .formats import (
-    ERROR_KINDS,
-    DataLineError,
-    Judgment,
-    Outcome,
-    QueryRecord,
-    ReadResult,
-    iter_records,
-    models_in,
-    outcomes_to_judgments,
-    read_judgments,
-    read_outcomes,
-    write_jsonl,
-)
+from .formats import (DataLineError, Judgment, Outcome, QueryRecord, ReadResult, outcomes_to_judgments, read_judgments,
+                      read_outcomes, write_jsonl)
 
-__all__ = [
-    "ERROR_KINDS", "DataLineError", "Judgment", "Outcome", "QueryRecord", "ReadResult", "iter_records",
-    "models_in", "outcomes_to_judgments", "read_judgments", "read_outcomes", "write_jsonl",
-]
+__all__ = ["DataLineError", "Judgment", "Outcome", "QueryRecord", "ReadResult", "outcomes_to_judgments",
+           "read_judgments", "read_outcomes", "write_jsonl"]

@@ -3,7 +3,10 @@
 It exists so that every part of mmroute (training, routing, the replay LLM provider, verifiers,
 the evaluation harness) can be exercised end to end without network access or licensed data.
 Everything in it is SYNTHETIC: the images are drawn shapes and the "answers" come from simulated
-models with a fixed skill per task category. See ``preference_data/example/README.md``.
+models with a fixed skill per task category. See ``mmroute/example_data/README.md``.
+
+The committed copy ships inside the package (``mmroute/example_data``, package data), so an
+installed wheel has it too; :func:`example_dir` is the one way to find it.
 
 Reproducibility is byte-for-byte: randomness comes only from ``random.Random(seed).random()``
 (a stream Python keeps stable), shapes are rasterised with integer arithmetic in numpy, and PNGs
@@ -14,10 +17,16 @@ version can change a byte. Pillow is used to check the images read back.
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import random
+import shutil
 import struct
+import tempfile
+import threading
 import zlib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,9 @@ from .formats import Outcome, outcomes_to_judgments, write_jsonl
 SOURCE = "synthetic:mmroute-example"
 SIZE = 96
 N_SAMPLES = 3
+EXAMPLE_PACKAGE_DIR = "example_data"  # inside the mmroute package; shipped as package data
+_EXTRACTED: Path | None = None
+_EXTRACT_LOCK = threading.Lock()
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
@@ -247,7 +259,7 @@ _README = """# Example preference data (SYNTHETIC)
 (seed {seed}, {n} queries). No real model produced these answers and no person judged them; every
 record says so in its `source` field (`{source}`). Regenerate with
 
-    python -m mmroute.data.example preference_data/example --seed {seed} --n-queries {n}
+    python -m mmroute.data.example mmroute/example_data --seed {seed} --n-queries {n}
 
 (the output is byte-for-byte identical; `tests/test_data_formats.py` checks it).
 
@@ -358,8 +370,33 @@ def generate_example(out_dir: str | Path, seed: int = 0, n_queries: int = 240) -
 
 
 def example_dir() -> Path:
-    """The committed example set in a source checkout (``preference_data/example``)."""
-    return Path(__file__).resolve().parents[2] / "preference_data" / "example"
+    """The committed example set (package data ``mmroute/example_data``) as a real folder.
+
+    Read with :mod:`importlib.resources` so it works from a source checkout and an installed
+    wheel alike; from a zipped install the folder is copied out once per process (callers pass
+    plain paths to open_clip / PIL / SQLite, which need files on disk).
+    """
+    global _EXTRACTED
+    res = resources.files("mmroute") / EXAMPLE_PACKAGE_DIR
+    if isinstance(res, Path):
+        return res
+    with _EXTRACT_LOCK:
+        if _EXTRACTED is None:
+            out = Path(tempfile.mkdtemp(prefix="mmroute-example-"))
+            atexit.register(shutil.rmtree, out, True)
+            _EXTRACTED = copy_tree(res, out / EXAMPLE_PACKAGE_DIR)
+        return _EXTRACTED
+
+
+def copy_tree(src: Traversable, dest: Path) -> Path:
+    """Copy a resource folder to disk (``importlib.resources.as_file`` takes folders only from 3.12)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        if child.is_dir():
+            copy_tree(child, dest / child.name)
+        else:
+            (dest / child.name).write_bytes(child.read_bytes())
+    return dest
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -244,7 +244,9 @@ def _image_missing(ref: str, base_dir: Path) -> str | None:
     p = Path(s)
     if not p.is_absolute():
         p = base_dir / p
-    return None if p.is_file() else f"image file not found: {p}"
+    if p.is_dir():
+        return f"image path {p} is a directory, not an image file"
+    return None if p.is_file() else f"image not found: {p}"
 
 
 def iter_records(path: str | Path, model: type[Item], *, known_models: Iterable[str] | None = None,
@@ -316,8 +318,8 @@ def _read(path: str | Path, model: type[Item], strict: bool, known_models: Itera
         else:
             items.append(got)
     result = ReadResult(items=items, errors=errors, n_lines=stats.get("n_lines", 0), path=Path(path))
-    if errors:
-        log.warning(result.summary())
+    if errors:  # info, not warning: the caller holds the errors and reports them (the CLI prints one line)
+        log.info(result.summary())
     return result
 
 

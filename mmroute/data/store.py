@@ -1,10 +1,17 @@
-"""The feedback store: judgments collected in production, in one self-contained SQLite file.
+"""The feedback store: judgments collected in production, in one self-contained SQLite file or a
+PostgreSQL database (``FeedbackStore("postgresql://...")``, :mod:`.store_postgres`) shared by many
+replicas.
 
-Several processes (graph workers, a CLI import, a retraining job) write to it at once, so it runs
-in WAL mode, takes the write lock up front (``BEGIN IMMEDIATE``) and retries while another writer
-holds it. Images are stored once each, by content hash, so a judgment keeps its images after the
-original files are gone. Adding is idempotent by judgment id (a content hash when the judgment
-has none), so a node re-run after a crash cannot insert the same judgment twice.
+:class:`FeedbackStore` is the one front: it turns judgments into rows and rows back into
+judgments, pages, exports and imports, the same for both backends; a backend only runs SQL.
+SQLite: several processes (graph workers, a CLI import, a retraining job) write to one file at
+once, so it runs in WAL mode, takes the write lock up front (``BEGIN IMMEDIATE``) and retries while
+another writer holds it. Images are stored once each, by content hash, so a judgment keeps its
+images after the original files are gone. Adding is idempotent by judgment id (a content hash when
+the judgment has none), so a node re-run after a crash cannot insert the same judgment twice.
+Cursor reads (``last_seq``, ``iter_with_seq``) stop at the backend's watermark, below which every
+row is committed for good, so a reader that resumes after the largest ``seq`` it saw never skips
+a row committed later.
 """
 
 from __future__ import annotations
@@ -18,16 +25,19 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .. import images as _img
 from ..errors import DataFormatError, ImageError, MMRouteError
 from ..images import DEFAULT_POLICY, ImagePolicy
+from ..query import Query
 from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
 
 SCHEMA_VERSION = 1
@@ -35,12 +45,15 @@ _BLOB_PREFIX = "sha256:"  # image reference inside a stored record: "sha256:<hex
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
         "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
-_SCHEMA = """
+
+def schema_sql(*, seq: str, real: str, blob: str) -> str:
+    """The store's tables in one backend's column types (written once for both backends)."""
+    return f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS judgments (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq      {seq},
     id       TEXT NOT NULL UNIQUE,
-    added_at REAL NOT NULL,
+    added_at {real} NOT NULL,
     model_a  TEXT NOT NULL,
     model_b  TEXT NOT NULL,
     record   TEXT NOT NULL
@@ -49,9 +62,16 @@ CREATE INDEX IF NOT EXISTS judgments_added_at ON judgments(added_at);
 CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT PRIMARY KEY,
     mime   TEXT NOT NULL,
-    data   BLOB NOT NULL
+    data   {blob} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
+
+
+_SCHEMA = schema_sql(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB")
 
 
 class StoreError(MMRouteError):
@@ -67,24 +87,69 @@ class ImportSummary:
     errors: list[DataLineError] = field(default_factory=list)
 
 
-class FeedbackStore:
-    """Append-mostly judgment store in SQLite (WAL), safe with several writer processes."""
+Blob = tuple[str, str, bytes]                      # (sha256 hex digest, mime, bytes)
+Row = tuple[str, float, str, str, str]             # (id, added_at, model_a, model_b, record JSON)
+SQLParam = str | int | float | bytes | None
+# the two writes, in the SQL both backends speak (SQLite >= 3.24 and PostgreSQL: upsert syntax)
+INSERT_IMAGE = "INSERT INTO images(sha256, mime, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+INSERT_JUDGMENT = ("INSERT INTO judgments(id, added_at, model_a, model_b, record) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT DO NOTHING")
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 60.0, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-                 image_policy: ImagePolicy = DEFAULT_POLICY):
-        """Open (creating if needed). ``synchronous="NORMAL"`` survives process crashes (SIGKILL);
-        ``"FULL"`` also survives power loss at the price of an fsync per commit."""
-        self.path = Path(path)
-        self.timeout_s = float(timeout_s)
+
+def is_postgres_url(location: str | Path) -> bool:
+    """True for ``postgresql://`` / ``postgres://`` URLs (the PostgreSQL backend); anything else is a file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+class StoreBackend(ABC):
+    """The SQL one store needs, over one connection per process; everything else is the front's.
+
+    Queries are written once, in the front, with ``?`` placeholders; a backend whose driver uses
+    another style converts them in :meth:`rows`.
+    """
+
+    location: str  # what error messages name: the file, or the URL without its password
+
+    @abstractmethod
+    def rows(self, sql: str, params: Sequence[SQLParam] = ()) -> list[tuple]:
+        """Run one read query (its own snapshot) and return all its rows."""
+
+    @abstractmethod
+    def insert(self, blobs: list[Blob], rows: list[Row]) -> int:
+        """Add images (once each) and judgment rows (once per id) in one transaction, giving new
+        rows increasing sequence numbers; returns how many judgment rows were new."""
+
+    @abstractmethod
+    def watermark(self) -> int:
+        """The largest ``seq`` at or below which every row is committed for good (0 when empty):
+        where cursor reads stop, so no row can commit later below a cursor."""
+
+    @abstractmethod
+    def integrity_ok(self) -> bool:
+        """The backend's consistency check."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteBackend(StoreBackend):
+    """One SQLite file in WAL mode. ``BEGIN IMMEDIATE`` serialises writers, so ``AUTOINCREMENT``
+    numbers are handed out in commit order and the largest visible one is the watermark."""
+
+    def __init__(self, path: Path, *, timeout_s: float, synchronous: Literal["NORMAL", "FULL"], create: bool):
+        if not create:
+            if path.is_dir():
+                raise StoreError(f"feedback store {path} is a directory, not an SQLite file")
+            if not path.is_file():
+                raise StoreError(f"feedback store not found: {path} (check the path; "
+                                 "a store is created by the first writer)")
+        self.path, self.location = path, str(path)
+        self.timeout_s = timeout_s
         self.synchronous = synchronous
-        self.image_policy = image_policy
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
-        self._tmp_images: Path | None = None
         self._connect()
-
-    # ------------------------------------------------------------------ connection
 
     def _connect(self) -> sqlite3.Connection:
         """The connection for this process; a fresh one after fork (SQLite handles must not cross forks)."""
@@ -103,11 +168,7 @@ class FeedbackStore:
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 c.execute(stmt)
             row = c.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                c.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise StoreError(f"feedback store {self.path} has schema version {row[0]}; this mmroute "
-                                 f"reads up to {SCHEMA_VERSION} (upgrade mmroute)")
+            setup_meta(row[0] if row else None, self.location, c.execute)
         return conn
 
     def _retry(self, fn):  # type: ignore[no-untyped-def]
@@ -139,11 +200,90 @@ class FeedbackStore:
                 raise
             self._retry(lambda: conn.execute("COMMIT"))
 
+    def rows(self, sql: str, params: Sequence[SQLParam] = ()) -> list[tuple]:
+        return self._connect().execute(sql, params).fetchall()
+
+    def insert(self, blobs: list[Blob], rows: list[Row]) -> int:
+        with self._write() as c:
+            c.executemany(INSERT_IMAGE, blobs)
+            before = c.total_changes
+            c.executemany(INSERT_JUDGMENT, rows)
+            return c.total_changes - before
+
+    def watermark(self) -> int:
+        return int(self._connect().execute("SELECT COALESCE(MAX(seq), 0) FROM judgments").fetchone()[0])
+
+    def integrity_ok(self) -> bool:
+        return self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def setup_meta(version: int | None, location: str, execute: Callable[[str, tuple], object]) -> None:
+    """Inside the schema transaction: record or check the schema version, give the store its id."""
+    if version is None:
+        execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
+    elif version > SCHEMA_VERSION:
+        raise StoreError(f"feedback store {location} has schema version {version}; this mmroute "
+                         f"reads up to {SCHEMA_VERSION} (upgrade mmroute)")
+    # the store's identity, created with it (stores from before it get one on first open):
+    # a retrain bookmark names the store it counts rows in
+    execute("INSERT INTO meta(key, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+
+
+class FeedbackStore:
+    """Append-mostly judgment store, safe with several writer processes: an SQLite file (WAL) by
+    default, or a PostgreSQL database given as a ``postgresql://`` URL (many replicas)."""
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 60.0, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                 image_policy: ImagePolicy = DEFAULT_POLICY, create: bool = True):
+        """Open, creating the file (or the tables in an existing PostgreSQL database) when ``create``
+        (writers); readers such as retraining pass ``create=False`` so a mistyped path is an error,
+        not a new empty store. SQLite: ``synchronous="NORMAL"`` survives process crashes (SIGKILL);
+        ``"FULL"`` also survives power loss at the price of an fsync per commit. PostgreSQL: the
+        server's own settings decide durability (``synchronous`` is not used)."""
+        self.timeout_s = float(timeout_s)
+        self.synchronous = synchronous
+        self.image_policy = image_policy
+        self._tmp_images: Path | None = None
+        self._db: StoreBackend
+        if is_postgres_url(path):
+            from .store_postgres import PostgresBackend
+
+            self._db = PostgresBackend(str(path), timeout_s=self.timeout_s, create=create)
+            self.path: Path | str = self._db.location
+        else:
+            self.path = Path(path)
+            self._db = SQLiteBackend(self.path, timeout_s=self.timeout_s, synchronous=synchronous, create=create)
+
+    @classmethod
+    def open_existing(cls, path: str | Path, *, timeout_s: float = 60.0,
+                      synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                      image_policy: ImagePolicy = DEFAULT_POLICY) -> "FeedbackStore":
+        """Open a store that must already exist (:class:`StoreError` naming the path otherwise)."""
+        return cls(path, timeout_s=timeout_s, synchronous=synchronous, image_policy=image_policy, create=False)
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if isinstance(self._db, SQLiteBackend) else "postgresql"
+
+    def _one(self, sql: str, params: Sequence[SQLParam] = ()) -> tuple | None:
+        rows = self._db.rows(sql, params)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str) -> str | int:
+        """The one value of a query that always returns one row (a count, a meta value)."""
+        row = self._one(sql)
+        if row is None:
+            raise StoreError(f"feedback store {self.path} is damaged: {sql!r} returned no row")
+        return row[0]
+
+    def close(self) -> None:
+        self._db.close()
 
     def __enter__(self) -> "FeedbackStore":
         return self
@@ -153,14 +293,19 @@ class FeedbackStore:
 
     @property
     def schema_version(self) -> int:
-        return int(self._connect().execute("SELECT version FROM schema_version").fetchone()[0])
+        return int(self._scalar("SELECT version FROM schema_version"))
+
+    @property
+    def store_id(self) -> str:
+        """A random id given to the store when it was created; a copy keeps it, a rebuilt store gets a new one."""
+        return str(self._scalar("SELECT value FROM meta WHERE key = 'store_id'"))
 
     # ------------------------------------------------------------------ writing
 
-    def _blob_refs(self, judgment: Judgment, base_dir: str | Path | None) -> tuple[list[str], list[tuple[str, str, bytes]]]:
+    def _blob_refs(self, judgment: Judgment, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
         """Replace each local/data-URL image by a content reference; remote URLs stay as they are."""
         refs: list[str] = []
-        blobs: list[tuple[str, str, bytes]] = []
+        blobs: list[Blob] = []
         for i, src in enumerate(judgment.query.images):
             if src.startswith(_BLOB_PREFIX):  # already a reference (re-adding an exported record)
                 refs.append(src)
@@ -182,13 +327,26 @@ class FeedbackStore:
         """Store one judgment; False when one with the same id is already there."""
         return self.add_many([judgment], base_dir=base_dir) == 1
 
+    def record(self, query: Query | str | dict[str, Any], model_a: str, model_b: str, winner: str, *,
+               weight: float = 1.0, source: str = "api", id: str | None = None,
+               image_policy: ImagePolicy | None = None) -> Judgment:
+        """Build one pairwise judgment on ``query`` (a Query, a string or a ``{"text", "images"}``
+        dict; ``winner`` is ``"model_a"``, ``"model_b"``, ``"tie"`` or ``"tie (bothbad)"``), store it
+        and return it. Storing is idempotent by ``id``; nothing is learned until retraining."""
+        q = Query.coerce(query, image_policy=image_policy or self.image_policy)
+        judgment = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]),
+                            model_a=model_a, model_b=model_b, winner=winner, weight=weight, source=source,
+                            **({"id": id} if id else {}))
+        self.add(judgment)
+        return judgment
+
     def add_many(self, judgments: Iterable[Judgment], *, base_dir: str | Path | None = None) -> int:
         """Store judgments in one transaction (all or none); returns how many were new.
 
         Image files are read before the write lock is taken, so slow disks do not stall other writers.
         """
-        rows = []
-        all_blobs: list[tuple[str, str, bytes]] = []
+        rows: list[Row] = []
+        all_blobs: list[Blob] = []
         now = time.time()
         for j in judgments:
             j = j.with_id()
@@ -196,40 +354,39 @@ class FeedbackStore:
             stored = j.model_copy(update={"query": j.query.model_copy(update={"images": refs})})
             record = json.dumps(stored.model_dump(mode="json", exclude_none=True), ensure_ascii=False,
                                 separators=(",", ":"))
-            rows.append((j.id, now, j.model_a, j.model_b, record))
+            rows.append((str(j.id), now, j.model_a, j.model_b, record))  # with_id: always set
             all_blobs.extend(blobs)
         if not rows:
             return 0
-        with self._write() as c:
-            c.executemany("INSERT OR IGNORE INTO images(sha256, mime, data) VALUES (?, ?, ?)", all_blobs)
-            before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO judgments(id, added_at, model_a, model_b, record) "
-                          "VALUES (?, ?, ?, ?, ?)", rows)
-            return c.total_changes - before
+        # each image once, in digest order (two writers' overlapping image sets cannot lock each other out)
+        return self._db.insert(sorted({b[0]: b for b in all_blobs}.values()), rows)
 
     # ------------------------------------------------------------------ reading
 
     def count(self) -> int:
-        return int(self._connect().execute("SELECT COUNT(*) FROM judgments").fetchone()[0])
+        return int(self._scalar("SELECT COUNT(*) FROM judgments"))
 
     def __len__(self) -> int:
         return self.count()
 
     def __contains__(self, judgment_id: object) -> bool:
-        return self._connect().execute("SELECT 1 FROM judgments WHERE id = ?", (judgment_id,)).fetchone() is not None
+        return isinstance(judgment_id, str) and self._one("SELECT 1 FROM judgments WHERE id = ?", (judgment_id,)) is not None
 
     def last_seq(self) -> int:
-        """The newest row's sequence number (0 when empty): a cursor for ``iter_judgments(since=...)``."""
-        return int(self._connect().execute("SELECT COALESCE(MAX(seq), 0) FROM judgments").fetchone()[0])
+        """The newest row's sequence number (0 when empty): a cursor for ``iter_judgments(since=...)``.
+
+        Safe with concurrent writers: it is the backend's watermark, so no row committed after this
+        call can have a number at or below it."""
+        return self._db.watermark()
 
     def models(self) -> list[str]:
         """Every model name that appears in a stored judgment, sorted."""
-        rows = self._connect().execute("SELECT model_a FROM judgments UNION SELECT model_b FROM judgments").fetchall()
+        rows = self._db.rows("SELECT model_a FROM judgments UNION SELECT model_b FROM judgments")
         return sorted(r[0] for r in rows)
 
     def image_bytes(self, digest: str) -> tuple[bytes, str]:
         """(bytes, mime) of a stored image by its sha256 hex digest."""
-        row = self._connect().execute("SELECT data, mime FROM images WHERE sha256 = ?", (digest,)).fetchone()
+        row = self._one("SELECT data, mime FROM images WHERE sha256 = ?", (digest,))
         if row is None:
             raise StoreError(f"feedback store {self.path} has no image {digest}")
         return bytes(row[0]), str(row[1])
@@ -266,7 +423,9 @@ class FeedbackStore:
 
         ``since``: an int is a sequence cursor (rows with a larger seq, see :meth:`last_seq`); a
         datetime or a float (Unix seconds) keeps rows added after that time. ``images``: as data URLs
-        (self-contained) or as files written under ``image_dir`` (a temp folder by default).
+        (self-contained) or as files written under ``image_dir`` (a temp folder by default). Rows
+        stop at the watermark taken when iteration starts, so resuming after the largest ``seq``
+        yielded never skips a row that concurrent writers commit later.
         """
         if since is None:
             where, arg = "seq > ?", 0
@@ -280,20 +439,44 @@ class FeedbackStore:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         cache: dict[str, str] = {}
-        conn = self._connect()
-        last = -1
+        last, upto = -1, self._db.watermark()
         while True:  # pages, so a long iteration never holds a read snapshot (and the WAL) open
-            rows = conn.execute(f"SELECT seq, record FROM judgments WHERE {where} AND seq > ? ORDER BY seq LIMIT 1000",
-                                (arg, last)).fetchall()
+            rows = self._db.rows(f"SELECT seq, record FROM judgments WHERE {where} AND seq > ? AND seq <= ? "
+                                 "ORDER BY seq LIMIT 1000", (arg, last, upto))
             if not rows:
                 return
             for seq, record in rows:
-                j = Judgment.model_validate_json(record)
-                if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
-                    new = [self._materialise(s, images, folder, cache) for s in j.query.images]
-                    j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
-                yield seq, j
+                yield seq, self._decode(record, images, folder, cache)
                 last = seq
+
+    def _decode(self, record: str, images: Literal["data_url", "path"], folder: Path | None,
+                cache: dict[str, str]) -> Judgment:
+        j = Judgment.model_validate_json(record)
+        if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
+            new = [self._materialise(s, images, folder, cache) for s in j.query.images]
+            j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
+        return j
+
+    def ids_with_seq(self) -> list[tuple[int, str]]:
+        """``(seq, id)`` of every stored judgment up to the watermark (see :meth:`last_seq`) in
+        insertion order (ids only: cheap on big stores)."""
+        return [(int(a), str(b)) for a, b in self._db.rows("SELECT seq, id FROM judgments WHERE seq <= ? ORDER BY seq",
+                                                           (self._db.watermark(),))]
+
+    def get_with_seq(self, ids: Iterable[str], *, images: Literal["data_url", "path"] = "data_url",
+                     image_dir: str | Path | None = None) -> list[tuple[int, Judgment]]:
+        """``(seq, judgment)`` for those of ``ids`` that are stored, in insertion order; absent ids are left out."""
+        wanted = list(dict.fromkeys(ids))
+        folder = Path(image_dir) if image_dir is not None else (self._image_dir() if images == "path" else None)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
+            chunk = wanted[start:start + 500]
+            found += self._db.rows(f"SELECT seq, record FROM judgments WHERE id IN ({','.join('?' * len(chunk))})",
+                                   chunk)
+        cache: dict[str, str] = {}
+        return [(int(seq), self._decode(rec, images, folder, cache)) for seq, rec in sorted(found)]
 
     def iter_judgments(self, since: int | float | datetime | None = None, *,
                        images: Literal["data_url", "path"] = "data_url",
@@ -352,8 +535,9 @@ class FeedbackStore:
         return summary
 
     def integrity_ok(self) -> bool:
-        """SQLite's own consistency check (used after crashes)."""
-        return self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        """The backend's consistency check (used after crashes): SQLite's own; PostgreSQL: every
+        image a judgment refers to is stored."""
+        return self._db.integrity_ok()
 
 
 def _relative(ref: str, base: Path) -> str:

@@ -3,18 +3,13 @@
 ``metrics`` (pure numpy: sweeps, monotone curves, auc / pgr_hull / cost_to_match_best, RouteLLM's
 APGR and CPT), ``baselines`` (random, knn, mf, sw_ranking, global), ``harness`` (outcomes ->
 arrays, cross-validation, router evaluation, the JSON report), ``plot`` (PNG, optional
-matplotlib) and ``cli`` (``mmroute eval``). See docs/evaluation.md.
+matplotlib) and ``cli`` (``mmroute eval``). See docs/evaluation.md. The package exports what
+evaluating a router takes; the baseline classes and metric helpers are in their modules.
 """
 
-from .baselines import (BTRouter, GlobalBT, JudgmentArrays, KNNRouter, MatrixFactorization, RandomRouter,
-                        SWRanking, make_baselines)
-from .harness import (EvalReport, EvalSet, cross_validate, evaluate_router, load_eval_set, outcome_judgments,
-                      outcomes_from_anchor)
-from .metrics import Curve, evaluate_predictions, reference, summarize, sweep, threshold_sweep
+from .baselines import make_baselines
+from .harness import EvalReport, EvalSet, cross_validate, evaluate_router, load_eval_set
+from .metrics import Curve, summarize
 
-__all__ = [
-    "BTRouter", "Curve", "EvalReport", "EvalSet", "GlobalBT", "JudgmentArrays", "KNNRouter", "MatrixFactorization",
-    "RandomRouter", "SWRanking", "cross_validate", "evaluate_predictions", "evaluate_router", "load_eval_set",
-    "make_baselines", "outcome_judgments", "outcomes_from_anchor", "reference", "summarize", "sweep",
-    "threshold_sweep",
-]
+__all__ = ["Curve", "EvalReport", "EvalSet", "cross_validate", "evaluate_router", "load_eval_set", "make_baselines",
+           "summarize"]

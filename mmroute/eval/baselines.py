@@ -1,9 +1,14 @@
-"""Baseline routers behind one interface: ``fit(X, judgments) -> self``, ``predict_quality(X) -> (n, M)``.
+"""Baseline quality estimators behind one interface: ``fit(X, judgments) -> self``,
+``predict_quality(X) -> (n, M)``.
 
-Every baseline outputs a per-query, per-model expected quality so the *same* cost-aware sweep
+They are not routers (no pool, no filters, no policy): each estimates per-query, per-model quality
+and the harness routes on it, hence the ``*Quality`` names (``KNNQuality``, ``RandomQuality``,
+``BTQuality``, ...). Every baseline outputs a per-query, per-model expected quality so the *same* cost-aware sweep
 (:mod:`mmroute.eval.metrics`) turns each into a curve; only what they learn from differs. Judgments
 travel as arrays (:class:`JudgmentArrays`): the row of the training query in ``X``, the two model
-indices, the outcome ``y`` (1 a wins, 0 b wins, 0.5 tie) and a weight.
+indices, the outcome ``y`` (1 a wins, 0 b wins, 0.5 tie) and a weight. They are the index-only
+form of :class:`mmroute.training.EncodedJudgments` (features gathered per judgment, model names),
+which the preference model trains on; :meth:`JudgmentArrays.from_encoded` converts.
 
 Pairwise-score baselines (``mf``, ``sw_ranking``, ``global``) report a model's mean win probability
 against the other models, the same quantity as :meth:`BradleyTerry.expected_quality`, so for two
@@ -15,11 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..preference.metrics import expected_quality_from_scores
+
+if TYPE_CHECKING:
+    from ..training import EncodedJudgments
 
 
 @dataclass
@@ -47,6 +56,19 @@ class JudgmentArrays:
 
     def __len__(self) -> int:
         return len(self.qi)
+
+    @classmethod
+    def from_encoded(cls, encoded: EncodedJudgments, models: Sequence[str]) -> "JudgmentArrays":
+        """The index-only form of training arrays: ``qi`` indexes ``encoded.Xq`` (one row per
+        distinct query), models become their index in ``models``."""
+        index = {m: i for i, m in enumerate(models)}
+        unknown = sorted({str(m) for m in np.asarray(encoded.pairs).ravel() if m not in index})
+        if unknown:
+            raise InvalidInputError(f"judged models {', '.join(map(repr, unknown))} are not in models ({', '.join(models)})")
+        pairs = np.asarray(encoded.pairs)
+        ia = np.array([index[m] for m in pairs[:, 0]], dtype=np.int64) if len(pairs) else np.empty(0, np.int64)
+        ib = np.array([index[m] for m in pairs[:, 1]], dtype=np.int64) if len(pairs) else np.empty(0, np.int64)
+        return cls(encoded.query_index, ia, ib, encoded.y, encoded.weight, len(index))
 
     def subset(self, mask: np.ndarray) -> "JudgmentArrays":
         return JudgmentArrays(self.qi[mask], self.ia[mask], self.ib[mask], self.y[mask], self.w[mask], self.n_models)
@@ -79,19 +101,10 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def mean_win_prob(s: np.ndarray) -> np.ndarray:
-    """(n, M) scores (log-odds scale) -> each model's mean win probability against the others."""
-    M = s.shape[1]
-    if M == 1:
-        return np.full_like(s, 0.5, dtype=np.float64)
-    d = s[:, :, None] - s[:, None, :]
-    p = 1.0 / (1.0 + np.exp(-d))
-    return (p.sum(axis=2) - 0.5) / (M - 1)
-
-
 # ------------------------------------------------------------------------------------------- random
-class RandomRouter:
-    """RouteLLM's random router: a fresh uniform number per query (and model), ignoring the query.
+class RandomQuality:
+    """RouteLLM's random router as a quality estimator: a fresh uniform number per query (and
+    model), ignoring the query.
 
     Thresholding it mixes the models at random, so its curve is the mixing line between them
     (for two models exactly RouteLLM's random baseline, APGR ~ 0.5).
@@ -103,7 +116,7 @@ class RandomRouter:
         self.n_models = n_models
         self.seed = seed
 
-    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "RandomRouter":
+    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "RandomQuality":
         return self
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
@@ -145,7 +158,7 @@ class GlobalBT:
 
 
 # ------------------------------------------------------------------------------------------------ knn
-class KNNRouter:
+class KNNQuality:
     """k nearest training queries (cosine) vote: each model's share of won judgments among them."""
 
     name = "knn"
@@ -154,7 +167,7 @@ class KNNRouter:
         self.k = k
         self.chunk = chunk
 
-    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "KNNRouter":
+    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "KNNQuality":
         T = judgments.pairwise_tables(len(X))
         self.wins_ = T.sum(axis=2)                       # (n, M) wins, ties half
         self.games_ = T.sum(axis=2) + T.sum(axis=1)      # (n, M) judgments involving the model
@@ -268,7 +281,7 @@ class MatrixFactorization:
         return (U * p["w2"][None, :]) @ Ph.T
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
-        return mean_win_prob(self.scores(X).astype(np.float64))
+        return expected_quality_from_scores(self.scores(X).astype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------- sw_ranking
@@ -308,7 +321,7 @@ class SWRanking:
             sim = Xu[s:s + self.chunk] @ self.X_.T
             wts = 10.0 * np.power(10.0, sim / np.max(sim, axis=1, keepdims=True))
             A = (wts @ self.T_).astype(np.float64).reshape(-1, self.M_, self.M_)
-            out[s:s + self.chunk] = mean_win_prob(bt_newton(A, self.ridge, self.newton_steps))
+            out[s:s + self.chunk] = expected_quality_from_scores(bt_newton(A, self.ridge, self.newton_steps))
         return out
 
 
@@ -340,7 +353,7 @@ def bt_newton(A: np.ndarray, ridge: float = 1e-4, steps: int = 30) -> np.ndarray
 _log = logging.getLogger(__name__)
 
 
-class BTRouter:
+class BTQuality:
     """mmroute's own preference model (:class:`BradleyTerry`) fitted on the same judgment arrays.
 
     Without explicit ``rank``/``l2`` it picks them as :func:`mmroute.training.train_router` does:
@@ -353,7 +366,7 @@ class BTRouter:
         self.blocks = list(blocks)  # encoder column ranges the selection may switch off
         self.selected: dict[str, Any] | None = None
 
-    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "BTRouter":
+    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "BTQuality":
         from ..preference import BradleyTerry, select_params
 
         names = [str(i) for i in range(judgments.n_models)]
@@ -388,18 +401,19 @@ def _grid() -> list[dict[str, Any]]:
 def make_baselines(n_models: int, seed: int = 0, bt_params: dict[str, Any] | None = None) -> dict[str, Baseline]:
     """The learned/random baselines of every report, in report order (oracle is computed from truth)."""
     return {
-        "random": RandomRouter(n_models, seed=seed),
-        "knn": KNNRouter(),
+        "random": RandomQuality(n_models, seed=seed),
+        "knn": KNNQuality(),
         "mf": MatrixFactorization(seed=seed),
         "sw_ranking": SWRanking(),
         "global": GlobalBT(**(bt_params or {})),
     }
 
 
-class FamilyRouter:
-    """mmroute's router with the family chosen by :func:`mmroute.preference.family_selection.select_family`
-    on the training fold, as ``mmroute train`` chooses it: the routing metric on inner folds of
-    the training queries decides between Bradley-Terry, feature-free ratings and pointwise heads.
+class FamilyQuality:
+    """mmroute's router quality with the family chosen by
+    :func:`mmroute.preference.family_selection.select_family` on the training fold, as ``mmroute
+    train`` chooses it: the routing metric on inner folds of the training queries decides between
+    Bradley-Terry, feature-free ratings and pointwise heads.
 
     The harness calls :meth:`fit_outcomes` (the training queries' true scores and costs are the
     pointwise targets and the inner folds' cost axis); plain :meth:`fit` derives the pointwise
@@ -413,13 +427,13 @@ class FamilyRouter:
         self.inner_k = inner_k
         self.selected: dict[str, Any] | None = None
 
-    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "FamilyRouter":
+    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "FamilyQuality":
         rows = np.unique(judgments.qi)
         M = judgments.n_models
         return self._fit(X, judgments, rows, None, np.ones((len(rows), M)), None)
 
     def fit_outcomes(self, X: np.ndarray, judgments: JudgmentArrays, train: np.ndarray, Q: np.ndarray,
-                     C: np.ndarray, Chat: np.ndarray) -> "FamilyRouter":
+                     C: np.ndarray, Chat: np.ndarray) -> "FamilyQuality":
         """``train`` rows of ``X`` have true scores ``Q`` and costs ``C`` (policy belief ``Chat``);
         judgments on other rows (extra judgment files) train the pairwise families only."""
         rows = np.union1d(np.asarray(train, dtype=np.int64), np.unique(judgments.qi))
@@ -433,7 +447,7 @@ class FamilyRouter:
         return self._fit(X, judgments, rows, S, cost, belief)
 
     def _fit(self, X: np.ndarray, judgments: JudgmentArrays, rows: np.ndarray, S: np.ndarray | None,
-             cost: np.ndarray, belief: np.ndarray | None) -> "FamilyRouter":
+             cost: np.ndarray, belief: np.ndarray | None) -> "FamilyQuality":
         from ..preference.families import RoutingData
         from ..preference.family_selection import select_family
 

@@ -15,7 +15,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--router", metavar="DIR", help="a trained router directory to evaluate")
     mode.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation by query (train + evaluate)")
-    parser.add_argument("--outcomes", required=True, metavar="FILE.jsonl",
+    mode.add_argument("--train", nargs="+", metavar="FILE[@W]",
+                      help="transfer: train on these judgments/outcomes files (FILE@W weighs one by W), "
+                           "evaluate on --test; test queries are dropped from training")
+    mode.add_argument("--leave-one-out", nargs="+", metavar="FILE[@W]",
+                      help="transfer table: each file in turn is the test set, the others train")
+    parser.add_argument("--test", metavar="FILE.jsonl", help="with --train: the outcomes file to evaluate on")
+    parser.add_argument("--names", metavar="NAMES.yaml",
+                        help="with --train/--leave-one-out: model-name overrides {training name: canonical name}")
+    parser.add_argument("--outcomes", metavar="FILE.jsonl",
                         help="per-query model scores (and optionally costs); with --anchor, a judgments file")
     parser.add_argument("--anchor", metavar="MODEL",
                         help="treat --outcomes as judgments against MODEL; score = share of won judgments "
@@ -39,7 +47,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--cv: the router is Bradley-Terry only (no choice of router family on held-out queries)")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="evaluate a seeded random subset of N outcomes (quick runs; say so next to any figure)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -50,6 +58,12 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.train or args.leave_one_out:
+        from .transfer_cli import transfer_command
+
+        return transfer_command(args)
+    if not args.outcomes:
+        raise ConfigError("--router / --cv need --outcomes FILE.jsonl")
     path = Path(args.outcomes)
     if args.anchor:
         items = outcomes_from_anchor(read_judgments(path, strict=False).items, args.anchor)

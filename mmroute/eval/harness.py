@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataFormatError, InvalidInputError
 from ..pool import ModelPool
 from ..query import Query
 from . import metrics as mx
-from .baselines import Baseline, BTRouter, FamilyRouter, JudgmentArrays, make_baselines
+from .baselines import Baseline, BTQuality, FamilyQuality, JudgmentArrays, make_baselines
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None
     A query that occurs several times is merged (scores and costs averaged per model); a query
     missing a score for one of ``models`` (default: every model seen) is dropped and counted.
     """
-    from ..policy import estimate_text_tokens
+    from ..tokens import estimate_text_tokens
 
     if not outcomes:
         raise InvalidInputError("no outcomes to evaluate on")
@@ -413,8 +413,8 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
 
         def learners(bt: dict[str, Any] = bt, s: int = s) -> dict[str, Baseline]:
             fixed = bt.get("rank") is not None and bt.get("l2") is not None
-            out: dict[str, Baseline] = {"router": BTRouter(blocks=blocks, **bt) if fixed or not families
-                                        else FamilyRouter(blocks=blocks, **bt)}
+            out: dict[str, Baseline] = {"router": BTQuality(blocks=blocks, **bt) if fixed or not families
+                                        else FamilyQuality(blocks=blocks, **bt)}
             out.update({k_: v for k_, v in make_baselines(len(data.models), seed=s, bt_params=bt).items() if k_ in wanted})
             return out
 
@@ -481,7 +481,7 @@ def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: Mo
                     baselines: Sequence[str] | None = None, progress: bool = False,
                     n_points: int = 256) -> EvalReport:
     """Evaluate a trained router on an outcomes set; baselines are K-fold CV'd on the same set."""
-    from ..policy import estimate_text_tokens
+    from ..tokens import estimate_text_tokens
     from ..router import Router
 
     t_start = time.perf_counter()

@@ -1,24 +1,25 @@
 """Query feature extraction: encoders (CLIP, sentence-transformers), spec strings, cache, pipeline.
 
 The heavy libraries (open_clip, sentence-transformers) are imported only when an encoder is
-built, so ``import mmroute.features`` stays cheap.
+built, so ``import mmroute.features`` stays cheap. Helpers (query statistics, cache keys, spec
+parts) stay importable from their modules.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import MAX_TEXT_CHUNKS, Encoder, l2_normalize
-from .cache import EmbeddingCache, cache_key, text_hash
-from .pipeline import STATS, FeaturePipeline, build_encoder, query_stats
-from .spec import (ClipConfig, EncoderInfo, FeatureSpec, STConfig, canonical_spec, parse_part,
-                   parse_spec)
+from .base import Encoder
+from .cache import EmbeddingCache
+from .pipeline import FeaturePipeline, build_encoder
+from .spec import FeatureSpec, canonical_spec, parse_spec
 
-__all__ = [
-    "MAX_TEXT_CHUNKS", "STATS", "ClipConfig", "ClipEncoder", "EmbeddingCache", "Encoder", "EncoderInfo",
-    "FeaturePipeline", "FeatureSpec", "STConfig", "SentenceEncoder", "build_encoder", "cache_key",
-    "canonical_spec", "l2_normalize", "parse_part", "parse_spec", "query_stats", "text_hash",
-]
+if TYPE_CHECKING:
+    from .clip import ClipEncoder
+    from .sentence import SentenceEncoder
+
+__all__ = ["ClipEncoder", "EmbeddingCache", "Encoder", "FeaturePipeline", "FeatureSpec", "SentenceEncoder",
+           "build_encoder", "canonical_spec", "parse_spec"]
 
 
 def __getattr__(name: str) -> Any:

@@ -116,6 +116,9 @@ def parse_part(part: str) -> EncoderConfig:
         rest = rest.strip()
         if rest == TINY_ALIAS:
             return ClipConfig(model="mmroute-tiny-random", source="tiny")
+        if rest.partition(":")[0].strip() == TINY_ALIAS:
+            raise ConfigError(f"encoder spec {raw!r}: 'clip:{TINY_ALIAS}' takes nothing after it (it is a seeded "
+                              f"random toy model, not an open_clip model); write 'clip:{TINY_ALIAS}'")
         if rest.startswith(LOCAL_DIR):
             folder = rest[len(LOCAL_DIR):].strip()
             if not folder:

@@ -4,29 +4,26 @@
 
 * ``create_router_node(router, goto=...)``: route the latest user turn; optionally
   ``Command(goto=...)`` to a node per model or tier.
-* ``create_cascade_graph(router, verifier=..., ...)``: classify -> route -> generate -> verify ->
+* ``create_cascade_graph(router, verifier=..., ...)``: parse -> plan -> generate -> verify ->
   accept or escalate (to the next stronger model *for this query*), with caps on escalations and
   cost, provider fallback, automatic escalation judgments and optional interrupt() feedback.
 * ``RoutedChatModel``: a LangChain chat model that routes every call (``bind_tools`` included),
   for ``create_react_agent`` and anything else that takes a chat model.
 * ``RoutingMiddleware``: the same choice as LangChain agent middleware (needs ``langchain``).
+* ``RouterState`` / ``CascadeState``: the graphs' state schemas; ``decision_from_state`` reads the
+  ``RouteDecision`` a router node wrote.
+
+The node factories, state records and helpers stay importable from ``nodes`` / ``state``; the
+served graph (``langgraph.json``) is ``served``.
 """
 
 from __future__ import annotations
 
 from .cascade import create_cascade_graph
-from .chat_model import RoutedChatModel, to_tool_calls
-from .middleware import MIDDLEWARE_AVAILABLE, RoutingMiddleware
-from .nodes import (after_verify, best_answer, create_classify_node, create_feedback_node, create_finalize_node,
-                    create_generate_node, create_plan_node, create_router_node, create_verify_node, feedback_request,
-                    judgment_id, latest_query, parse_feedback, resolve_goto)
-from .state import (AnswerRecord, AttemptRecord, CascadeState, QueryInfo, RouterState, Status, VerdictRecord,
-                    decision_from_state, decision_to_state)
+from .chat_model import RoutedChatModel
+from .middleware import RoutingMiddleware
+from .nodes import create_router_node
+from .state import CascadeState, RouterState, decision_from_state
 
-__all__ = [
-    "MIDDLEWARE_AVAILABLE", "AnswerRecord", "AttemptRecord", "CascadeState", "QueryInfo", "RoutedChatModel", "RouterState",
-    "RoutingMiddleware", "Status", "VerdictRecord", "after_verify", "best_answer", "create_cascade_graph",
-    "create_classify_node", "create_feedback_node", "create_finalize_node", "create_generate_node", "create_plan_node",
-    "create_router_node", "create_verify_node", "decision_from_state", "decision_to_state", "feedback_request",
-    "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "to_tool_calls",
-]
+__all__ = ["CascadeState", "RoutedChatModel", "RouterState", "RoutingMiddleware", "create_cascade_graph",
+           "create_router_node", "decision_from_state"]

@@ -1,8 +1,8 @@
 """The verify-and-escalate cascade as one compiled LangGraph graph.
 
-    classify -> route -> generate -> verify --accept / cap--> finalize [-> feedback] -> END
-                            ^           |
-                            +-escalate--+
+    parse -> plan -> generate -> verify --accept / cap--> finalize [-> feedback] -> END
+                        ^           |
+                        +-escalate--+
 
 The graph's state is :class:`~mmroute.graph.state.CascadeState`; it takes and returns
 ``messages`` like any chat graph, so it drops into a user's graph as a subgraph node.
@@ -14,22 +14,27 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
 
+from ..cascade import current_router
+from ..data.store import FeedbackStore
 from ..errors import ConfigError
 from ..llm.breaker import CircuitBreaker
 from ..pool import ModelPool
-from .nodes import (after_verify, create_classify_node, create_feedback_node, create_finalize_node, create_generate_node,
-                    create_plan_node, create_verify_node, current_router)
+from ..verify.base import Verifier
+from .nodes import (RouterLike, after_verify, create_feedback_node, create_finalize_node, create_generate_node,
+                    create_parse_node, create_plan_node, create_verify_node)
 from .state import CascadeState
 
 
-def _after_route(state: dict[str, Any]) -> str:
+def _after_plan(state: dict[str, Any]) -> str:
     return "finalize" if state.get("status") == "over_budget" else "generate"
 
 
-def create_cascade_graph(router: Any, *, verifier: Any, pool: ModelPool | None = None, max_escalations: int = 2,
-                         max_cost_per_query: float | None = None, feedback: bool = False, checkpointer: Any = None,
-                         feedback_store: Any = None, record_escalations: bool = True, llm_kwargs: dict[str, Any] | None = None,
+def create_cascade_graph(router: RouterLike, *, verifier: Verifier, pool: ModelPool | None = None,
+                         max_escalations: int = 2, max_cost_per_query: float | None = None, feedback: bool = False,
+                         checkpointer: Checkpointer = None, feedback_store: FeedbackStore | None = None,
+                         record_escalations: bool = True, llm_kwargs: dict[str, Any] | None = None,
                          name: str = "mmroute_cascade") -> CompiledStateGraph:
     """Build and compile the cascade.
 
@@ -42,17 +47,17 @@ def create_cascade_graph(router: Any, *, verifier: Any, pool: ModelPool | None =
         raise ConfigError("the cascade needs a verifier (e.g. mmroute.verify.HeuristicVerifier())")
     pool = pool if pool is not None else current_router(router).pool
     builder = StateGraph(CascadeState)
-    builder.add_node("classify", create_classify_node(router))
-    builder.add_node("route", create_plan_node(router, max_cost_per_query=max_cost_per_query))
+    builder.add_node("parse", create_parse_node(router))
+    builder.add_node("plan", create_plan_node(router, max_cost_per_query=max_cost_per_query))
     # one breaker for the graph: a dead provider is skipped after a few failures, not retried per request
     llm_kwargs = {"breaker": CircuitBreaker(), **(llm_kwargs or {})}
     builder.add_node("generate", create_generate_node(pool, **llm_kwargs))
     builder.add_node("verify", create_verify_node(verifier, router, max_escalations=max_escalations,
                                                   max_cost_per_query=max_cost_per_query))
     builder.add_node("finalize", create_finalize_node(router, store=feedback_store, record_escalations=record_escalations))
-    builder.add_edge(START, "classify")
-    builder.add_edge("classify", "route")
-    builder.add_conditional_edges("route", _after_route, ["generate", "finalize"])
+    builder.add_edge(START, "parse")
+    builder.add_edge("parse", "plan")
+    builder.add_conditional_edges("plan", _after_plan, ["generate", "finalize"])
     builder.add_edge("generate", "verify")
     builder.add_conditional_edges("verify", after_verify, ["generate", "finalize"])
     if feedback:

@@ -2,7 +2,9 @@
 
 ``RoutedChatModel`` reads the latest user turn (text + images) of the messages it is given,
 asks the router for a model, and calls it through ``mmroute.llm`` (LiteLLM, with retries and
-fallback along the decision's order). Tools bound with ``bind_tools`` travel to the model in
+fallback along the decision's order). Vision, context-window and cost checks cover every message
+sent (an image in an earlier turn still rules out text-only models), with or without a router.
+Tools bound with ``bind_tools`` travel to the model in
 OpenAI format and its tool calls come back as ``AIMessage.tool_calls``, so it runs inside
 ``langgraph.prebuilt.create_react_agent`` unchanged. Within one agent turn the user turn is the
 same, so every step of a tool loop goes to the same model.
@@ -24,14 +26,16 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SkipValidation
 
+from ..cascade import current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .nodes import RecordedAnswer, answer_record, current_router, judgment_id, thread_id, user_turn
+from ..verify.base import Verifier
+from .nodes import RouterLike, thread_id
 
 
 def to_tool_calls(raw_calls: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
@@ -82,9 +86,10 @@ class RoutedChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    router: Any = None
+    # typed for callers and checkers, not validated (duck-typed routers / verifiers keep working)
+    router: SkipValidation[RouterLike | None] = None
     pool: ModelPool | None = None
-    verifier: Any = None
+    verifier: SkipValidation[Verifier | None] = None
     max_escalations: int = Field(1, ge=0)
     candidates: list[str] | None = None
     decision: RouteDecision | None = None
@@ -127,12 +132,14 @@ class RoutedChatModel(BaseChatModel):
     def _pool(self) -> ModelPool:
         return self.pool if self.pool is not None else current_router(self.router).pool
 
-    def _plan(self, messages: list[BaseMessage]) -> tuple[RouteDecision | None, list[str]]:
+    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[RouteDecision | None, list[str]]:
+        """The decision and the models to try. Routing filters on the whole call (every turn, every
+        image, the bound tools); fixed candidates are checked the same way by ``mmroute.llm``."""
         if self.decision is not None:
             return self.decision, self.decision.ordered
         if self.candidates:
             return None, list(self.candidates)
-        decision = current_router(self.router).route(self._query(messages))
+        decision = route_call(self.router, messages, tools=kwargs.get("tools"), include_context=self.include_context)
         return decision, decision.ordered
 
     def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -146,15 +153,11 @@ class RoutedChatModel(BaseChatModel):
         """Verify ``answer``; the models to escalate to, or None to keep it."""
         if self.verifier is None or decision is None or answer.tool_calls:
             return None
-        v = self.verifier.verify(self._query(messages), RecordedAnswer.of(answer_record(answer, 0)),
-                                 context={"model": answer.model})
-        history[-1]["verdict"] = {"confidence": v.confidence, "accept": v.accept, "reason": v.reason,
-                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
-        if v.accept or len(history) - 1 >= self.max_escalations:
-            return None
-        tried = {h["model"] for h in history}
-        stronger = [m for m in decision.escalation_order(after=answer.model) if m not in tried]
-        return stronger or None
+        v = self.verifier.verify(self._query(messages), answer, context={"model": answer.model})
+        history[-1]["verdict"] = verdict_state(v)
+        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=[h["model"] for h in history],
+                         escalations=len(history) - 1, max_escalations=self.max_escalations)
+        return list(step.models) if step.escalates else None
 
     def _result(self, decision: RouteDecision | None, answer: Any, history: list[dict[str, Any]],
                 messages: list[BaseMessage]) -> ChatResult:
@@ -184,16 +187,16 @@ class RoutedChatModel(BaseChatModel):
         """An escalation the verifier accepted: accepted beats rejected, into the router's store."""
         if not self.record_escalations or decision is None or len(history) < 2:
             return
-        final = history[-1]
         r = current_router(self.router) if self.router is not None else None
         store = getattr(r, "store", None)
-        if r is None or store is None or not (final.get("verdict") or {}).get("accept"):
+        pairs = escalation_judgments(history[-1], history[:-1])
+        if r is None or store is None or not pairs:
             return
         q = self._query(messages)
         thread = thread_id(ensure_config())  # the agent run's thread, when inside LangGraph
-        for h in history[:-1]:
-            jid = judgment_id("escalation", thread, q.content_hash, final["model"], h["model"], user_turn(messages))
-            r.record(q, final["model"], h["model"], "model_a", store=store, source="escalation", id=jid)
+        for winner, loser in pairs:
+            jid = judgment_id("escalation", thread, q.content_hash, winner, loser, user_turn(messages))
+            r.record(q, winner, loser, "model_a", store=store, source="escalation", id=jid)
 
     @staticmethod
     def _entry(answer: Any) -> dict[str, Any]:
@@ -204,7 +207,7 @@ class RoutedChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         from ..llm import complete
 
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         call_kw = self._kwargs(stop, kwargs)
         answer = complete(messages, cands, **call_kw)
         history = [self._entry(answer)]
@@ -221,7 +224,7 @@ class RoutedChatModel(BaseChatModel):
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         from ..llm import acomplete
 
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         call_kw = self._kwargs(stop, kwargs)
         answer = await acomplete(messages, cands, **call_kw)
         history = [self._entry(answer)]
@@ -250,7 +253,7 @@ class RoutedChatModel(BaseChatModel):
                     for i, c in enumerate(msg.tool_calls)],
                 response_metadata=msg.response_metadata, usage_metadata=msg.usage_metadata))
             return
-        decision, cands = self._plan(messages)
+        decision, cands = self._plan(messages, kwargs)
         stream = stream_complete(messages, cands, **self._kwargs(stop, kwargs))
         for raw in stream:
             delta = raw.choices[0].delta if getattr(raw, "choices", None) else None

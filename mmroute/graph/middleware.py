@@ -1,6 +1,7 @@
 """Agent middleware (LangChain >= 1.0 ``create_agent``) that routes every model call.
 
-``RoutingMiddleware.wrap_model_call`` routes the request's latest user turn and hands the call
+``RoutingMiddleware.wrap_model_call`` routes the request's latest user turn (filtering on the
+whole request: system prompt, every turn and image, the tools) and hands the call
 to a :class:`RoutedChatModel` holding that decision (so fallback and escalation follow it);
 the agent binds its tools to that model as it would to any other. It needs the ``langchain``
 package (``pip install langchain``); without it, importing this module still works,
@@ -10,14 +11,16 @@ With ``langgraph.prebuilt.create_react_agent`` use ``RoutedChatModel`` directly 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..cascade import route_call
 from ..errors import ConfigError
 from ..policy import RouteDecision
-from ..query import Query
+from ..pool import ModelPool
+from ..verify.base import Verifier
 from .chat_model import RoutedChatModel
-from .nodes import current_router
+from .nodes import RouterLike
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -41,8 +44,9 @@ class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
         include_context: route on the whole conversation rather than the last user turn.
     """
 
-    def __init__(self, router: Any, *, pool: Any = None, verifier: Any = None, max_escalations: int = 1,
-                 model_factory: Callable[[RouteDecision], Any] | None = None, include_context: bool = False,
+    def __init__(self, router: RouterLike, *, pool: ModelPool | None = None, verifier: Verifier | None = None,
+                 max_escalations: int = 1, model_factory: Callable[[RouteDecision], Any] | None = None,
+                 include_context: bool = False,
                  llm_kwargs: dict[str, Any] | None = None) -> None:
         if not MIDDLEWARE_AVAILABLE:
             raise ConfigError("RoutingMiddleware needs the 'langchain' package (pip install langchain); "
@@ -60,9 +64,13 @@ class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
     def name(self) -> str:
         return "mmroute_routing"
 
-    def decide(self, messages: list[Any]) -> RouteDecision:
-        r = current_router(self.router)
-        return r.route(Query.from_messages(messages, include_context=self.include_context, image_policy=r.image_policy))
+    def decide(self, messages: list[Any], *, system: Any = None, tools: Sequence[Any] | None = None) -> RouteDecision:
+        """Route on the latest user turn; filter on everything sent (system prompt, all turns, tools)."""
+        return route_call(self.router, messages, tools=tools, system=system, include_context=self.include_context)
+
+    def _decide_request(self, request: ModelRequest) -> RouteDecision:
+        return self.decide(request.messages, system=getattr(request, "system_message", None),
+                           tools=getattr(request, "tools", None))
 
     def model_for(self, decision: RouteDecision) -> Any:
         if self.model_factory is not None:
@@ -71,11 +79,11 @@ class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
                                max_escalations=self.max_escalations, llm_kwargs=self.llm_kwargs)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
-        return handler(request.override(model=self.model_for(self.decide(request.messages))))
+        return handler(request.override(model=self.model_for(self._decide_request(request))))
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> ModelResponse:
-        return await handler(request.override(model=self.model_for(self.decide(request.messages))))
+        return await handler(request.override(model=self.model_for(self._decide_request(request))))
 
 
 __all__ = ["MIDDLEWARE_AVAILABLE", "RoutingMiddleware"]

@@ -1,41 +1,42 @@
-"""Node factories: router, classify, generate, verify, finalize and feedback.
+"""Node factories: router, parse, plan, generate, verify, finalize and feedback.
 
 Each factory closes over the long-lived objects (router, pool, verifier, store) and returns a node
 that reads and writes only JSON-able state, so graphs built from them checkpoint and resume
 anywhere. Factories take a ``Router`` or a ``LiveRouter`` (which swaps in a retrained router
-between calls); nodes always ask it for the current one.
+between calls); nodes always ask it for the current one. What the cascade decides (escalate to
+whom, what an escalation or a rating teaches) is ``mmroute.cascade``; the nodes adapt it to state.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.types import Command, Overwrite, interrupt
 
+from ..cascade import (RATINGS, WINNERS, answer_from_state, answer_state, best_answer, current_router,
+                       escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
+                       verdict_state, within_budget)
+from ..data.store import FeedbackStore
 from ..errors import ConfigError, InvalidInputError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from .state import AnswerRecord, AttemptRecord, QueryInfo, VerdictRecord, decision_from_state, decision_to_state
+from ..router import LiveRouter, Router
+from ..verify.base import Verifier
+from .state import AnswerState, AttemptState, decision_from_state, decision_to_state, query_state
 
 GotoSpec = Mapping[str, str] | Callable[[RouteDecision], str]
+#: what the LangGraph pieces take: a ``Router``, or a ``LiveRouter`` that swaps in retrained versions
+RouterLike: TypeAlias = Router | LiveRouter
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def current_router(router: Any) -> Any:
-    """The ``Router`` to use now: a ``LiveRouter`` hands out its latest version."""
-    return getattr(router, "router", router)
-
-
-def latest_query(state: Mapping[str, Any], router: Any = None, *, include_context: bool = False) -> Query:
+def latest_query(state: Mapping[str, Any], router: RouterLike | None = None, *, include_context: bool = False) -> Query:
     """The query to route: the last user turn (text + images) of ``state["messages"]``."""
     messages = state.get("messages") if isinstance(state, Mapping) else None
     if not messages:
@@ -47,26 +48,20 @@ def latest_query(state: Mapping[str, Any], router: Any = None, *, include_contex
     return Query.from_messages(messages, **kwargs)
 
 
+def route_state(router: RouterLike, state: Mapping[str, Any], *, include_context: bool = False) -> RouteDecision:
+    """Route ``state["messages"]``: features from the latest user turn (or all, with
+    ``include_context``), hard filters over every message the model will be sent."""
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    if not messages:
+        raise InvalidInputError("the state has no messages to route (expected a 'messages' list with a user turn)")
+    return current_router(router).route(list(messages), include_context=include_context)
+
+
 def thread_id(config: RunnableConfig | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "")
 
 
-def user_turn(messages: Sequence[Any]) -> int:
-    """How many user turns the conversation has: names the current turn, stably across re-runs."""
-    return sum(1 for m in messages or () if getattr(m, "type", None) == "human"
-               or (isinstance(m, Mapping) and m.get("role") == "user"))
-
-
-def judgment_id(kind: str, thread: str, query_hash: str, model_a: str, model_b: str, turn: int = 0) -> str:
-    """Deterministic id, so a node that re-runs (interrupt/resume, retries) stores nothing twice.
-
-    Thread and turn are part of it: the same question asked again later is new evidence.
-    """
-    key = json.dumps([kind, thread, turn, query_hash, model_a, model_b], separators=(",", ":"))
-    return f"{kind}:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-
-
-def attempt_record(attempt: Any, step: int) -> AttemptRecord:
+def attempt_record(attempt: Any, step: int) -> AttemptState:
     """One attempt of ``mmroute.llm`` (a model object, dataclass or dict) as a plain dict."""
     if hasattr(attempt, "model_dump"):
         raw = attempt.model_dump(mode="json")
@@ -78,7 +73,7 @@ def attempt_record(attempt: Any, step: int) -> AttemptRecord:
     ok = raw.get("ok")
     if ok is None:
         ok = raw.get("success", error is None)
-    out: AttemptRecord = {"model": str(raw.get("model", "")), "ok": bool(ok), "step": step,
+    out: AttemptState = {"model": str(raw.get("model", "")), "ok": bool(ok), "step": step,
                           "error": None if error is None else str(error), "error_type": raw.get("error_type")}
     for key in ("cost_usd", "latency_s"):
         value = raw.get(key)
@@ -87,68 +82,13 @@ def attempt_record(attempt: Any, step: int) -> AttemptRecord:
     return out
 
 
-def answer_record(answer: Any, step: int) -> AnswerRecord:
-    """An ``mmroute.llm.Answer`` as a checkpointable dict (without its raw response)."""
-    return {
-        "model": str(answer.model),
-        "text": str(getattr(answer, "text", "") or ""),
-        "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
-        "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0),
-        "finish_reason": getattr(answer, "finish_reason", None),
-        "tool_calls": [dict(tc) if isinstance(tc, Mapping) else _jsonable(tc) for tc in getattr(answer, "tool_calls", None) or []],
-        "step": step,
-        "verdict": None,
-    }
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _answer_attempts(answer: Any, step: int) -> list[AttemptRecord]:
+def _answer_attempts(answer: Any, step: int) -> list[AttemptState]:
     attempts = [attempt_record(a, step) for a in getattr(answer, "attempts", None) or []]
     if not any(a["ok"] and a["model"] == answer.model for a in attempts):  # a backend may list only failures
         attempts.append({"model": str(answer.model), "ok": True, "error": None, "step": step,
                          "cost_usd": float(getattr(answer, "cost_usd", 0.0) or 0.0),
                          "latency_s": float(getattr(answer, "latency_s", 0.0) or 0.0)})
     return attempts
-
-
-@dataclass
-class RecordedAnswer:
-    """An ``AnswerRecord`` seen through the attributes verifiers read (text, finish_reason, ...)."""
-
-    text: str
-    model: str
-    finish_reason: str | None = None
-    cost_usd: float = 0.0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    @classmethod
-    def of(cls, rec: AnswerRecord) -> "RecordedAnswer":
-        return cls(text=rec["text"], model=rec["model"], finish_reason=rec.get("finish_reason"),
-                   cost_usd=rec.get("cost_usd", 0.0), tool_calls=list(rec.get("tool_calls") or []))
-
-
-def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:
-    """The models whose predicted cost for this query still fits under ``cap`` after ``spent``."""
-    if cap is None:
-        return list(models)
-    cost = {c.model: c.expected_cost for c in decision.candidates}
-    return [m for m in models if spent + cost.get(m, 0.0) <= cap + 1e-12]
-
-
-def best_answer(answers: Sequence[AnswerRecord]) -> AnswerRecord | None:
-    """The accepted answer, else the most confident one (the later, stronger one on ties)."""
-    if not answers:
-        return None
-    for a in reversed(answers):
-        if a.get("verdict") and a["verdict"]["accept"]:  # type: ignore[index]
-            return a
-    return max(reversed(answers), key=lambda a: (a.get("verdict") or {}).get("confidence", 0.0))
 
 
 # -- router node --------------------------------------------------------------------------------
@@ -181,9 +121,12 @@ def resolve_goto(goto: GotoSpec, decision: RouteDecision, pool: ModelPool) -> st
     raise ConfigError(f"goto has no node for model {decision.model!r} (nor its tags, nor '*')")
 
 
-def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_context: bool = False,
+def create_router_node(router: RouterLike, *, goto: GotoSpec | None = None, include_context: bool = False,
                        key: str = "route") -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
     """A node that routes the latest user turn and stores the decision under ``state[key]``.
+
+    The vision / context / cost filters see the whole conversation (an image three turns back
+    still rules out text-only models), whatever ``include_context`` says about the features.
 
     With ``goto`` the node returns ``Command(goto=node)``: a mapping ``{model or tag: node}``
     (tags are a model's ``tags`` in the pool, e.g. tiers like ``"cheap"``; ``"*"`` is the
@@ -193,7 +136,7 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
 
     def route(state: dict[str, Any]) -> dict[str, Any] | Command:
         r = current_router(router)
-        decision = r.route(latest_query(state, r, include_context=include_context))
+        decision = route_state(r, state, include_context=include_context)
         update = {key: decision_to_state(decision)}
         if goto is None:
             return update
@@ -206,28 +149,27 @@ def create_router_node(router: Any, *, goto: GotoSpec | None = None, include_con
 # -- cascade nodes ------------------------------------------------------------------------------
 
 
-def create_classify_node(router: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def create_parse_node(router: RouterLike) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Parse the latest user turn and start a fresh per-query record.
 
     The query's fingerprint and modality go into the state (not its bytes); per-query lists are
     reset with ``Overwrite`` so a second question on the same thread starts clean.
     """
 
-    def classify(state: dict[str, Any]) -> dict[str, Any]:
-        q = latest_query(state, router)
-        info: QueryInfo = {"hash": q.content_hash, "text": q.text, "n_images": q.n_images}
-        return {"query": info, "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
+    def parse(state: dict[str, Any]) -> dict[str, Any]:
+        return {"query": query_state(latest_query(state, router)), "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
                 "escalations": 0, "total_cost_usd": 0.0, "status": "routed", "final": None, "error": None,
                 "feedback": None}
 
-    return classify
+    return parse
 
 
-def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap."""
+def create_plan_node(router: RouterLike, *, max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Route, then keep the candidates (chosen model, then fallbacks) whose cost fits the cap
+    (the cascade graph's ``"plan"`` node; the decision goes to ``state["route"]``)."""
     route_node = create_router_node(router)
 
-    def route(state: dict[str, Any]) -> dict[str, Any]:
+    def plan(state: dict[str, Any]) -> dict[str, Any]:
         update = route_node(state)
         assert isinstance(update, dict)
         decision = decision_from_state(update)
@@ -237,14 +179,22 @@ def create_plan_node(router: Any, *, max_cost_per_query: float | None = None) ->
                     "error": f"no eligible model's predicted cost fits max_cost_per_query={max_cost_per_query}"}
         return {**update, "candidates": cands, "status": "routed"}
 
-    return route
+    return plan
 
 
 def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> RunnableLambda:
     """Call ``state["candidates"]`` in order through ``mmroute.llm`` (its fallback moves on to the
     next candidate on a provider error). Every attempt, failed ones too, is appended to
     ``state["attempts"]``; a step where all candidates fail ends with ``status="provider_error"``.
-    Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``)."""
+    Sync and async (``ainvoke`` awaits ``mmroute.llm.acomplete``).
+
+    With a token listener attached (``stream_mode="messages"``) the call goes through a chat model
+    (``CandidatesChatModel``), so the generating model's tokens are streamed (metadata
+    ``langgraph_node="generate"``; an escalation streams each model's answer in turn). Without
+    one it is the plain, non-streaming ``complete`` call."""
+    from .generation import CandidatesChatModel, wants_tokens
+
+    call_kw: dict[str, Any] = {**({"pool": pool} if pool is not None else {}), **llm_kwargs}
 
     def _prepare(state: dict[str, Any]) -> tuple[list[str], int, float]:
         cands = list(state.get("candidates") or [])
@@ -253,7 +203,7 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
         return cands, int(state.get("escalations") or 0), float(state.get("total_cost_usd") or 0.0)
 
     def _ok(answer: Any, step: int, spent: float) -> dict[str, Any]:
-        rec = answer_record(answer, step)
+        rec = answer_state(answer, step)
         billed = float(getattr(answer, "total_cost_usd", 0.0) or 0.0) or rec["cost_usd"]  # failed attempts billed too
         return {"answers": [rec], "attempts": _answer_attempts(answer, step), "total_cost_usd": spent + billed,
                 "error": None}
@@ -263,22 +213,32 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
         cost = sum(a.get("cost_usd", 0.0) for a in attempts)
         return {"attempts": attempts, "status": "provider_error", "error": str(exc), "total_cost_usd": spent + cost}
 
-    def generate(state: dict[str, Any]) -> dict[str, Any]:
+    def generate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         from ..llm import complete
 
         cands, step, spent = _prepare(state)
         try:
-            answer = complete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+            if wants_tokens(config):  # someone streams messages: a chat-model run, so tokens reach them
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                model.invoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = complete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
 
-    async def agenerate(state: dict[str, Any]) -> dict[str, Any]:
+    async def agenerate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         from ..llm import acomplete
 
         cands, step, spent = _prepare(state)
         try:
-            answer = await acomplete(state["messages"], cands, **({"pool": pool} if pool is not None else {}), **llm_kwargs)
+            if wants_tokens(config):
+                model = CandidatesChatModel(candidates=cands, pool=pool, llm_kwargs=llm_kwargs)
+                await model.ainvoke(state["messages"], config)
+                answer = model.sink[-1]
+            else:
+                answer = await acomplete(state["messages"], cands, **call_kw)
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
@@ -286,7 +246,7 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
     return RunnableLambda(generate, afunc=agenerate, name="generate")
 
 
-def create_verify_node(verifier: Any, router: Any, *, max_escalations: int = 2,
+def create_verify_node(verifier: Verifier, router: RouterLike, *, max_escalations: int = 2,
                        max_cost_per_query: float | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Judge the newest answer and decide: accept, or escalate to the next stronger model.
 
@@ -307,26 +267,20 @@ def create_verify_node(verifier: Any, router: Any, *, max_escalations: int = 2,
             return {}  # nothing new to judge (this step failed): finalize keeps what there is
         last = answers[-1]
         r = current_router(router)
-        v = verifier.verify(latest_query(state, r), RecordedAnswer.of(last),
+        v = verifier.verify(latest_query(state, r), answer_from_state(last),
                             context={"model": last["model"], "messages": to_openai_messages(state["messages"])})
-        verdict: VerdictRecord = {"confidence": float(v.confidence), "accept": bool(v.accept), "reason": str(v.reason),
-                                  "cost_usd": float(getattr(v, "cost_usd", 0.0) or 0.0)}
+        verdict = verdict_state(v)
         spent = float(state.get("total_cost_usd") or 0.0) + verdict["cost_usd"]
         update: dict[str, Any] = {"answers": [{**last, "verdict": verdict}], "total_cost_usd": spent}
+        escalations = int(state.get("escalations") or 0)
         if verdict["accept"]:
             return {**update, "status": "accepted", "candidates": []}
-        escalations = int(state.get("escalations") or 0)
-        if escalations >= max_escalations:
-            return {**update, "status": "max_escalations", "candidates": []}
-        decision = decision_from_state(state)
-        tried = {a["model"] for a in answers}
-        stronger = [m for m in decision.escalation_order(after=last["model"]) if m not in tried]
-        if not stronger:
-            return {**update, "status": "no_stronger_model", "candidates": []}
-        affordable = within_budget(decision, stronger, spent, max_cost_per_query)
-        if not affordable:
-            return {**update, "status": "cost_cap", "candidates": []}
-        return {**update, "status": "escalating", "candidates": affordable, "escalations": escalations + 1}
+        step = next_step(decision_from_state(state), answered=last["model"], accepted=False,
+                         tried=[a["model"] for a in answers], escalations=escalations,
+                         max_escalations=max_escalations, spent=spent, max_cost=max_cost_per_query)
+        if not step.escalates:
+            return {**update, "status": step.status, "candidates": []}
+        return {**update, "status": "escalating", "candidates": list(step.models), "escalations": escalations + 1}
 
     return verify
 
@@ -336,7 +290,7 @@ def after_verify(state: dict[str, Any]) -> str:
     return "generate" if state.get("status") == "escalating" else "finalize"
 
 
-def create_finalize_node(router: Any, *, store: Any = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
+def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
     """Answer with the accepted (else the most confident) answer and learn from escalations.
 
     An escalation gives two answers to one query; when the verifier accepts the stronger model's
@@ -345,6 +299,8 @@ def create_finalize_node(router: Any, *, store: Any = None, record_escalations: 
     """
 
     def finalize(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        from ..llm.providers import is_offline_fallback
+
         answers = list(state.get("answers") or [])
         final = best_answer(answers)
         update: dict[str, Any] = {"final": final}
@@ -355,42 +311,39 @@ def create_finalize_node(router: Any, *, store: Any = None, record_escalations: 
                 "routed_model": decision.model, "status": state.get("status"), "escalations": state.get("escalations", 0),
                 "total_cost_usd": state.get("total_cost_usd", 0.0),
                 "verdict": final.get("verdict")}
+        if is_offline_fallback(final["text"]):  # the replay provider's stand-in, not a model's answer
+            meta["offline_fallback"] = True
         update["messages"] = [AIMessage(content=final["text"], response_metadata=meta)]
         target = store if store is not None else getattr(current_router(router), "store", None)
         accepted = final.get("verdict") and final["verdict"]["accept"]  # type: ignore[index]
-        if record_escalations and target is not None and accepted and len(answers) > 1:
+        stand_in = any(is_offline_fallback(a["text"]) for a in answers)  # no model answered: nothing to learn
+        if record_escalations and target is not None and accepted and len(answers) > 1 and not stand_in:
             _record_escalation(router, target, state, final, answers, thread_id(config))
         return update
 
     return finalize
 
 
-def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: AnswerRecord,
-                       answers: Sequence[AnswerRecord], thread: str) -> None:
+def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: AnswerState,
+                       answers: Sequence[AnswerState], thread: str) -> None:
     r = current_router(router)
     query = latest_query(state, r)
-    for rejected in answers:
-        verdict = rejected.get("verdict")
-        if rejected is final or rejected["model"] == final["model"] or not verdict or verdict["accept"]:
-            continue
-        jid = judgment_id("escalation", thread, query.content_hash, final["model"], rejected["model"],
-                          user_turn(state["messages"]))
-        r.record(query, final["model"], rejected["model"], "model_a", store=store, source="escalation", id=jid)
+    for winner, loser in escalation_judgments(final, answers):
+        jid = judgment_id("escalation", thread, query.content_hash, winner, loser, user_turn(state["messages"]))
+        r.record(query, winner, loser, "model_a", store=store, source="escalation", id=jid)
 
 
 # -- feedback -----------------------------------------------------------------------------------
 
 
-RATINGS = ("good", "bad")
-WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
-
-
 def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
     """What the feedback interrupt shows: the final answer, or the router's first pick and the
     final answer side by side after an escalation."""
+    from ..llm.providers import is_offline_fallback
+
     answers = list(state.get("answers") or [])
     final = state.get("final") or best_answer(answers)
-    if final is None:
+    if final is None or is_offline_fallback(final["text"]):  # a stand-in is no model's answer to judge
         return None
     query = state.get("query") or {}
     first = answers[0] if answers else final
@@ -403,44 +356,7 @@ def feedback_request(state: dict[str, Any]) -> dict[str, Any] | None:
             "resume_with": {"rating": list(RATINGS)}}
 
 
-def _rating_pair(decision: RouteDecision, model: str, rating: str) -> tuple[str, str, str] | None:
-    """A single rating as a pairwise judgment against the router's reference for this query.
-
-    The reference is the next stronger model (escalation order), else the best weaker one.
-    "good" from the cheaper side means it was enough (tie); "bad" means the stronger would have
-    won. For the strongest model: "good" beats the runner-up, "bad" is a both-bad tie.
-    """
-    stronger = decision.escalation_order(after=model) if model in {c.model for c in decision.candidates} else []
-    if stronger:
-        ref = stronger[0]
-        return (model, ref, "tie") if rating == "good" else (model, ref, "model_b")
-    others = sorted((c for c in decision.candidates if c.eligible and c.model != model), key=lambda c: -c.quality)
-    if not others:
-        return None
-    ref = others[0].model
-    return (model, ref, "model_a") if rating == "good" else (model, ref, "tie (bothbad)")
-
-
-def parse_feedback(value: Any) -> dict[str, str] | None:
-    """Validate a resume value: ``{"winner": ...}``, ``{"rating": ...}``, or ``None`` to skip."""
-    if value is None or (isinstance(value, Mapping) and value.get("skip")):
-        return None
-    if isinstance(value, str):
-        value = {"rating": value} if value in RATINGS else {"winner": value}
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"feedback must be a dict like {{'winner': 'model_a'}} or {{'rating': 'good'}}, got {value!r}")
-    if "winner" in value:
-        if value["winner"] not in WINNERS:
-            raise InvalidInputError(f"feedback winner must be one of {', '.join(WINNERS)}, got {value['winner']!r}")
-        return {"winner": str(value["winner"])}
-    if "rating" in value:
-        if value["rating"] not in RATINGS:
-            raise InvalidInputError(f"feedback rating must be 'good' or 'bad', got {value['rating']!r}")
-        return {"rating": str(value["rating"])}
-    raise InvalidInputError(f"feedback needs 'winner' or 'rating', got keys {sorted(value)}")
-
-
-def create_feedback_node(router: Any, *, store: Any = None, source: str = "user") -> Callable[..., dict[str, Any]]:
+def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = None, source: str = "user") -> Callable[..., dict[str, Any]]:
     """Ask the user (``interrupt``) about the answer and store the reply as a judgment.
 
     Resume with ``Command(resume={"winner": "model_a"|"model_b"|"tie"})`` after an escalation, or
@@ -466,7 +382,7 @@ def create_feedback_node(router: Any, *, store: Any = None, source: str = "user"
                 raise InvalidInputError("a 'winner' needs two answers; this query has one - resume with {'rating': ...}")
             a, b, winner = request["model_a"], request["model_b"], choice["winner"]
         else:
-            pair = _rating_pair(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
+            pair = rating_judgment(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
             if pair is None:
                 return {"feedback": {**choice, "stored": None, "why": "no other model to compare with"}}
             a, b, winner = pair
@@ -477,7 +393,6 @@ def create_feedback_node(router: Any, *, store: Any = None, source: str = "user"
     return feedback
 
 
-__all__ = ["GotoSpec", "RecordedAnswer", "after_verify", "answer_record", "attempt_record", "best_answer",
-           "create_classify_node", "create_feedback_node", "create_finalize_node", "create_generate_node",
-           "create_plan_node", "create_router_node", "create_verify_node", "current_router", "feedback_request",
-           "judgment_id", "latest_query", "parse_feedback", "resolve_goto", "thread_id", "user_turn", "within_budget"]
+__all__ = ["GotoSpec", "after_verify", "attempt_record", "create_feedback_node", "create_finalize_node",
+           "create_generate_node", "create_parse_node", "create_plan_node", "create_router_node", "create_verify_node",
+           "feedback_request", "latest_query", "resolve_goto", "route_state", "thread_id"]

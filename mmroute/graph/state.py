@@ -5,7 +5,7 @@ checkpointer can persist it and ``langgraph dev`` can show it; a ``RouteDecision
 its ``model_dump(mode="json")`` and rebuilt with :func:`decision_from_state`.
 
 Per-query lists (``answers``, ``attempts``) append through reducers, so a node returns only
-what it adds. A new query on the same thread must start them empty: the classify node writes
+what it adds. A new query on the same thread must start them empty: the parse node writes
 ``Overwrite([])`` (LangGraph's way to bypass a reducer once) instead of inventing a sentinel.
 """
 
@@ -20,6 +20,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ..errors import InvalidInputError
 from ..policy import RouteDecision
+from ..query import Query
 
 Status = Literal[
     "routed",          # a model is chosen, nothing generated yet
@@ -33,8 +34,9 @@ Status = Literal[
 ]
 
 
-class AttemptRecord(TypedDict):
-    """One provider call, successful or not (fallbacks and retries included)."""
+class AttemptState(TypedDict):
+    """One provider call, successful or not (fallbacks and retries included): an
+    ``mmroute.llm.Attempt`` as kept in the state."""
 
     model: str
     ok: bool
@@ -45,15 +47,19 @@ class AttemptRecord(TypedDict):
     step: NotRequired[int]
 
 
-class VerdictRecord(TypedDict):
+class VerdictState(TypedDict):
+    """A ``mmroute.verify.Verdict`` as kept in the state (``mmroute.cascade.verdict_state``)."""
+
     confidence: float
     accept: bool
     reason: str
     cost_usd: float
 
 
-class AnswerRecord(TypedDict):
-    """One model's answer to the query, with what it cost and what the verifier said."""
+class AnswerState(TypedDict):
+    """One model's answer to the query, with what it cost and what the verifier said: an
+    ``mmroute.llm.Answer`` made checkpointable (``mmroute.cascade.answer_state`` /
+    ``answer_from_state``; attempts are kept apart, in ``attempts``)."""
 
     model: str
     text: str
@@ -62,18 +68,24 @@ class AnswerRecord(TypedDict):
     finish_reason: str | None
     tool_calls: list[dict[str, Any]]
     step: int                      # 0: first answer, k: k-th escalation
-    verdict: VerdictRecord | None  # filled in by the verify node
+    verdict: VerdictState | None  # filled in by the verify node
 
 
-class QueryInfo(TypedDict):
-    """What routing and auditing need to know of the query, without its image bytes."""
+class QueryState(TypedDict):
+    """What routing and auditing need to know of the ``mmroute.query.Query``, without its image
+    bytes (those stay in ``messages``)."""
 
     hash: str
     text: str
     n_images: int
 
 
-def _merge_answers(left: list[AnswerRecord] | None, right: list[AnswerRecord] | None) -> list[AnswerRecord]:
+def query_state(query: Query) -> QueryState:
+    """The state's record of a ``Query``: its fingerprint and modality, not its bytes."""
+    return {"hash": query.content_hash, "text": query.text, "n_images": query.n_images}
+
+
+def _merge_answers(left: list[AnswerState] | None, right: list[AnswerState] | None) -> list[AnswerState]:
     """Append new answers; an update for an answer already present (same step) replaces it.
 
     The verify node attaches a verdict by sending the answer again with ``verdict`` set, so the
@@ -101,15 +113,15 @@ class CascadeState(TypedDict):
     """State of the cascade graph (also its input/output schema when used as a subgraph)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    query: NotRequired[QueryInfo]
+    query: NotRequired[QueryState]
     route: NotRequired[dict[str, Any] | None]
     candidates: NotRequired[list[str]]  # models the next generate call may use, in order
-    answers: NotRequired[Annotated[list[AnswerRecord], _merge_answers]]
-    attempts: NotRequired[Annotated[list[AttemptRecord], operator.add]]
+    answers: NotRequired[Annotated[list[AnswerState], _merge_answers]]
+    attempts: NotRequired[Annotated[list[AttemptState], operator.add]]
     escalations: NotRequired[int]
     total_cost_usd: NotRequired[float]  # generation + verification, this query only
     status: NotRequired[Status]
-    final: NotRequired[AnswerRecord | None]
+    final: NotRequired[AnswerState | None]
     error: NotRequired[str | None]
     feedback: NotRequired[dict[str, Any] | None]
 
@@ -126,5 +138,5 @@ def decision_from_state(state: Any) -> RouteDecision:
     return RouteDecision.model_validate(raw)
 
 
-__all__ = ["AnswerRecord", "AttemptRecord", "CascadeState", "QueryInfo", "RouterState", "Status", "VerdictRecord",
-           "decision_from_state", "decision_to_state"]
+__all__ = ["AnswerState", "AttemptState", "CascadeState", "QueryState", "RouterState", "Status", "VerdictState",
+           "decision_from_state", "decision_to_state", "query_state"]

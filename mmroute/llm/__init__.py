@@ -1,22 +1,16 @@
-"""Calling models through LiteLLM (``call``), and offline backends on the same code path
-(``providers``: ``replay/`` recorded answers, ``scripted/`` test doubles)."""
+"""Calling models through LiteLLM: ``complete`` / ``acomplete`` / ``stream_complete`` /
+``astream_complete`` with retries, fallbacks, a circuit breaker and cost accounting (``call``).
+
+Importing this package imports litellm but changes no environment variable and registers no
+provider: offline set-up is explicit (:mod:`mmroute.offline`: the local price map, the
+``replay/`` provider); test doubles are in :mod:`mmroute.testing`. Helpers (message conversion,
+error classification, the recorded-answer tables) stay importable from their modules.
+"""
 
 from __future__ import annotations
 
-import os
+from .breaker import CircuitBreaker
+from .call import Answer, AnswerStream, Attempt, Backoff, acomplete, astream_complete, complete, stream_complete
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from .breaker import CircuitBreaker  # noqa: E402
-from .call import (Answer, AnswerStream, Attempt, Backoff, acomplete, astream_complete, classify, complete,  # noqa: E402
-                   retry_after_s, stream_complete)
-from .convert import estimate_tokens, query_to_messages, to_openai_messages  # noqa: E402
-from .providers import (ReplayLLM, ScriptedCall, ScriptedLLM, Step, fail, length, malformed, refuse,  # noqa: E402
-                        register_offline_providers, reply, sleep, tool_call)
-from .recorded import RecordedAnswers, RecordedItem, RecordedSample, load_mllm_bench  # noqa: E402
-
-__all__ = ["Answer", "AnswerStream", "Attempt", "Backoff", "CircuitBreaker", "RecordedAnswers", "RecordedItem",
-           "RecordedSample", "ReplayLLM", "ScriptedCall", "ScriptedLLM", "Step", "acomplete", "astream_complete",
-           "classify", "complete", "estimate_tokens", "fail", "length", "load_mllm_bench", "malformed",
-           "query_to_messages", "refuse", "register_offline_providers", "reply", "retry_after_s", "sleep",
-           "stream_complete", "to_openai_messages", "tool_call"]
+__all__ = ["Answer", "AnswerStream", "Attempt", "Backoff", "CircuitBreaker", "acomplete", "astream_complete",
+           "complete", "stream_complete"]

@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+import litellm
+import litellm.exceptions
+import openai
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ..errors import ConfigError, InvalidInputError, ProviderError
-from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec
+from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderError
+from ..payload import Payload
+from ..policy import spec_filter_reasons
+from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
-from .convert import estimate_tokens, text_tokens, to_openai_messages
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-import litellm  # noqa: E402
-import litellm.exceptions  # noqa: E402
-import openai  # noqa: E402
+from ..tokens import estimate_prompt_tokens, estimate_text_tokens
+from .convert import to_openai_messages
 
 _MIDSTREAM: type[BaseException] | None = getattr(litellm.exceptions, "MidStreamFallbackError", None)  # litellm >= 1.7x
 
@@ -129,7 +129,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def classify(exc: BaseException) -> str:
+def classify_error(exc: BaseException) -> str:
     """The error_type of an exception raised by a LiteLLM call (subclasses checked first)."""
     exc = _unwrap(exc)
     if isinstance(exc, _Malformed):
@@ -201,6 +201,13 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 # -- one request ----------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)
+def _litellm_spec(model: str) -> ModelSpec | None:
+    """What LiteLLM's local model map knows of a model outside the pool (None: nothing)."""
+    facts = litellm_facts(model)
+    return ModelSpec(name=model, **facts) if facts else None
+
+
 def _short(text: str, n: int = 240) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -212,6 +219,9 @@ class _Run:
     def __init__(self, messages: Any, candidates: Sequence[str], pool: ModelPool | None, timeout: float | None,
                  max_retries: int, backoff: Backoff | None, breaker: CircuitBreaker | None,
                  rng: random.Random | None, seed: int | None, kwargs: dict[str, Any]) -> None:
+        # litellm prints a red "Provider List" banner (twice per streamed call) whenever a response
+        # names a bare model, as OpenAI-compatible servers do; the error it precedes is handled here
+        litellm.suppress_debug_info = True
         if isinstance(candidates, str):
             candidates = [candidates]
         self.models = list(dict.fromkeys(candidates))
@@ -221,18 +231,41 @@ class _Run:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         self.messages = to_openai_messages(messages)
         self.pool = pool
+        self.attempts: list[Attempt] = []
+        self.models = self._eligible(kwargs.get("tools"))
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.breaker = breaker
         self.rng = rng or random.Random(seed)
         self.kwargs = kwargs
-        self.attempts: list[Attempt] = []
         self.t_start = time.perf_counter()
         self.last_exc: BaseException | None = None
 
     def spec(self, model: str) -> ModelSpec | None:
         return self.pool[model] if self.pool is not None and model in self.pool else None
+
+    def _eligible(self, tools: Sequence[Any] | None) -> list[str]:
+        """Candidates that can take this request, as routing's hard filters judge it, on the pool's
+        facts or else LiteLLM's: an image in any turn rules out a known text-only model, the whole
+        conversation must fit the context window. Skipped ones are recorded as attempts (no call
+        is made); when none is left, ``NoEligibleModelError`` says why for each."""
+        payload = Payload.from_messages(self.messages, tools=tools)
+        keep, why = [], {}
+        for model in self.models:
+            spec = self.spec(model) or _litellm_spec(model)
+            reasons = [] if spec is None else spec_filter_reasons(
+                spec, text_tokens=payload.text_tokens, n_images=payload.n_images, unknown_vision_ok=True)
+            if reasons:
+                why[model] = "; ".join(reasons)
+                self.attempts.append(Attempt(model=model, ok=False, error_type="ineligible", error=why[model]))
+            else:
+                keep.append(model)
+        if not keep:
+            detail = "; ".join(f"{m}: {r}" for m, r in why.items())
+            raise NoEligibleModelError(f"no candidate model can take this request of ~{payload.text_tokens} text "
+                                       f"tokens and {payload.n_images} image(s) ({detail})")
+        return keep
 
     def admit(self, model: str) -> bool:
         if self.breaker is None or self.breaker.allow(model):
@@ -242,13 +275,13 @@ class _Run:
         return False
 
     def call_kwargs(self, model: str, **extra: Any) -> dict[str, Any]:
-        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win),
-        and the pool's prices so LiteLLM prices models it does not know the way routing did."""
+        """Per-call kwargs, then the pool's per-model ``litellm_params`` (more specific, so they win).
+
+        The pool's prices are *not* passed as ``input_cost_per_token``: LiteLLM registers such
+        prices in its process-wide cost map, so one pool's prices would leak into every later call
+        of that model name. :meth:`cost` applies the pool's prices itself."""
         spec = self.spec(model)
-        kw: dict[str, Any] = {**self.kwargs, **(spec.litellm_params if spec else {})}
-        if spec is not None and spec.prices_known and "input_cost_per_token" not in kw:
-            kw["input_cost_per_token"] = spec.input_cost_per_token
-            kw["output_cost_per_token"] = spec.output_cost_per_token
+        kw: dict[str, Any] = {**self.kwargs, **(spec.call_params() if spec else {})}
         kw.setdefault("num_retries", 0)  # retries are ours: one policy, every attempt recorded
         kw.setdefault("max_retries", 0)
         if self.timeout is not None:
@@ -279,9 +312,9 @@ class _Run:
         c = getattr(u, "completion_tokens", None) if u is not None else None
         spec = self.spec(model)
         if p is None:  # no usage reported: estimate rather than call it free
-            p = estimate_tokens(self.messages, tokens_per_image=spec.tokens_per_image if spec else DEFAULT_TOKENS_PER_IMAGE)
+            p = estimate_prompt_tokens(self.messages, tokens_per_image=spec.tokens_per_image if spec else DEFAULT_TOKENS_PER_IMAGE)
         if c is None:
-            c = text_tokens(text)
+            c = estimate_text_tokens(text)
         return int(p), int(c)
 
     def succeed(self, model: str, response: Any, t0: float) -> Answer:
@@ -315,7 +348,7 @@ class _Run:
 
     def fail(self, model: str, exc: BaseException, t0: float, retry: int) -> float | None:
         """Record a failed attempt; return the delay before retrying this model, or None to move on."""
-        kind = classify(exc)
+        kind = classify_error(exc)
         retryable, counts = _POLICY.get(kind, (False, True))
         cost = 0.0
         if isinstance(exc, _Malformed) and exc.response is not None:  # billed even though unusable

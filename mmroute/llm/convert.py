@@ -1,5 +1,6 @@
 """Turning what callers hand us (a Query, a string, OpenAI dicts, LangChain messages) into the
-OpenAI chat format LiteLLM takes, with every image as an ``image_url`` block.
+OpenAI chat format LiteLLM takes, with every image as an ``image_url`` block. Reading the
+dialects (roles, image blocks, tool calls) is ``mmroute.messages``'; this module only builds.
 
 System, assistant and tool turns and ``tool_calls`` are kept, so a LangChain tool-calling loop
 can run through a routed model unchanged.
@@ -7,18 +8,15 @@ can run through a routed model unchanged.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..messages import _ROLE, _block_image
+from ..messages import canonical_role, image_source, openai_tool_calls
 from ..query import Query
 
 # Content block types OpenAI-compatible providers accept as they are.
 _PASS_BLOCKS = {"text", "image_url", "input_audio", "file"}
-CHARS_PER_TOKEN = 4
 
 
 def query_to_messages(query: Query, *, system: str | None = None) -> list[dict[str, Any]]:
@@ -48,12 +46,12 @@ def _blocks(content: Any, where: str) -> Any:
             raise InvalidInputError(f"{where}: content block must be a dict, got {type(block).__name__}")
         kind = block.get("type")
         if kind == "image_url":
-            url = _block_image(block)
+            url = image_source(block)
             ref = block.get("image_url")
             detail = ref.get("detail") if isinstance(ref, dict) else None
             out.append({"type": "image_url", "image_url": {"url": url, **({"detail": detail} if detail else {})}})
         elif kind == "image":
-            out.append({"type": "image_url", "image_url": {"url": _block_image(block)}})
+            out.append({"type": "image_url", "image_url": {"url": image_source(block)}})
         elif kind == "text":
             out.append({"type": "text", "text": str(block.get("text", ""))})
         elif kind in _PASS_BLOCKS:
@@ -63,17 +61,8 @@ def _blocks(content: Any, where: str) -> Any:
     return out
 
 
-def _lc_tool_calls(msg: Any) -> list[dict[str, Any]]:
-    calls = []
-    for tc in getattr(msg, "tool_calls", None) or []:
-        args = tc.get("args", {})
-        calls.append({"id": tc.get("id"), "type": "function",
-                      "function": {"name": tc.get("name"), "arguments": args if isinstance(args, str) else json.dumps(args)}})
-    return calls
-
-
 def _from_langchain(msg: Any, i: int) -> dict[str, Any]:
-    role = _ROLE.get(getattr(msg, "type", None) or "")
+    role = canonical_role(getattr(msg, "type", None))
     if role is None:
         raise InvalidInputError(f"message {i}: unknown LangChain message type {getattr(msg, 'type', None)!r}")
     out: dict[str, Any] = {"role": role, "content": _blocks(msg.content, f"message {i}")}
@@ -81,7 +70,7 @@ def _from_langchain(msg: Any, i: int) -> dict[str, Any]:
     if name and role in ("user", "assistant", "system"):
         out["name"] = name
     if role == "assistant":
-        calls = _lc_tool_calls(msg)
+        calls = openai_tool_calls(msg)
         if calls:
             out["tool_calls"] = calls
             if not out["content"]:
@@ -95,10 +84,11 @@ def _from_langchain(msg: Any, i: int) -> dict[str, Any]:
 
 def _from_dict(msg: dict[str, Any], i: int) -> dict[str, Any]:
     role = msg.get("role")
-    if role not in _ROLE:
+    canonical = canonical_role(role)
+    if canonical is None:
         raise InvalidInputError(f"message {i} has unknown role {role!r}")
     out = dict(msg)
-    out["role"] = _ROLE[role] if role not in ("developer", "function") else role
+    out["role"] = canonical if role not in ("developer", "function") else role
     out["content"] = _blocks(msg.get("content"), f"message {i}")
     return out
 
@@ -125,35 +115,3 @@ def to_openai_messages(value: Any, *, system: str | None = None) -> list[dict[st
         else:
             raise InvalidInputError(f"message {i} is not a chat message (got {type(msg).__name__})")
     return out
-
-
-def estimate_tokens(messages: Sequence[dict[str, Any]], *, tokens_per_image: int = 765) -> int:
-    """A cheap, offline prompt-size estimate (chars/4 plus a fixed cost per image).
-
-    Used where no tokenizer answer is available: offline providers' usage, and cost when a
-    provider returns no usage. LiteLLM's token counter may try to fetch remote images.
-    """
-    chars, images = 0, 0
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for b in content:
-                if isinstance(b, dict) and b.get("type") == "text":
-                    chars += len(str(b.get("text", "")))
-                elif isinstance(b, dict) and b.get("type") == "image_url":
-                    images += 1
-        for tc in m.get("tool_calls") or []:
-            chars += len(json.dumps(tc))
-        chars += 16  # role and framing
-    return text_tokens_estimate_chars(chars) + images * tokens_per_image
-
-
-def text_tokens_estimate_chars(chars: int) -> int:
-    return max(1, math.ceil(chars / CHARS_PER_TOKEN)) if chars else 0
-
-
-def text_tokens(text: str | None) -> int:
-    """Estimated tokens of an answer text (at least 1 for a non-empty answer)."""
-    return text_tokens_estimate_chars(len(text or ""))

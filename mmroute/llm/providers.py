@@ -1,6 +1,6 @@
 """Offline model backends that go through LiteLLM's real code path (``litellm.custom_provider_map``).
 
-* ``replay/<name>``: serves recorded answers (``RecordedAnswers``) for the query it is sent, so the
+* ``replay/<name>``: serves recorded answers (``ReplayAnswers``) for the query it is sent, so the
   demo and evaluation run with real models' answers and no network.
 * ``scripted/<name>``: a ``ScriptedLLM`` whose steps say what each call does — answer, call a
   tool, fail with a rate limit / timeout / 5xx / content filter, return a malformed response,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,15 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage
 
-from .convert import estimate_tokens, text_tokens
-from .recorded import RecordedAnswers
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-import litellm  # noqa: E402
-from litellm import CustomLLM  # noqa: E402
-from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage  # noqa: E402
+from ..tokens import estimate_prompt_tokens, estimate_text_tokens
+from .recorded import ReplayAnswers
 
 REPLAY = "replay"
 SCRIPTED = "scripted"
@@ -154,10 +150,13 @@ class _Reply:
     prompt_tokens: int = 0
     completion_tokens: int | None = None
     no_choices: bool = False
+    fingerprint: str | None = None
 
 
 def _fill(model_response: ModelResponse, model: str, r: _Reply) -> ModelResponse:
     model_response.model = model
+    if r.fingerprint is not None:
+        model_response.system_fingerprint = r.fingerprint
     if r.no_choices:
         model_response.choices = []
     else:
@@ -170,7 +169,7 @@ def _fill(model_response: ModelResponse, model: str, r: _Reply) -> ModelResponse
             choices.append(Choices(index=i, finish_reason=r.finish_reason, message=msg))
         model_response.choices = choices
     completion = r.completion_tokens if r.completion_tokens is not None else sum(
-        text_tokens(t) for t in r.texts) + sum(text_tokens(json.dumps(c)) for c in r.tool_calls)
+        estimate_text_tokens(t) for t in r.texts) + sum(estimate_text_tokens(json.dumps(c)) for c in r.tool_calls)
     model_response.usage = Usage(prompt_tokens=r.prompt_tokens, completion_tokens=completion,  # type: ignore[attr-defined]
                                  total_tokens=r.prompt_tokens + completion)
     return model_response
@@ -187,8 +186,8 @@ def _chunks(r: _Reply) -> Iterator[dict[str, Any]]:
     for j, c in enumerate(r.tool_calls):
         yield {"text": "", "tool_use": {"id": c["id"], "type": "function", "function": dict(c["function"]), "index": j},
                "is_finished": False, "finish_reason": "", "usage": None, "index": 0}
-    completion = r.completion_tokens if r.completion_tokens is not None else text_tokens(text) + sum(
-        text_tokens(json.dumps(c)) for c in r.tool_calls)
+    completion = r.completion_tokens if r.completion_tokens is not None else estimate_text_tokens(text) + sum(
+        estimate_text_tokens(json.dumps(c)) for c in r.tool_calls)
     yield {"text": "", "tool_use": None, "is_finished": True, "finish_reason": r.finish_reason,
            "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": completion,
                      "total_tokens": r.prompt_tokens + completion}, "index": 0}
@@ -246,7 +245,7 @@ class _OfflineLLM(CustomLLM):
                    logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         # LiteLLM iterates what this returns without awaiting it, so it must be an async iterator;
         # a failure surfaces on the first chunk, where LiteLLM wraps it in MidStreamFallbackError
-        # (``mmroute.llm.call.classify`` unwraps that, as it must for real providers too).
+        # (``mmroute.llm.call.classify_error`` unwraps that, as it must for real providers too).
         timeout = _timeout_s(kwargs.get("timeout"))
 
         async def gen() -> AsyncIterator[Any]:
@@ -259,17 +258,49 @@ class _OfflineLLM(CustomLLM):
 
 # -- replay ---------------------------------------------------------------------------------------
 
+OFFLINE_FALLBACK_TEXT = ("[offline replay: no recorded answer for this question; set MMROUTE_ROUTER / a pool with "
+                         "real models to get real answers]")
+OFFLINE_FALLBACK_FINGERPRINT = "mmroute-offline-fallback"
+
+
+def is_offline_fallback(text: str | None) -> bool:
+    """Whether an answer is the replay provider's offline stand-in rather than a model's answer."""
+    return text == OFFLINE_FALLBACK_TEXT
+
+
 class ReplayLLM(_OfflineLLM):
-    """``replay/<name>``: the recorded answer of model ``<name>`` to the query in the messages."""
+    """``replay/<name>``: the recorded answer of model ``<name>`` to the query in the messages.
+
+    Strict by default: a query (or model) with no recording fails with NotFoundError, so an
+    evaluation never scores a stand-in. ``offline_fallback=True`` (the served example graph)
+    answers it with ``OFFLINE_FALLBACK_TEXT`` instead, marked with ``system_fingerprint``
+    ``OFFLINE_FALLBACK_FINGERPRINT``, so an offline server still answers any question.
+    """
 
     provider = REPLAY
 
-    def __init__(self, answers: RecordedAnswers | None = None, *, tokens_per_image: int = 765) -> None:
+    def __init__(self, answers: ReplayAnswers | None = None, *, tokens_per_image: int = 765,
+                 offline_fallback: bool = False) -> None:
         super().__init__()
         self.answers = answers
         self.tokens_per_image = tokens_per_image
+        self.offline_fallback = offline_fallback
+
+    @staticmethod
+    def _fallback() -> _Reply:
+        # no model ran, so nothing is billed: usage 0/0
+        return _Reply(texts=[OFFLINE_FALLBACK_TEXT], prompt_tokens=0, completion_tokens=0,
+                      fingerprint=OFFLINE_FALLBACK_FINGERPRINT)
 
     def _resolve(self, model: str, messages: list, optional_params: dict, timeout: float | None) -> _Reply:
+        try:
+            return self._lookup(model, messages, optional_params)
+        except litellm.NotFoundError:
+            if self.offline_fallback:
+                return self._fallback()
+            raise
+
+    def _lookup(self, model: str, messages: list, optional_params: dict) -> _Reply:
         from ..errors import InvalidInputError
         from ..query import Query
 
@@ -287,7 +318,7 @@ class ReplayLLM(_OfflineLLM):
         except KeyError as exc:
             raise litellm.NotFoundError(f"replay/{model}: {exc.args[0]}", model=model, llm_provider=REPLAY) from None
         s0 = samples[0]
-        prompt = s0.prompt_tokens if s0.prompt_tokens is not None else estimate_tokens(messages, tokens_per_image=self.tokens_per_image)
+        prompt = s0.prompt_tokens if s0.prompt_tokens is not None else estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image)
         completion = None
         if n == 1 and s0.completion_tokens is not None:
             completion = s0.completion_tokens
@@ -393,7 +424,7 @@ class ScriptedLLM:
     def _reply(self, step: Step, model: str, messages: list) -> _Reply:
         if step.kind == "fail":
             raise _error(step, model, SCRIPTED)
-        prompt = estimate_tokens(messages, tokens_per_image=self.tokens_per_image)
+        prompt = estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image)
         if step.kind == "malformed":
             return _Reply(texts=[None], prompt_tokens=prompt, completion_tokens=0, no_choices=step.error == "no_choices")
         usage = step.usage
@@ -448,16 +479,20 @@ _SCRIPTED_HANDLER = _ScriptedProvider()
 _REG_LOCK = threading.Lock()
 
 
-def register_offline_providers(replay_answers: RecordedAnswers | None = None,
-                               scripted: ScriptedLLM | None = None) -> None:
+def register_offline_providers(replay_answers: ReplayAnswers | None = None,
+                               scripted: ScriptedLLM | None = None, *, replay_fallback: bool | None = None) -> None:
     """Register ``replay/`` and ``scripted/`` with LiteLLM (idempotent: one entry each, ever).
 
     Passing ``replay_answers`` / ``scripted`` makes them the active table / script; ``None``
-    leaves whatever is active unchanged.
+    leaves whatever is active unchanged. ``replay_fallback`` sets ``ReplayLLM.offline_fallback``;
+    new ``replay_answers`` without it are strict, so one caller's fallback never leaks into the next.
     """
     with _REG_LOCK:
         if replay_answers is not None:
             _REPLAY_HANDLER.answers = replay_answers
+            _REPLAY_HANDLER.offline_fallback = bool(replay_fallback)
+        elif replay_fallback is not None:
+            _REPLAY_HANDLER.offline_fallback = replay_fallback
         if scripted is not None:
             _SCRIPTED_HANDLER.scripted = scripted
         entries = [e for e in litellm.custom_provider_map if e.get("provider") not in (REPLAY, SCRIPTED)]
@@ -469,7 +504,7 @@ def register_offline_providers(replay_answers: RecordedAnswers | None = None,
         custom_llm_setup()
 
 
-def active_replay_answers() -> RecordedAnswers | None:
+def active_replay_answers() -> ReplayAnswers | None:
     return _REPLAY_HANDLER.answers
 
 
@@ -477,5 +512,6 @@ def active_scripted() -> ScriptedLLM | None:
     return _SCRIPTED_HANDLER.scripted
 
 
-__all__ = ["FAIL_KINDS", "ReplayLLM", "ScriptedCall", "ScriptedLLM", "Step", "active_replay_answers", "active_scripted",
-           "fail", "length", "malformed", "refuse", "register_offline_providers", "reply", "sleep", "tool_call"]
+__all__ = ["FAIL_KINDS", "OFFLINE_FALLBACK_FINGERPRINT", "OFFLINE_FALLBACK_TEXT", "ReplayLLM", "ScriptedCall",
+           "ScriptedLLM", "Step", "active_replay_answers", "active_scripted", "fail", "is_offline_fallback", "length",
+           "malformed", "refuse", "register_offline_providers", "reply", "sleep", "tool_call"]

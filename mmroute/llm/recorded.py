@@ -60,9 +60,11 @@ class RecordedItem(BaseModel):
         return out
 
 
-class RecordedAnswers:
-    """Recorded answers by query content hash (text + image sha256), with per-(query, model)
-    rotation so repeated calls get different samples. Thread-safe."""
+class ReplayAnswers:
+    """What the ``replay/`` provider serves: recorded ``RecordedItem`` s (a query with its
+    ``RecordedSample`` s per model; none is an ``mmroute.llm.Answer``) by query content hash
+    (text + image sha256), with per-(query, model) rotation so repeated calls get different
+    samples. Thread-safe."""
 
     def __init__(self, items: Iterable[RecordedItem] = ()) -> None:
         self._items: dict[str, RecordedItem] = {}
@@ -94,7 +96,7 @@ class RecordedAnswers:
 
     @classmethod
     def load(cls, path: str | Path, *, strict: bool = True,
-             image_policy: ImagePolicy = DEFAULT_POLICY) -> "RecordedAnswers":
+             image_policy: ImagePolicy = DEFAULT_POLICY) -> "ReplayAnswers":
         """Read a recorded-answers JSONL file; with ``strict=False`` bad lines are skipped
         (their errors kept in ``.errors``) instead of raising ``DataFormatError``."""
         path = Path(path)
@@ -265,8 +267,8 @@ def mllm_bench_answer_files(root: str | Path, *, include_baselines: bool = True)
 
 
 def load_mllm_bench(root: str | Path, *, models: Sequence[str] | None = None, include_baselines: bool = True,
-                    limit: int | None = None, image_policy: ImagePolicy = DEFAULT_POLICY) -> RecordedAnswers:
-    """MLLM-Bench's real answers (one sample per model per question) as ``RecordedAnswers``.
+                    limit: int | None = None, image_policy: ImagePolicy = DEFAULT_POLICY) -> ReplayAnswers:
+    """MLLM-Bench's real answers (one sample per model per question) as ``ReplayAnswers``.
 
     Questions come from ``data/questions.json`` with their image from ``data/images``; questions
     whose image is missing from the snapshot are skipped (listed in ``.skipped``), since their
@@ -299,7 +301,7 @@ def load_mllm_bench(root: str | Path, *, models: Sequence[str] | None = None, in
             text = row.get("answer")
             if qid in answers and isinstance(text, str) and text.strip():
                 answers[qid].setdefault(model, []).append(text.strip())
-    out = RecordedAnswers(RecordedItem(id=f"mllm-bench-{qid}", query=queries[qid], answers=a)
-                          for qid, a in answers.items() if a)
+    out = ReplayAnswers(RecordedItem(id=f"mllm-bench-{qid}", query=queries[qid], answers=a)
+                        for qid, a in answers.items() if a)
     out.skipped = skipped
     return out

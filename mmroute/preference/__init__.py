@@ -1,8 +1,42 @@
-"""Pairwise preference models: which LLM wins for a given query (see ``bradley_terry``)."""
+"""Pairwise preference models: which LLM wins for a given query (see ``bradley_terry``).
 
-from mmroute.preference.bradley_terry import BradleyTerry, BradleyTerryConfig, NotFittedError
-from mmroute.preference.calibration import fit_temperature, pairwise_nll
-from mmroute.preference.selection import DEFAULT_GRID, Selection, select_params
+The estimator and its solvers need torch; :mod:`mmroute.preference.metrics` (win probability ->
+expected quality) does not, so names are loaded on first use and the router can import the
+metrics without paying for torch.
+"""
 
-__all__ = ["DEFAULT_GRID", "BradleyTerry", "BradleyTerryConfig", "NotFittedError", "Selection", "fit_temperature",
-           "pairwise_nll", "select_params"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from mmroute.preference.metrics import expected_quality_from_scores, expected_quality_from_win, win_probabilities
+
+if TYPE_CHECKING:
+    from mmroute.preference.bradley_terry import BradleyTerry, NotFittedError
+    from mmroute.preference.calibration import fit_temperature, pairwise_nll
+    from mmroute.preference.config import BradleyTerryConfig
+    from mmroute.preference.selection import DEFAULT_GRID, Selection, select_params
+
+_LAZY = {
+    "BradleyTerry": "bradley_terry", "NotFittedError": "bradley_terry", "BradleyTerryConfig": "config",
+    "fit_temperature": "calibration", "pairwise_nll": "calibration",
+    "DEFAULT_GRID": "selection", "Selection": "selection", "select_params": "selection",
+}
+
+__all__ = ["DEFAULT_GRID", "BradleyTerry", "BradleyTerryConfig", "NotFittedError", "Selection",
+           "expected_quality_from_scores", "expected_quality_from_win", "fit_temperature", "pairwise_nll",
+           "select_params", "win_probabilities"]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmroute.preference' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mmroute.preference.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

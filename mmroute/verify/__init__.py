@@ -2,28 +2,25 @@
 
 ``verifier.verify(query, answer, context=...) -> Verdict``; compose with :class:`AllOf` (cheap
 heuristics first, then a judge or consistency check). Thresholds come from
-:func:`calibrate_threshold`, not from intuition.
+:func:`calibrate_escalation_threshold`, not from intuition.
+
+Answer extraction (``answers``), the judge's prompt and parser (``judge``) and the MoT-cascade
+loaders (``calibrate``) stay importable from their modules.
 """
 
 from __future__ import annotations
 
-from .answers import (answers_equal, canonical_number, extract_answer, extract_choice, extract_date,
-                      extract_number, extract_yesno, majority, normalize_entity)
-from .base import (AllOf, AnswerLike, FirstReject, Generate, MinConfidence, Verdict, Verifier, VerifyContext,
-                   Weighted, llm_generate)
-from .calibrate import (ESCALATE_ALL, CascadeSample, Calibration, CurvePoint, MotItem, calibrate_from_file,
-                        calibrate_threshold, cascade_curve, load_mot_cascade, mot_weak_variants,
-                        read_cascade_samples)
+from .base import (AllOf, AnswerLike, FirstReject, Generate, MinConfidence, Verdict, Verifier, VerifyContext, Weighted,
+                   llm_generate)
+from .calibrate import (ESCALATE_ALL, Calibration, CascadeSample, CurvePoint, calibrate_from_file, calibrate_escalation_threshold,
+                        cascade_curve, read_cascade_samples)
 from .consistency import ConsistencyVerifier
-from .heuristic import DEFAULT_REFUSAL_PATTERNS, HeuristicVerifier
-from .judge import JUDGE_SYSTEM, LLMJudgeVerifier, judge_messages, parse_judgment
+from .heuristic import HeuristicVerifier
+from .judge import LLMJudgeVerifier
 
 __all__ = [
-    "AllOf", "AnswerLike", "Calibration", "CascadeSample", "ConsistencyVerifier", "CurvePoint",
-    "DEFAULT_REFUSAL_PATTERNS", "ESCALATE_ALL", "FirstReject", "Generate", "HeuristicVerifier", "JUDGE_SYSTEM",
-    "LLMJudgeVerifier", "MinConfidence", "MotItem", "Verdict", "Verifier", "VerifyContext", "Weighted",
-    "answers_equal", "calibrate_from_file", "calibrate_threshold", "canonical_number", "cascade_curve",
-    "extract_answer", "extract_choice", "extract_date", "extract_number", "extract_yesno", "judge_messages",
-    "llm_generate", "load_mot_cascade", "majority", "mot_weak_variants", "normalize_entity", "parse_judgment",
+    "ESCALATE_ALL", "AllOf", "AnswerLike", "Calibration", "CascadeSample", "ConsistencyVerifier", "CurvePoint",
+    "FirstReject", "Generate", "HeuristicVerifier", "LLMJudgeVerifier", "MinConfidence", "Verdict", "Verifier",
+    "VerifyContext", "Weighted", "calibrate_from_file", "calibrate_escalation_threshold", "cascade_curve", "llm_generate",
     "read_cascade_samples",
 ]

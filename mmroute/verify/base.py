@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..query import Query
+
+if TYPE_CHECKING:
+    from ..pool import ModelPool
 
 
 @runtime_checkable
@@ -23,6 +26,12 @@ class AnswerLike(Protocol):
     """What verifiers read from an answer; ``mmroute.llm.Answer`` satisfies it."""
 
     text: str
+
+
+#: what a verifier judges: an answer object (``mmroute.llm.Answer``, a recorded answer), its text, or nothing
+AnswerInput = AnswerLike | str | None
+#: what ``Verifier.verify`` accepts as the query (see ``Query.coerce``)
+QueryInput = Query | str | Mapping[str, Any] | Sequence[Any]
 
 
 class Generate(Protocol):
@@ -35,7 +44,7 @@ class Generate(Protocol):
     def __call__(self, messages: list[dict[str, Any]], model: str, **kwargs: Any) -> AnswerLike: ...
 
 
-def llm_generate(pool: Any = None, **defaults: Any) -> Generate:
+def llm_generate(pool: "ModelPool | None" = None, **defaults: Any) -> Generate:
     """A :class:`Generate` backed by ``mmroute.llm.complete`` (imported lazily: it is optional here)."""
 
     def _call(messages: list[dict[str, Any]], model: str, **kwargs: Any) -> AnswerLike:
@@ -87,7 +96,7 @@ class VerifyContext(BaseModel):
 ContextArg = VerifyContext | Mapping[str, Any] | None
 
 
-def answer_text(answer: Any) -> str:
+def answer_text(answer: AnswerInput) -> str:
     """The text of an answer object or a plain string."""
     if answer is None:
         return ""
@@ -97,7 +106,7 @@ def answer_text(answer: Any) -> str:
     return "" if text is None else str(text)
 
 
-def answer_cost(answer: Any) -> float:
+def answer_cost(answer: AnswerInput) -> float:
     """``answer.cost_usd`` where known, else 0 (a fake or a replay may not price calls)."""
     try:
         return max(0.0, float(getattr(answer, "cost_usd", 0.0) or 0.0))
@@ -130,10 +139,10 @@ class Verifier(ABC):
         self._threshold = check_threshold(value)
 
     @abstractmethod
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         """Compute the verdict; ``accept`` must be ``confidence >= self.threshold`` unless a hard reject."""
 
-    def verify(self, query: Any, answer: Any, *, context: ContextArg = None) -> Verdict:
+    def verify(self, query: QueryInput, answer: AnswerInput, *, context: ContextArg = None) -> Verdict:
         """Judge ``answer`` to ``query`` (a Query, a string, or chat messages)."""
         return self.assess(Query.coerce(query), answer, VerifyContext.coerce(context))
 
@@ -169,7 +178,7 @@ class AllOf(Verifier):
     def threshold(self, value: float) -> None:
         self.verifiers[-1].threshold = value
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         cost, reasons, last = 0.0, [], None
         confidence = 1.0
         for v in self.verifiers:
@@ -209,7 +218,7 @@ class Weighted(Verifier):
         self.verifiers = tuple(verifiers)
         self.weights = tuple(x / sum(w) for x in w)
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         verdicts = [v.assess(query, answer, context) for v in self.verifiers]
         conf = sum(w * v.confidence for w, v in zip(self.weights, verdicts))
         reason = "; ".join(f"{m.name}={v.confidence:.2f}" for m, v in zip(self.verifiers, verdicts))
@@ -227,7 +236,7 @@ class MinConfidence(Verifier):
             raise ConfigError("MinConfidence needs at least one verifier")
         self.verifiers = tuple(verifiers)
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         verdicts = [v.assess(query, answer, context) for v in self.verifiers]
         conf = min(v.confidence for v in verdicts)
         reason = "; ".join(f"{m.name}={v.confidence:.2f}" for m, v in zip(self.verifiers, verdicts))

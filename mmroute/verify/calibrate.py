@@ -64,7 +64,11 @@ class CascadeSample(BaseModel):
     id: str | None = None
 
 
-def _as_array(values: Any, n: int, name: str, default: float) -> np.ndarray:
+#: per-sample costs in USD: one value per sample, one value for all, or None for the default
+Costs = Sequence[float] | np.ndarray | float | None
+
+
+def _as_array(values: Costs, n: int, name: str, default: float) -> np.ndarray:
     if values is None:
         return np.full(n, default, dtype=float)
     arr = np.asarray(values, dtype=float)
@@ -78,7 +82,7 @@ def _as_array(values: Any, n: int, name: str, default: float) -> np.ndarray:
 
 
 def cascade_curve(confidences: Sequence[float], weak_correct: Sequence[float], strong_correct: Sequence[float],
-                  weak_costs: Any = None, strong_costs: Any = None,
+                  weak_costs: Costs = None, strong_costs: Costs = None,
                   thresholds: Sequence[float] | None = None) -> list[CurvePoint]:
     """(accuracy, mean cost, strong share) for each threshold; default thresholds are 0, every
     distinct confidence and :data:`ESCALATE_ALL`, which covers every distinct cascade.
@@ -109,12 +113,15 @@ def cascade_curve(confidences: Sequence[float], weak_correct: Sequence[float], s
                        relative_cost=float(r)) for t, a, c, s, r in zip(grid, acc, cost, share, rel)]
 
 
-def calibrate_threshold(confidences: Sequence[float], weak_correct: Sequence[float],
-                        strong_correct: Sequence[float], weak_costs: Any = None, strong_costs: Any = None, *,
-                        target: Literal["accuracy", "cost"] = "accuracy", max_cost: float | None = None,
-                        max_relative_cost: float | None = None, target_accuracy: float | None = None,
-                        thresholds: Sequence[float] | None = None) -> Calibration:
-    """Pick the escalation threshold.
+def calibrate_escalation_threshold(confidences: Sequence[float], weak_correct: Sequence[float],
+                                   strong_correct: Sequence[float], weak_costs: Costs = None, strong_costs: Costs = None, *,
+                                   target: Literal["accuracy", "cost"] = "accuracy", max_cost: float | None = None,
+                                   max_relative_cost: float | None = None, target_accuracy: float | None = None,
+                                   thresholds: Sequence[float] | None = None) -> Calibration:
+    """Pick the verifier-confidence threshold below which a cascade escalates to the strong model.
+
+    (Not :func:`mmroute.policy.calibrate_strong_win_threshold`, which sets the router's threshold
+    on P(strong beats weak) before any call.)
 
     - ``target="accuracy"``: the most accurate threshold whose mean cost is within ``max_cost`` (USD
       per query) or ``max_relative_cost`` (share of strong-only cost); no budget = most accurate.
@@ -192,11 +199,11 @@ def read_cascade_samples(path: str | Path) -> list[CascadeSample]:
 
 
 def calibrate_from_file(path: str | Path, **kwargs: Any) -> Calibration:
-    """:func:`calibrate_threshold` on a :func:`read_cascade_samples` file."""
+    """:func:`calibrate_escalation_threshold` on a :func:`read_cascade_samples` file."""
     s = read_cascade_samples(path)
-    return calibrate_threshold([x.confidence for x in s], [x.weak_correct for x in s],
-                               [x.strong_correct for x in s], [x.weak_cost for x in s],
-                               [x.strong_cost for x in s], **kwargs)
+    return calibrate_escalation_threshold([x.confidence for x in s], [x.weak_correct for x in s],
+                                          [x.strong_correct for x in s], [x.weak_cost for x in s],
+                                          [x.strong_cost for x in s], **kwargs)
 
 
 # --------------------------------------------------------------------------- MoT-cascade data

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError, MMRouteError
 from ..query import Query
 from .answers import AnswerKind, extract_answer, majority
-from .base import Generate, Verdict, Verifier, VerifyContext, answer_cost, answer_text
+from .base import AnswerInput, Generate, Verdict, Verifier, VerifyContext, answer_cost, answer_text
 
 
 def query_messages(query: Query) -> list[dict[str, Any]]:
@@ -50,7 +50,7 @@ class ConsistencyVerifier(Verifier):
         self.include_answer = include_answer
         self.call_kwargs = call_kwargs
 
-    def _sample(self, query: Query, answer: Any, context: VerifyContext) -> tuple[list[str], float]:
+    def _sample(self, query: Query, answer: AnswerInput, context: VerifyContext) -> tuple[list[str], float]:
         if context.samples is not None:
             return [s if isinstance(s, str) else str(s) for s in context.samples], 0.0
         model = context.model or getattr(answer, "model", None)
@@ -69,7 +69,7 @@ class ConsistencyVerifier(Verifier):
             texts.append(answer_text(out))
         return texts, cost
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         extra, cost = self._sample(query, answer, context)
         own_text = answer_text(answer)
         pool = ([own_text] if self.include_answer else []) + extra

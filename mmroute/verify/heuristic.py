@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from ..query import Query
-from .base import Verdict, Verifier, VerifyContext, answer_text
+from .base import AnswerInput, Verdict, Verifier, VerifyContext, answer_text
 
 REFUSAL_WINDOW = 300
 
@@ -48,7 +47,7 @@ class HeuristicVerifier(Verifier):
         self.min_chars = int(min_chars)
         self.check_truncation = check_truncation
 
-    def problem(self, answer: Any) -> str | None:
+    def problem(self, answer: AnswerInput) -> str | None:
         """Why this answer is unusable, or ``None`` when no heuristic objects."""
         error = getattr(answer, "error", None)
         finish = (getattr(answer, "finish_reason", None) or "")
@@ -68,7 +67,7 @@ class HeuristicVerifier(Verifier):
                 return f"refusal (matched {pat.pattern[:40]!r}...)"
         return None
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         problem = self.problem(answer)
         if problem is not None:
             return Verdict(confidence=0.0, accept=False, reason=problem, cost_usd=0.0)

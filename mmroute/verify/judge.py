@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError, MMRouteError
 from ..query import Query
-from .base import Generate, Verdict, Verifier, VerifyContext, answer_cost, answer_text
+from .base import AnswerInput, Generate, Verdict, Verifier, VerifyContext, answer_cost, answer_text
 
 JUDGE_SYSTEM = (
     "You are a strict grader. You are shown a user's request (with any images) and a candidate "
@@ -87,7 +87,7 @@ class LLMJudgeVerifier(Verifier):
         self.template = template
         self.call_kwargs = call_kwargs
 
-    def assess(self, query: Query, answer: Any, context: VerifyContext) -> Verdict:
+    def assess(self, query: Query, answer: AnswerInput, context: VerifyContext) -> Verdict:
         messages = judge_messages(query, answer_text(answer), system=self.system, template=self.template)
         replies: list[str] = []
         votes: list[bool] = []

@@ -1,1 +1,0 @@
-"""Prebuilt, compiled graphs for ``langgraph.json`` (``langgraph dev`` serves them)."""

@@ -1,0 +1,13 @@
+"""Serving the router over HTTP: an OpenAI-compatible server (``create_app``) and a LiteLLM
+proxy routing strategy (``litellm_proxy``)."""
+
+from __future__ import annotations
+
+from .app import FeedbackSink, RouterService, ServerConfig, create_app
+from .batching import FeatureBatcher
+from .decisions import DecisionLog, DecisionRecord
+from .metrics import ServerMetrics
+from .runner import BackgroundServer, serve
+
+__all__ = ["BackgroundServer", "DecisionLog", "DecisionRecord", "FeatureBatcher", "FeedbackSink", "RouterService",
+           "ServerConfig", "ServerMetrics", "create_app", "serve"]

@@ -1,0 +1,644 @@
+"""The OpenAI-compatible HTTP server: ``create_app(router, ...)`` returns a FastAPI app.
+
+Routing logic stays in ``Router``; this module only turns HTTP into queries and decisions and
+back: features are batched across concurrent requests (``batching``), decisions are remembered
+for feedback (``decisions``), and a ``LiveRouter`` is polled off the request path so a newly
+published version is picked up between requests, never during one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError, InvalidInputError, MMRouteError, NoEligibleModelError, ProviderError
+from ..llm.breaker import CircuitBreaker
+from ..llm.call import Answer, AnswerStream
+from ..payload import Payload
+from ..policy import CostAwarePolicy, Policy, RouteDecision
+from ..query import Query
+from ..router import LiveRouter, Router
+from .batching import FeatureBatcher
+from .decisions import DecisionLog, DecisionRecord
+from .metrics import ServerMetrics
+from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
+                      RouteOptions, RouteRequest, RouteResponse)
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from ..data.formats import Judgment
+
+log = logging.getLogger("mmroute.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class FeedbackSink(Protocol):
+    """What the server needs of a feedback store (``FeedbackStore`` or any other backend)."""
+
+    def add(self, judgment: "Judgment") -> bool: ...
+
+
+class ServerConfig(BaseModel):
+    """Limits and switches of one server (the ``mmroute serve`` options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_keys: tuple[str, ...] = Field((), description="bearer keys; empty = no authentication")
+    max_body_bytes: int = Field(20_000_000, gt=0, description="request bodies over this are refused (413)")
+    max_images: int = Field(16, ge=0, description="images per request")
+    max_batch: int = Field(32, ge=1, description="queries per feature batch")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long the first query of a batch waits for company")
+    remember_decisions: int = Field(10_000, ge=1, description="decisions kept for /v1/feedback")
+    pass_through: bool = Field(False, description="list the pool's models and let clients call one directly")
+    log_prompts: bool = Field(False, description="log prompt text (off: prompts are never logged)")
+    reload_interval_s: float = Field(1.0, gt=0, description="how often a LiveRouter is checked for a new version")
+    llm_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+
+
+class HTTPError(Exception):
+    """An error with an HTTP status and OpenAI's error ``type``/``code``."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.type, self.code, self.param = status, type, code, param
+
+
+def _error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _status_of(exc: Exception) -> tuple[int, str, str]:
+    """HTTP status, OpenAI error type and our error code for mmroute's exceptions."""
+    if isinstance(exc, HTTPError):
+        return exc.status, exc.type, exc.code or "error"
+    if isinstance(exc, NoEligibleModelError):
+        return 422, "invalid_request_error", "no_eligible_model"
+    if isinstance(exc, InvalidInputError):
+        return 400, "invalid_request_error", "invalid_input"
+    if isinstance(exc, ConfigError):
+        return 400, "invalid_request_error", "invalid_option"
+    if isinstance(exc, ProviderError):
+        return 502, "api_error", "provider_error"
+    return 500, "server_error", "internal_error"
+
+
+def _validation_message(exc: ValidationError, what: str) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def _version_name(router: Router) -> str | None:
+    folder = router.metadata.get("version_dir")
+    return Path(str(folder)).name if folder else None
+
+
+# -- ASGI middleware: authentication, body size limit, request metrics ---------------------------------------
+
+class GuardMiddleware:
+    """Bearer keys, a body size cap (buffered, so the limit holds with or without Content-Length)
+    and per-endpoint request counts / latency to the last byte (streams included)."""
+
+    OPEN_PATHS = ("/healthz",)
+
+    def __init__(self, app: ASGIApp, *, config: ServerConfig, metrics: ServerMetrics):
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self._keys = [k.encode() for k in config.api_keys]
+
+    def _authorised(self, scope: Scope) -> bool:
+        if not self._keys or scope["path"] in self.OPEN_PATHS:
+            return True
+        for name, value in scope.get("headers") or ():
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = token.strip()
+                    return any(hmac.compare_digest(given, k) for k in self._keys)
+        return False
+
+    async def _reply(self, send: Send, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+        t0 = time.perf_counter()
+        status_box = {"status": 500}
+        self.metrics.in_flight.inc()
+
+        async def send_wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box["status"] = int(message["status"])
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+        try:
+            if not self._authorised(scope):
+                status_box["status"] = 401
+                await self._reply(send_wrapped, 401, _error_body(
+                    "missing or invalid API key (send 'Authorization: Bearer <key>')", "authentication_error",
+                    "invalid_api_key"))
+                return
+            limit = self.config.max_body_bytes
+            declared = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                status_box["status"] = 413
+                await self._reply(send_wrapped, 413, _error_body(
+                    f"request body is {int(declared)} bytes, over the {limit}-byte limit", "invalid_request_error",
+                    "request_too_large"))
+                return
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    status_box["status"] = 413
+                    await self._reply(send_wrapped, 413, _error_body(
+                        f"request body is over the {limit}-byte limit", "invalid_request_error", "request_too_large"))
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            replayed = False
+
+            async def receive_buffered() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, receive_buffered, send_wrapped)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status_box["status"])).inc()
+
+
+_ENDPOINTS = ("/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics")
+
+
+# -- the service -------------------------------------------------------------------------------------------
+
+class RouterService:
+    """Everything one app holds: the router (hot-reloaded), batcher, decisions, metrics, store."""
+
+    def __init__(self, router: Router | LiveRouter, *, store: FeedbackSink | None = None,
+                 cascade: "CompiledStateGraph | None" = None, config: ServerConfig | None = None,
+                 llm_kwargs: dict[str, Any] | None = None, metrics: ServerMetrics | None = None):
+        self.config = config or ServerConfig()
+        self.live = router if isinstance(router, LiveRouter) else None
+        self._router: Router = router.router if isinstance(router, LiveRouter) else router
+        self.store = store
+        self.cascade = cascade
+        self.metrics = metrics or ServerMetrics()
+        self.decisions = DecisionLog(self.config.remember_decisions)
+        self.batcher = FeatureBatcher(max_batch=self.config.max_batch, max_wait_s=self.config.max_wait_ms / 1000.0,
+                                      on_batch=self.metrics.observe_batch)
+        self.breaker = CircuitBreaker()
+        self.llm_kwargs = dict(llm_kwargs or {})
+        self._reload_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def router(self) -> Router:
+        """The router new requests use; a request keeps the one it started with."""
+        return self._router
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        if self.live is not None:
+            self._reload_task = asyncio.create_task(self._watch(), name="mmroute-router-reload")
+
+    async def stop(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            try:
+                await self._reload_task
+            except asyncio.CancelledError:
+                pass
+        await self.batcher.stop()
+
+    async def reload_now(self) -> bool:
+        """Check for a newly published router version and switch to it (loading off the event loop)."""
+        assert self.live is not None
+        try:
+            changed = await asyncio.to_thread(self.live.refresh)
+        except MMRouteError as exc:  # a broken new version: keep serving the old one
+            self.metrics.errors.labels("reload").inc()
+            log.error("router reload failed, still serving %s: %s", _version_name(self._router), exc)
+            return False
+        if changed:
+            self._router = self.live.router
+            self.metrics.reloads.inc()
+            log.info("now serving router version %s", _version_name(self._router))
+        return changed
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            await self.reload_now()
+
+    # -- routing -----------------------------------------------------------------------------------------
+    def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
+               images: Sequence[str]) -> Query:
+        if messages is not None:
+            q = Query.from_messages(messages, image_policy=router.image_policy)
+        else:
+            q = Query.build(text or "", images, image_policy=router.image_policy)
+        if q.n_images > self.config.max_images:
+            raise InvalidInputError(f"the query has {q.n_images} images, over the server's limit of {self.config.max_images}")
+        return q
+
+    @staticmethod
+    def _exclusions(router: Router, opts: RouteOptions) -> set[str]:
+        out = set(opts.exclude)
+        for cap in opts.require:
+            if cap == "vision":
+                out |= {m.name for m in router.pool.models if m.supports_vision is not True}
+                continue
+            if not any(cap in m.tags for m in router.pool.models):
+                raise InvalidInputError(f"required capability {cap!r} is neither 'vision' nor a tag of any pool model")
+            out |= {m.name for m in router.pool.models if cap not in m.tags}
+        return out
+
+    async def decide(self, messages: Sequence[dict[str, Any]] | None, opts: RouteOptions, *,
+                     text: str | None = None, images: Sequence[str] = (),
+                     tools: Sequence[dict[str, Any]] | None = None) -> tuple[Router, DecisionRecord]:
+        router = self._router
+        self.batcher.coming()
+        try:
+            q = await asyncio.to_thread(self._query, router, messages, text, images)  # images are decoded and checked here
+        finally:
+            self.batcher.not_coming()
+        x = await self.batcher.features(router.pipeline.transform, q)
+        policy: Policy = CostAwarePolicy(opts.lam) if opts.lam is not None else router.policy
+        exclude = self._exclusions(router, opts)
+        # the features see the last user turn; the filters see everything that will be sent
+        payload = Payload.from_messages(messages, tools=tools) if messages is not None else Payload.of_query(q)
+        if payload.n_images > self.config.max_images:
+            raise InvalidInputError(f"the conversation has {payload.n_images} images, over the server's limit of "
+                                    f"{self.config.max_images}")
+        decision = router.route_features(q, x, policy=policy, exclude=sorted(exclude), payload=payload)
+        extra = {c.model for c in decision.candidates if c.eligible and (
+            (opts.max_cost is not None and c.expected_cost > opts.max_cost)
+            or (opts.min_quality is not None and c.quality < opts.min_quality))}
+        if extra:
+            try:
+                decision = router.route_features(q, x, policy=policy, exclude=sorted(exclude | extra), payload=payload)
+            except NoEligibleModelError:
+                raise NoEligibleModelError(
+                    f"no eligible model meets max_cost={opts.max_cost} / min_quality={opts.min_quality} for this query "
+                    f"(cheapest eligible: ${min(c.expected_cost for c in decision.candidates if c.eligible):.6f}, best "
+                    f"predicted quality {max(c.quality for c in decision.candidates if c.eligible):.3f})") from None
+        rec = DecisionRecord(id=DecisionLog.new_id(), query=q, decision=decision, router_version=_version_name(router))
+        self.decisions.add(rec)
+        self.metrics.decisions_kept.set(len(self.decisions))
+        self.metrics.routes.labels(decision.model).inc()
+        if self.config.log_prompts:
+            log.info("decision %s -> %s prompt=%r", rec.id, decision.model, q.text[:500])
+        else:
+            log.info("decision %s -> %s (%d images)", rec.id, decision.model, q.n_images)
+        return router, rec
+
+
+def route_response(rec: DecisionRecord) -> RouteResponse:
+    d = rec.decision
+    return RouteResponse(decision_id=rec.id, model=d.model, reason=d.reason, policy=d.policy, knob=d.knob,
+                         fallbacks=d.fallbacks, escalation_order=d.escalation_order(),
+                         candidates=[Candidate(**c.model_dump()) for c in d.candidates], filtered=d.filtered,
+                         router_version=rec.router_version)
+
+
+def _mmroute_meta(rec: DecisionRecord, answer: Answer | None = None, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"decision_id": rec.id, "routed_model": rec.decision.model, "reason": rec.decision.reason,
+                            "router_version": rec.router_version}
+    if answer is not None:
+        meta.update({"model": answer.model, "cost_usd": answer.total_cost_usd,
+                     "attempts": [a.model_dump(mode="json") for a in answer.attempts]})
+    meta.update(extra)
+    return meta
+
+
+def _headers(rec: DecisionRecord, model: str) -> dict[str, str]:
+    return {"x-mmroute-model": model, "x-mmroute-decision-id": rec.id}
+
+
+# -- the app ----------------------------------------------------------------------------------------------
+
+def create_app(router: Router | LiveRouter, *, store: FeedbackSink | None = None,
+               cascade: "CompiledStateGraph | None" = None, config: ServerConfig | None = None,
+               llm_kwargs: dict[str, Any] | None = None) -> FastAPI:
+    """The server for ``router`` (a ``LiveRouter`` is hot-reloaded); ``cascade``: a compiled
+    ``create_cascade_graph`` used for chat requests unless a request turns it off;
+    ``store``: where ``/v1/feedback`` writes judgments; ``llm_kwargs``: extra ``mmroute.llm`` kwargs."""
+    service = RouterService(router, store=store, cascade=cascade, config=config, llm_kwargs=llm_kwargs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="mmroute", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    async def _on_error(request: Request, exc: Exception) -> JSONResponse:
+        status, etype, code = _status_of(exc)
+        service.metrics.errors.labels(code).inc()
+        if status >= 500 and not isinstance(exc, (ProviderError, HTTPError)):
+            log.exception("internal error on %s", request.url.path)
+            message = f"internal server error ({type(exc).__name__})"
+        else:
+            message = str(exc)
+        return JSONResponse(_error_body(message, etype, code, getattr(exc, "param", None)), status_code=status)
+
+    for exc_type in (HTTPError, MMRouteError, Exception):
+        app.add_exception_handler(exc_type, _on_error)
+    app.add_middleware(GuardMiddleware, config=service.config, metrics=service.metrics)
+
+    async def _body(request: Request, schema: type[BaseModel], what: str) -> Any:
+        try:
+            raw = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(raw, dict):
+            raise HTTPError(400, f"request body must be a JSON object, got {type(raw).__name__}", code="invalid_json")
+        try:
+            return schema.model_validate(raw)
+        except ValidationError as exc:
+            raise HTTPError(400, _validation_message(exc, what), code="invalid_request") from None
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        r = service.router
+        return {"status": "ok", "router_version": _version_name(r), "models": r.pool.names,
+                "cascade": service.cascade is not None, "feedback_store": service.store is not None}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        data, ctype = service.metrics.render()
+        return Response(content=data, media_type=ctype)
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        cards = [ModelCard(id=ROUTER_MODEL)]
+        if service.config.pass_through:
+            cards += [ModelCard(id=m, owned_by="mmroute-pool") for m in service.router.pool.names]
+        return ModelList(data=cards)
+
+    @app.post("/v1/route")
+    async def route(request: Request) -> JSONResponse:
+        req: RouteRequest = await _body(request, RouteRequest, "route request")
+        _, rec = await service.decide(req.messages, req.mmroute, text=req.text, images=req.images)
+        return JSONResponse(route_response(rec).model_dump(mode="json"), headers=_headers(rec, rec.decision.model))
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> FeedbackResponse:
+        req: FeedbackRequest = await _body(request, FeedbackRequest, "feedback")
+        return await _feedback(service, req)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        req: ChatRequest = await _body(request, ChatRequest, "chat request")
+        return await _chat(service, req)
+
+    return app
+
+
+# -- chat -------------------------------------------------------------------------------------------------
+
+async def _chat(service: RouterService, req: ChatRequest) -> Response:
+    pool_names = service.router.pool.names
+    direct: str | None = None
+    if req.model != ROUTER_MODEL:
+        if service.config.pass_through and req.model in pool_names:
+            direct = req.model
+        else:
+            offered = [ROUTER_MODEL] + (pool_names if service.config.pass_through else [])
+            raise HTTPError(404, f"model {req.model!r} is not served here; available: {', '.join(offered)}",
+                            code="model_not_found", param="model")
+    opts = req.mmroute
+    use_cascade = service.cascade is not None if opts.cascade is None else opts.cascade
+    if use_cascade and service.cascade is None:
+        raise HTTPError(400, "cascade=true needs a server started with --cascade", code="invalid_option", param="mmroute")
+    if use_cascade and (direct or req.tools):
+        raise HTTPError(400, "the cascade verifies answers, not tool calls or a fixed model: send "
+                        "mmroute.cascade=false with tools or a pool model", code="invalid_option", param="mmroute")
+    if use_cascade:
+        return await _chat_cascade(service, req)
+    router, rec = await service.decide(req.messages, opts, tools=req.tools)
+    if direct is not None:
+        if direct in rec.decision.filtered:
+            raise HTTPError(400, f"model {direct} cannot take this query: {rec.decision.filtered[direct]}",
+                            code="model_cannot_take_query", param="model")
+        candidates = [direct]
+    else:
+        candidates = rec.decision.ordered
+    kwargs: dict[str, Any] = {"pool": router.pool, "breaker": service.breaker, "timeout": service.config.llm_timeout_s,
+                              "max_retries": service.config.max_retries, **service.llm_kwargs, **req.llm_params()}
+    from ..llm import acomplete, astream_complete
+
+    if req.stream:
+        if req.stream_options:
+            kwargs["stream_options"] = req.stream_options
+        stream = await astream_complete(req.messages, candidates, **kwargs)
+        return StreamingResponse(_sse(service, rec, stream), media_type="text/event-stream",
+                                 headers={**_headers(rec, stream.model), "cache-control": "no-cache"})
+    answer = await acomplete(req.messages, candidates, **kwargs)
+    _account(service, rec, answer)
+    body = _completion_body(answer)
+    body["mmroute"] = _mmroute_meta(rec, answer)
+    return JSONResponse(body, headers=_headers(rec, answer.model))
+
+
+def _completion_body(answer: Answer) -> dict[str, Any]:
+    raw = answer.raw
+    body: dict[str, Any] = raw.model_dump(mode="json", exclude_none=False) if hasattr(raw, "model_dump") else {}
+    body.setdefault("id", f"chatcmpl-{uuid.uuid4().hex}")
+    body.setdefault("created", int(time.time()))
+    body["object"] = "chat.completion"
+    body["model"] = answer.model
+    body["usage"] = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                     "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+    for key in [k for k in body if k.startswith("_")]:
+        body.pop(key)
+    return body
+
+
+def _account(service: RouterService, rec: DecisionRecord, answer: Answer) -> None:
+    m = service.metrics
+    service.decisions.set_answered_by(rec.id, answer.model)
+    m.answers.labels(answer.model).inc()
+    for a in answer.attempts:
+        if a.cost_usd:
+            m.cost.labels(a.model).inc(a.cost_usd)
+    if answer.fell_back:
+        m.fallbacks.inc()
+    log.info("decision %s answered by %s in %.3fs, $%.6f", rec.id, answer.model, answer.latency_s, answer.total_cost_usd)
+
+
+def _sse_data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream) -> AsyncIterator[bytes]:
+    """OpenAI's chunk stream, every chunk naming the answering model; a last chunk carries the
+    decision id and cost (``choices: []``), then ``[DONE]``."""
+    first = True
+    created = int(time.time())
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        async for chunk in stream:
+            d = chunk.model_dump(mode="json", exclude_none=True) if hasattr(chunk, "model_dump") else dict(chunk)
+            d.setdefault("id", cid)
+            d.setdefault("created", created)
+            d["object"] = "chat.completion.chunk"
+            d["model"] = stream.model
+            if first:
+                d["mmroute"] = {"decision_id": rec.id, "routed_model": rec.decision.model}
+                first = False
+            yield _sse_data(d)
+    except ProviderError as exc:  # part of the answer is out: report in-band, as OpenAI does
+        service.metrics.errors.labels("provider_error").inc()
+        yield _sse_data(_error_body(str(exc), "api_error", "provider_error"))
+        yield b"data: [DONE]\n\n"
+        return
+    answer = stream.answer
+    if answer is not None:
+        _account(service, rec, answer)
+        yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": answer.model,
+                         "choices": [], "mmroute": _mmroute_meta(rec, answer)})
+    yield b"data: [DONE]\n\n"
+
+
+async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
+    """The verify/escalate graph for one request; a stream carries the accepted answer as one chunk
+    (an answer cannot be streamed before it is verified)."""
+    from ..graph.nodes import latest_query
+    from ..graph.state import decision_from_state
+
+    assert service.cascade is not None
+    if req.mmroute.model_dump(exclude_defaults=True, exclude={"cascade"}):
+        raise HTTPError(400, "per-request routing options (lam, max_cost, min_quality, require, exclude) are not "
+                        "supported by the cascade; send mmroute.cascade=false to use them", code="invalid_option",
+                        param="mmroute")
+    router = service.router
+    decision_id = DecisionLog.new_id()
+    state = await service.cascade.ainvoke({"messages": req.messages},
+                                          config={"configurable": {"thread_id": decision_id}})
+    final = state.get("final")
+    if final is None:
+        raise ProviderError(f"the cascade found no answer ({state.get('status')}): {state.get('error')}")
+    decision: RouteDecision = decision_from_state(state)
+    rec = DecisionRecord(id=decision_id, query=latest_query(state, router), decision=decision,
+                         answered_by=final["model"], router_version=_version_name(router))
+    service.decisions.add(rec)
+    m = service.metrics
+    m.routes.labels(decision.model).inc()
+    m.answers.labels(final["model"]).inc()
+    m.cost.labels(final["model"]).inc(float(state.get("total_cost_usd") or 0.0))
+    m.escalations.inc(int(state.get("escalations") or 0))
+    meta = _mmroute_meta(rec, None, model=final["model"], cost_usd=float(state.get("total_cost_usd") or 0.0),
+                         escalations=int(state.get("escalations") or 0), status=state.get("status"),
+                         answers=[{"model": a["model"], "accepted": (a.get("verdict") or {}).get("accept")}
+                                  for a in state.get("answers") or []])
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    message = {"role": "assistant", "content": final["text"]}
+    if req.stream:
+        async def one() -> AsyncIterator[bytes]:
+            yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": final["model"],
+                             "choices": [{"index": 0, "delta": message, "finish_reason": None}], "mmroute": meta})
+            yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": final["model"],
+                             "choices": [{"index": 0, "delta": {}, "finish_reason": final.get("finish_reason") or "stop"}]})
+            yield b"data: [DONE]\n\n"
+        return StreamingResponse(one(), media_type="text/event-stream", headers=_headers(rec, final["model"]))
+    body = {"id": cid, "object": "chat.completion", "created": created, "model": final["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": final.get("finish_reason") or "stop"}],
+            "mmroute": meta}
+    return JSONResponse(body, headers=_headers(rec, final["model"]))
+
+
+# -- feedback ---------------------------------------------------------------------------------------------
+
+async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackResponse:
+    from ..data.formats import Judgment, QueryRecord
+    from ..cascade import judgment_id, rating_judgment
+
+    rec = service.decisions.get(req.decision_id)
+    if rec is None:
+        raise HTTPError(404, f"decision {req.decision_id!r} is unknown or expired (this server remembers the last "
+                        f"{service.config.remember_decisions} decisions since it started)", code="decision_not_found",
+                        param="decision_id")
+    if service.store is None:
+        raise HTTPError(503, "no feedback store is configured (start the server with --store)", type="server_error",
+                        code="no_feedback_store")
+    names = {c.model for c in rec.decision.candidates}
+    answered = rec.answered_by or rec.decision.model
+    if req.rating is not None:
+        rated = req.model or answered
+        if rated not in names:
+            raise HTTPError(400, f"model {rated!r} was not a candidate of decision {rec.id}", param="model")
+        pair = rating_judgment(rec.decision, rated, req.rating)
+        if pair is None:
+            service.metrics.feedback.labels("rating", "false").inc()
+            return FeedbackResponse(decision_id=rec.id, judgment_id=None, stored=False,
+                                    note="no other eligible model to compare with; nothing stored")
+        a, b, winner = pair
+        kind = "rating"
+    else:
+        a, b, winner = req.model_a or answered, str(req.model_b), str(req.winner)
+        for field_name, m in (("model_a", a), ("model_b", b)):
+            if m not in names:
+                raise HTTPError(400, f"{field_name} {m!r} was not a candidate of decision {rec.id} "
+                                f"(candidates: {', '.join(sorted(names))})", param=field_name)
+        if a == b:
+            raise HTTPError(400, "model_a and model_b must differ", param="model_b")
+        kind = "pairwise"
+    q = rec.query
+    jid = judgment_id("feedback", rec.id, q.content_hash, a, b)
+    judgment = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]), model_a=a, model_b=b,
+                        winner=winner, weight=req.weight, source="user:http", id=jid)  # type: ignore[arg-type]
+    stored = bool(await asyncio.to_thread(service.store.add, judgment))
+    service.metrics.feedback.labels(kind, str(stored).lower()).inc()
+    return FeedbackResponse(decision_id=rec.id, judgment_id=jid, stored=stored, model_a=a, model_b=b,
+                            winner=winner)  # type: ignore[arg-type]
+
+
+__all__ = ["FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]

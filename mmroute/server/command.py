@@ -1,0 +1,122 @@
+"""``mmroute serve`` and ``mmroute proxy``: arguments and what they start."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from typing import Any
+
+from .runner import DEFAULT_HOST
+
+
+def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    keys = list(args.api_key or [])
+    keys += [k.strip() for k in os.environ.get("MMROUTE_API_KEYS", "").split(",") if k.strip()]
+    return tuple(dict.fromkeys(keys))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--router", help="router directory (hot-reloaded when `mmroute retrain` publishes a version); "
+                   "default: the offline example router (replay provider)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--store", help="feedback store (SQLite file) for /v1/feedback and cascade escalations")
+    p.add_argument("--cascade", action="store_true", help="answer through the verify/escalate graph")
+    p.add_argument("--max-escalations", type=int, default=2, help="with --cascade")
+    p.add_argument("--api-key", action="append", metavar="KEY",
+                   help="accept this bearer key (repeatable; also MMROUTE_API_KEYS=k1,k2); none: no authentication")
+    p.add_argument("--pass-through", action="store_true", help="list the pool's models and let clients call them directly")
+    p.add_argument("--max-body-bytes", type=int, default=20_000_000, help="largest request body accepted (default 20 MB)")
+    p.add_argument("--max-images", type=int, default=16, help="most images one request may carry (default 16)")
+    p.add_argument("--max-batch", type=int, default=32, help="queries per feature batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more queries")
+    p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
+    p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default)")
+    p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
+
+
+def build_served(args: argparse.Namespace) -> Any:
+    """The app ``mmroute serve`` runs (separate from running it, for tests)."""
+    import litellm
+
+    from ..images import ImagePolicy
+    from ..router import LiveRouter
+    from .app import ServerConfig, create_app
+
+    litellm.suppress_debug_info = True
+    image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
+    if args.router:
+        router: Any = LiveRouter(args.router, image_policy=image_policy)
+    else:
+        from ..graph.served import example_router
+
+        print("mmroute: no --router given; training the offline example router (replay provider, clip:tiny)...",
+              file=sys.stderr)
+        router = example_router()
+        router.image_policy = image_policy
+    store = None
+    if args.store:
+        from ..data.store import FeedbackStore
+
+        store = FeedbackStore(args.store)
+    cascade = None
+    if args.cascade:
+        from ..graph import create_cascade_graph
+        from ..verify import HeuristicVerifier
+
+        cascade = create_cascade_graph(router, verifier=HeuristicVerifier(), max_escalations=args.max_escalations,
+                                       feedback_store=store)
+    config = ServerConfig(api_keys=_api_keys(args), max_body_bytes=args.max_body_bytes, max_images=args.max_images,
+                          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, pass_through=args.pass_through,
+                          log_prompts=args.log_prompts)
+    return create_app(router, store=store, cascade=cascade, config=config)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from .runner import serve
+
+    if not _is_loopback(args.host) and not _api_keys(args):
+        print(f"mmroute: warning: binding {args.host} without --api-key: anyone who can reach it can spend your "
+              "provider budget", file=sys.stderr)
+    app = build_served(args)
+    print(f"mmroute: serving on http://{args.host}:{args.port}/v1 (model 'mmroute')", file=sys.stderr)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="LiteLLM proxy config.yaml (its model group is routed by mmroute)")
+    p.add_argument("--router", help="router directory (hot-reloaded); default: the offline example router")
+    p.add_argument("--model-group", default="mmroute", help="the model_name whose deployments mmroute chooses among")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=4000, help="port the proxy listens on (default 4000)")
+    p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
+
+
+def proxy_command(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .litellm_proxy import load_router, proxy_app
+    from .runner import serve
+
+    if not os.path.isfile(args.config):
+        raise ConfigError(f"LiteLLM config not found: {args.config}")
+    router = load_router(args.router)
+    app = proxy_app(os.path.abspath(args.config), router, model_group=args.model_group)
+    print(f"mmroute: LiteLLM proxy on http://{args.host}:{args.port} (model group {args.model_group!r} routed by "
+          "mmroute)", file=sys.stderr)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+__all__ = ["add_proxy_arguments", "add_serve_arguments", "build_served", "proxy_command", "serve_command"]

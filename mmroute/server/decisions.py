@@ -1,0 +1,68 @@
+"""Recent routing decisions, remembered so feedback on a response can become a judgment.
+
+Feedback names a decision id; turning it into a pairwise judgment needs the query, the model
+that answered and the candidates the router scored. Bounded LRU in memory: a server restart or
+a decision older than ``max_entries`` later means the feedback is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ..policy import RouteDecision
+from ..query import Query
+
+
+@dataclass
+class DecisionRecord:
+    id: str
+    query: Query
+    decision: RouteDecision
+    answered_by: str | None = None  # the model whose answer the client got (None for /v1/route)
+    router_version: str | None = None
+    created: float = field(default_factory=time.time)
+
+
+class DecisionLog:
+    """Thread-safe LRU of ``DecisionRecord`` by id."""
+
+    def __init__(self, max_entries: int = 10_000):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, DecisionRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def new_id() -> str:
+        return "dec-" + uuid.uuid4().hex
+
+    def add(self, record: DecisionRecord) -> None:
+        with self._lock:
+            self._items[record.id] = record
+            self._items.move_to_end(record.id)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def set_answered_by(self, decision_id: str, model: str) -> None:
+        with self._lock:
+            rec = self._items.get(decision_id)
+            if rec is not None:
+                rec.answered_by = model
+
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        with self._lock:
+            rec = self._items.get(decision_id)
+            if rec is not None:
+                self._items.move_to_end(decision_id)
+            return rec
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+__all__ = ["DecisionLog", "DecisionRecord"]

@@ -1,0 +1,257 @@
+"""mmroute as a routing strategy of LiteLLM's Router, for teams that run the LiteLLM proxy.
+
+A model group (``mmroute`` by default) lists one deployment per pool model; LiteLLM keeps doing
+what it does (auth, budgets, retries, cooldowns, fallbacks, logging) and asks this strategy which
+deployment of the group gets each request. The strategy routes among the group's *healthy*
+deployments only (LiteLLM's cooldowns exclude one that just failed), so a retry after a 5xx lands
+on the next-best model, and images never reach a deployment the pool marks text-only. Other
+model groups keep LiteLLM's own strategy.
+
+A deployment names its pool model with ``model_info: {mmroute_model: <pool name>}``, else its
+``litellm_params.model`` is taken as the pool name.
+
+Two ways in, both through LiteLLM's extension points (``CustomRoutingStrategyBase`` +
+``Router.set_custom_routing_strategy``):
+
+* ``mmroute proxy --config config.yaml [--router DIR]`` starts the real proxy with the strategy
+  installed when the proxy has built its router (``run_proxy``);
+* plain ``litellm --config config.yaml`` with ``litellm_settings: {callbacks:
+  ["mmroute.server.litellm_proxy.proxy_hook"]}`` and ``MMROUTE_ROUTER`` set: the hook installs the
+  strategy on the proxy's router before the first request (and again if the proxy rebuilds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.router import CustomRoutingStrategyBase
+
+from ..errors import InvalidInputError, NoEligibleModelError
+from ..payload import Payload
+from ..query import Query
+from ..router import LiveRouter, Router
+from .batching import FeatureBatcher
+
+log = logging.getLogger("mmroute.proxy")
+
+DEFAULT_GROUP = "mmroute"
+Deployment = dict[str, Any]
+
+
+def deployment_model(deployment: Deployment) -> str:
+    """The pool model a LiteLLM deployment serves."""
+    info = deployment.get("model_info") or {}
+    name = info.get("mmroute_model") if isinstance(info, dict) else None
+    return str(name or (deployment.get("litellm_params") or {}).get("model") or "")
+
+
+class MMRouteStrategy(CustomRoutingStrategyBase):
+    """Pick the deployment of ``model_group`` that mmroute routes the request to."""
+
+    def __init__(self, router: Router | LiveRouter, llm_router: litellm.Router, *, model_group: str = DEFAULT_GROUP,
+                 max_batch: int = 32, max_wait_ms: float = 2.0):
+        self._source = router
+        self.llm_router = llm_router
+        self.model_group = model_group
+        # LiteLLM's own selection, for every other model group
+        self._default_async = llm_router.async_get_available_deployment
+        self._default_sync = llm_router.get_available_deployment
+        self._batch_args = {"max_batch": max_batch, "max_wait_s": max_wait_ms / 1000.0}
+        self._batcher: FeatureBatcher | None = None
+        self._batcher_loop: asyncio.AbstractEventLoop | None = None
+        self.decisions = 0
+
+    @property
+    def router(self) -> Router:
+        return self._source.router if isinstance(self._source, LiveRouter) else self._source
+
+    def install(self) -> "MMRouteStrategy":
+        self.llm_router.set_custom_routing_strategy(self)
+        self.llm_router.__dict__["_mmroute_strategy"] = self
+        return self
+
+    # -- choosing ---------------------------------------------------------------------------------------
+    def _candidates(self, router: Router, healthy: list[Deployment]) -> tuple[dict[str, Deployment], list[str]]:
+        by_model: dict[str, Deployment] = {}
+        for d in healthy:
+            name = deployment_model(d)
+            if name in router.pool:
+                by_model.setdefault(name, d)
+            else:
+                log.warning("deployment %s of group %s is not in the router's pool; it is never chosen",
+                            name, self.model_group)
+        exclude = [n for n in router.pool.names if n not in by_model]
+        return by_model, exclude
+
+    def _query(self, router: Router, messages: list[dict[str, Any]] | None) -> Query:
+        if not messages:
+            raise InvalidInputError(f"model group {self.model_group} routes chat messages; this request has none")
+        return Query.from_messages(messages, image_policy=router.image_policy)
+
+    def _pick(self, router: Router, q: Query, x: Any, by_model: dict[str, Deployment], exclude: list[str],
+              request_kwargs: dict[str, Any] | None, messages: list[dict[str, Any]]) -> Deployment:
+        tools = (request_kwargs or {}).get("tools") if isinstance((request_kwargs or {}).get("tools"), list) else None
+        payload = Payload.from_messages(messages, tools=tools)  # the filters see every turn, not only the last
+        try:
+            decision = router.route_features(q, x, exclude=exclude, payload=payload)
+        except NoEligibleModelError as exc:
+            raise litellm.BadRequestError(f"mmroute: no healthy deployment of {self.model_group} can take this "
+                                          f"request: {exc}", model=self.model_group, llm_provider="mmroute") from None
+        self.decisions += 1
+        if request_kwargs is not None:
+            meta = request_kwargs.get("metadata")
+            if isinstance(meta, dict):
+                meta["mmroute"] = {"model": decision.model, "reason": decision.reason}
+        return by_model[decision.model]
+
+    async def _features(self, router: Router, q: Query) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher_loop is not loop:  # one queue per event loop, started lazily
+            self._batcher = FeatureBatcher(**self._batch_args)
+            await self._batcher.start()
+            self._batcher_loop = loop
+        return await self._batcher.features(router.pipeline.transform, q)
+
+    async def async_get_available_deployment(self, model: str, messages: list[dict[str, str]] | None = None,
+                                             input: str | list | None = None, specific_deployment: bool | None = False,
+                                             request_kwargs: dict | None = None) -> Deployment:  # type: ignore[override]
+        if model != self.model_group:
+            return await self._default_async(model=model, messages=messages, input=input,
+                                             specific_deployment=specific_deployment, request_kwargs=request_kwargs or {})
+        healthy = await self.llm_router.async_get_healthy_deployments(
+            model=model, request_kwargs=request_kwargs or {}, messages=messages, input=input,
+            specific_deployment=specific_deployment)
+        if isinstance(healthy, dict):  # a specific deployment was asked for
+            return healthy
+        router = self.router
+        by_model, exclude = self._candidates(router, list(healthy or []))
+        if not by_model:
+            raise litellm.ServiceUnavailableError(f"mmroute: no healthy deployment in model group {model}",
+                                                  model=model, llm_provider="mmroute")
+        q = await asyncio.to_thread(self._query, router, messages)  # type: ignore[arg-type]
+        x = await self._features(router, q)
+        return self._pick(router, q, x, by_model, exclude, request_kwargs, messages)  # type: ignore[arg-type]
+
+    def get_available_deployment(self, model: str, messages: list[dict[str, str]] | None = None,
+                                 input: str | list | None = None, specific_deployment: bool | None = False,
+                                 request_kwargs: dict | None = None) -> Deployment:  # type: ignore[override]
+        if model != self.model_group:
+            return self._default_sync(model=model, messages=messages, input=input,
+                                      specific_deployment=specific_deployment, request_kwargs=request_kwargs or {})
+        _, healthy = self.llm_router._common_checks_available_deployment(  # the sync path has no public helper
+            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
+            request_kwargs=request_kwargs or {})
+        if isinstance(healthy, dict):
+            return healthy
+        router = self.router
+        by_model, exclude = self._candidates(router, list(healthy or []))
+        if not by_model:
+            raise litellm.ServiceUnavailableError(f"mmroute: no deployment in model group {model}",
+                                                  model=model, llm_provider="mmroute")
+        q = self._query(router, messages)  # type: ignore[arg-type]
+        return self._pick(router, q, router.pipeline.transform([q])[0], by_model, exclude, request_kwargs,
+                          messages)  # type: ignore[arg-type]
+
+
+def install(llm_router: litellm.Router, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,
+            **kwargs: Any) -> MMRouteStrategy:
+    """Make ``model_group`` of ``llm_router`` routed by mmroute (idempotent per Router object)."""
+    existing = llm_router.__dict__.get("_mmroute_strategy")
+    if isinstance(existing, MMRouteStrategy) and existing.model_group == model_group:
+        return existing
+    if not llm_router.get_model_list(model_name=model_group):
+        raise InvalidInputError(f"the LiteLLM config has no model group {model_group!r} (list one deployment per "
+                                f"pool model under model_name: {model_group})")
+    return MMRouteStrategy(router, llm_router, model_group=model_group, **kwargs).install()
+
+
+# -- the proxy -------------------------------------------------------------------------------------------
+
+def load_router(router_dir: str | None) -> Router | LiveRouter:
+    """A trained router (hot-reloaded) from ``router_dir``, else the offline example router."""
+    if router_dir:
+        return LiveRouter(router_dir)
+    from ..graph.served import example_router
+
+    return example_router()
+
+
+class ProxyHook(CustomLogger):
+    """A LiteLLM proxy callback that keeps the strategy installed on the proxy's current router."""
+
+    def __init__(self, router: Router | LiveRouter | None = None, *, model_group: str | None = None,
+                 router_dir: str | None = None):
+        super().__init__()
+        self._router = router
+        self._router_dir = router_dir
+        self.model_group = model_group or os.environ.get("MMROUTE_MODEL_GROUP", DEFAULT_GROUP)
+        self._lock = threading.Lock()
+
+    def _get_router(self) -> Router | LiveRouter:
+        with self._lock:
+            if self._router is None:
+                self._router = load_router(self._router_dir or os.environ.get("MMROUTE_ROUTER"))
+            return self._router
+
+    def ensure_installed(self) -> MMRouteStrategy | None:
+        from litellm.proxy import proxy_server
+
+        llm_router = getattr(proxy_server, "llm_router", None)
+        if llm_router is None:
+            return None
+        return install(llm_router, self._get_router(), model_group=self.model_group)
+
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str) -> dict:
+        if data.get("model") == self.model_group:
+            existing = None
+            from litellm.proxy import proxy_server
+
+            llm_router = getattr(proxy_server, "llm_router", None)
+            if llm_router is not None:
+                existing = llm_router.__dict__.get("_mmroute_strategy")
+            if existing is None:
+                await asyncio.to_thread(self.ensure_installed)
+        return data
+
+
+proxy_hook = ProxyHook()  # for ``litellm_settings: callbacks: ["mmroute.server.litellm_proxy.proxy_hook"]``
+
+
+def proxy_app(config_path: str, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,
+              on_install: Callable[[MMRouteStrategy], None] | None = None) -> Any:
+    """LiteLLM's proxy app for ``config_path`` with the mmroute strategy installed at start-up."""
+    # explicit environment write: LiteLLM's proxy reads its config path only from here, at start-up
+    os.environ["CONFIG_FILE_PATH"] = str(config_path)  # explicit environment write (mmroute proxy only)
+    from litellm.proxy import proxy_server
+
+    app = proxy_server.app
+    original = app.router.lifespan_context
+    hook = ProxyHook(router, model_group=model_group)
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with original(a) as state:
+            strategy = hook.ensure_installed()
+            if strategy is None:
+                raise RuntimeError("the LiteLLM proxy started without a router (is the config's model_list empty?)")
+            if hook not in litellm.callbacks:
+                litellm.callbacks.append(hook)  # re-installs if the proxy rebuilds its router
+            log.info("mmroute routes model group %s", model_group)
+            if on_install is not None:
+                on_install(strategy)
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+__all__ = ["DEFAULT_GROUP", "MMRouteStrategy", "ProxyHook", "deployment_model", "install", "load_router", "proxy_app",
+           "proxy_hook"]
