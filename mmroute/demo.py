@@ -119,7 +119,6 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     router_dir = work / "router"
     router.save(router_dir)
     store = FeedbackStore(work / "feedback.db")
-    router.store = store
     calib = ("default (no recorded answers of these models to calibrate on)" if cal is None else
              f"calibrated on training queries to match the strongest model's accuracy: {cal.point.accuracy:.2f} "
              f"vs routed-only {cal.weak_only.accuracy:.2f}, strongest-only {cal.strong_only.accuracy:.2f}")

@@ -28,8 +28,6 @@ from .pool import ModelPool, ModelSpec
 from .query import Query
 
 if TYPE_CHECKING:
-    from .data.formats import Judgment
-    from .data.store import FeedbackStore
     from .features import FeaturePipeline
     from .preference import BradleyTerry
     from .preference.families import Family
@@ -63,14 +61,13 @@ class Router:
 
     def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry | Family", pool: ModelPool,
                  policy: Policy | None = None, *, image_policy: ImagePolicy = DEFAULT_POLICY,
-                 metadata: dict[str, Any] | None = None, store: "FeedbackStore | None" = None):
+                 metadata: dict[str, Any] | None = None):
         self.pipeline = pipeline
         self.model = model
         self.pool = pool
         self.policy: Policy = policy or CostAwarePolicy(0.0)
         self.image_policy = image_policy
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.store = store
         trained = {spec.name: trained_name(spec, model.models_) for spec in pool.models}
         missing = [m for m, t in trained.items() if t is None]
         if missing:  # no judgments yet: neutral rating, no feature dependence, until retraining
@@ -176,17 +173,6 @@ class Router:
                                target_strong_share=target_strong_share)
         self.policy = CostAwarePolicy(lam)
         return self.policy
-
-    # -- feedback ---------------------------------------------------------------------------
-    def record(self, query: Any, model_a: str, model_b: str, winner: str, *, store: "FeedbackStore | None" = None,
-               weight: float = 1.0, source: str = "api", id: str | None = None) -> "Judgment":
-        """Store one judgment in ``store`` (default: ``self.store``, the graph adapters' store) with
-        this router's image policy; the judgment is built by :meth:`FeedbackStore.record`."""
-        target = store if store is not None else self.store
-        if target is None:
-            raise ConfigError("no feedback store: pass store= or set router.store")
-        return target.record(query, model_a, model_b, winner, weight=weight, source=source, id=id,
-                             image_policy=self.image_policy)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:

@@ -78,9 +78,7 @@ def store(tmp_path, router):
     from mmroute.data.store import FeedbackStore
 
     st = FeedbackStore(tmp_path / "feedback.sqlite")
-    router.store = st
     yield st
-    router.store = None
     st.close()
 
 
@@ -165,7 +163,7 @@ def test_vision_query_never_reaches_text_only_model(router, scripted):
 def test_escalates_on_reject_keeps_both_answers_and_records_judgment(router, scripted, store):
     scripted.set(CHEAP, SORRY)
     scripted.set(MID, "4")
-    out = cascade(router).invoke(text_msg(), {"configurable": {"thread_id": "t-esc"}})
+    out = cascade(router, feedback_store=store).invoke(text_msg(), {"configurable": {"thread_id": "t-esc"}})
     assert out["status"] == "accepted" and out["escalations"] == 1
     assert [a["model"] for a in out["answers"]] == [CHEAP, MID]
     assert [a["verdict"]["accept"] for a in out["answers"]] == [False, True]
@@ -181,9 +179,9 @@ def test_escalates_on_reject_keeps_both_answers_and_records_judgment(router, scr
     assert j.query.text == "what is 2 + 2?"
 
     scripted.reset()  # a re-run of the same turn adds nothing; the same question elsewhere does
-    cascade(router).invoke(text_msg(), {"configurable": {"thread_id": "t-esc"}})
+    cascade(router, feedback_store=store).invoke(text_msg(), {"configurable": {"thread_id": "t-esc"}})
     assert len(store) == 1
-    cascade(router).invoke(text_msg(), {"configurable": {"thread_id": "t-other"}})
+    cascade(router, feedback_store=store).invoke(text_msg(), {"configurable": {"thread_id": "t-other"}})
     assert len(store) == 2
 
 
@@ -200,14 +198,14 @@ def test_escalation_stops_at_the_cap(router, scripted, store):
     scripted.set(CHEAP, SORRY)
     scripted.set(MID, SORRY)
     scripted.set(STRONG, "4")
-    out = cascade(router, max_escalations=1).invoke(text_msg())
+    out = cascade(router, feedback_store=store, max_escalations=1).invoke(text_msg())
     assert out["status"] == "max_escalations" and out["escalations"] == 1
     assert called(scripted) == [CHEAP, MID]
     assert len(out["answers"]) == 2 and out["final"] is not None  # best of what there is
     assert len(store) == 0  # nothing was accepted: no escalation judgment
 
     scripted.reset()
-    out = cascade(router, max_escalations=0).invoke(text_msg())
+    out = cascade(router, feedback_store=store, max_escalations=0).invoke(text_msg())
     assert out["status"] == "max_escalations" and called(scripted) == [CHEAP]
 
 
@@ -365,7 +363,7 @@ def test_offline_stand_in_is_marked_and_never_judged(router, scripted, store):
     from mmroute.offline import OFFLINE_FALLBACK_TEXT
 
     scripted.set(CHEAP, OFFLINE_FALLBACK_TEXT)
-    app = cascade(router, feedback=True, checkpointer=InMemorySaver())
+    app = cascade(router, feedback_store=store, feedback=True, checkpointer=InMemorySaver())
     out = app.invoke(text_msg(), {"configurable": {"thread_id": "stand-in"}})
     assert out["messages"][-1].response_metadata["offline_fallback"] is True
     assert "__interrupt__" not in out and out["feedback"] is None and store.count() == 0
@@ -422,7 +420,7 @@ def _run_to_interrupt(app, inp, cfg):
 def test_feedback_after_escalation_lands_in_store_exactly_once(router, scripted, store):
     scripted.set(CHEAP, SORRY)
     scripted.set(MID, "4")
-    app = cascade(router, feedback=True, checkpointer=InMemorySaver())
+    app = cascade(router, feedback_store=store, feedback=True, checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "fb-1"}}
     shown = _run_to_interrupt(app, text_msg(), cfg)
     assert shown["kind"] == "pairwise" and (shown["model_a"], shown["model_b"]) == (CHEAP, MID)
@@ -447,7 +445,7 @@ def test_feedback_after_escalation_lands_in_store_exactly_once(router, scripted,
 
 def test_feedback_rating_on_a_single_answer(router, scripted, store):
     scripted.set(CHEAP, "4")
-    app = cascade(router, feedback=True, checkpointer=InMemorySaver())
+    app = cascade(router, feedback_store=store, feedback=True, checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "fb-2"}}
     shown = _run_to_interrupt(app, text_msg(), cfg)
     assert shown["kind"] == "rating" and shown["model"] == CHEAP and shown["answer"] == "4"
@@ -463,7 +461,7 @@ def test_feedback_rejects_bad_resume_values_and_needs_a_store(router):
     for bad in ({"winner": "model_c"}, {"rating": "meh"}, {"stars": 5}, 3):
         with pytest.raises(InvalidInputError):
             parse_feedback(bad)
-    assert router.store is None
+    assert not hasattr(router, "store")  # the router owns no feedback; the graph is given a store
     with pytest.raises(ConfigError, match="feedback store"):
         cascade(router, feedback=True)
 

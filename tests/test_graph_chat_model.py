@@ -153,19 +153,19 @@ def test_verifier_escalates_a_rejected_answer_and_records_it(router, scripted, t
 
     scripted.set(CHEAP, SORRY)
     scripted.set(MID, "4")
-    router.store = FeedbackStore(tmp_path / "fb.sqlite")
+    store = FeedbackStore(tmp_path / "fb.sqlite")
     try:
-        model = RoutedChatModel(router=router, verifier=HeuristicVerifier(), max_escalations=1, llm_kwargs=FAST)
+        model = RoutedChatModel(router=router, verifier=HeuristicVerifier(), max_escalations=1, llm_kwargs=FAST,
+                                feedback_store=store)
         msg = model.invoke("what is 2 + 2?")
         assert msg.content == "4" and msg.response_metadata["model_name"] == MID
         answers = msg.response_metadata["answers"]
         assert [(a["model"], a["verdict"]["accept"]) for a in answers] == [(CHEAP, False), (MID, True)]
         model.invoke("what is 2 + 2?")  # same escalation again: same judgment id, stored once
-        (j,) = list(router.store.iter_judgments())
+        (j,) = list(store.iter_judgments())
         assert (j.model_a, j.model_b, j.winner, j.source) == (MID, CHEAP, "model_a", "escalation")
     finally:
-        router.store.close()
-        router.store = None
+        store.close()
 
 
 def test_escalation_cap_and_failed_escalation_keep_the_answer(router, scripted):

@@ -39,8 +39,7 @@ def create_cascade_graph(router: RouterLike, *, verifier: Verifier, pool: ModelP
     """Build and compile the cascade.
 
     ``router``: a ``Router`` or ``LiveRouter``; ``pool`` defaults to the router's pool (it carries
-    prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store`` or
-    ``router.store``; ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a
+    prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store``; ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a
     checkpointer (pass one, or compile the parent graph with one when used as a subgraph).
     """
     if verifier is None:

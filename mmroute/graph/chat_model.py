@@ -34,6 +34,7 @@ from ..images import DEFAULT_POLICY
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
+from ..data.store import FeedbackStore
 from ..verify.base import Verifier
 from .nodes import RouterLike, thread_id
 
@@ -81,6 +82,8 @@ class RoutedChatModel(BaseChatModel):
         decision: a decision already made for this call (what the routing middleware passes):
             its order is used and escalation follows it, without routing again.
         include_context: route on the whole conversation rather than the last user turn.
+        feedback_store: where escalations the verifier accepted are stored as judgments
+            (``record_escalations``); none is stored without one (the router owns no feedback).
         llm_kwargs: extra kwargs for ``mmroute.llm.complete`` (``max_retries``, ``timeout``, ...).
     """
 
@@ -95,6 +98,7 @@ class RoutedChatModel(BaseChatModel):
     decision: RouteDecision | None = None
     include_context: bool = False
     record_escalations: bool = True
+    feedback_store: SkipValidation[FeedbackStore | None] = None
     llm_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -184,11 +188,11 @@ class RoutedChatModel(BaseChatModel):
                           llm_output={"model_name": answer.model, "route_reason": meta["route_reason"]})
 
     def _record(self, decision: RouteDecision | None, messages: list[BaseMessage], history: list[dict[str, Any]]) -> None:
-        """An escalation the verifier accepted: accepted beats rejected, into the router's store."""
+        """An escalation the verifier accepted: accepted beats rejected, into ``feedback_store``."""
         if not self.record_escalations or decision is None or len(history) < 2:
             return
         r = current_router(self.router) if self.router is not None else None
-        store = getattr(r, "store", None)
+        store = self.feedback_store
         pairs = escalation_judgments(history[-1], history[:-1])
         if r is None or store is None or not pairs:
             return
@@ -196,7 +200,7 @@ class RoutedChatModel(BaseChatModel):
         thread = thread_id(ensure_config())  # the agent run's thread, when inside LangGraph
         for winner, loser in pairs:
             jid = judgment_id("escalation", thread, q.content_hash, winner, loser, user_turn(messages))
-            r.record(q, winner, loser, "model_a", store=store, source="escalation", id=jid)
+            store.record(q, winner, loser, "model_a", source="escalation", id=jid, image_policy=r.image_policy)
 
     @staticmethod
     def _entry(answer: Any) -> dict[str, Any]:

@@ -314,7 +314,7 @@ def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = No
         if is_offline_fallback(final["text"]):  # the replay provider's stand-in, not a model's answer
             meta["offline_fallback"] = True
         update["messages"] = [AIMessage(content=final["text"], response_metadata=meta)]
-        target = store if store is not None else getattr(current_router(router), "store", None)
+        target = store
         accepted = final.get("verdict") and final["verdict"]["accept"]  # type: ignore[index]
         stand_in = any(is_offline_fallback(a["text"]) for a in answers)  # no model answered: nothing to learn
         if record_escalations and target is not None and accepted and len(answers) > 1 and not stand_in:
@@ -330,7 +330,7 @@ def _record_escalation(router: Any, store: Any, state: dict[str, Any], final: An
     query = latest_query(state, r)
     for winner, loser in escalation_judgments(final, answers):
         jid = judgment_id("escalation", thread, query.content_hash, winner, loser, user_turn(state["messages"]))
-        r.record(query, winner, loser, "model_a", store=store, source="escalation", id=jid)
+        store.record(query, winner, loser, "model_a", source="escalation", id=jid, image_policy=r.image_policy)
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -364,8 +364,8 @@ def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = No
     nothing is written before ``interrupt`` returns and the judgment id is deterministic (thread,
     query, models): the store's idempotent ``add`` keeps it exactly once however often it runs.
     """
-    if store is None and getattr(current_router(router), "store", None) is None:
-        raise ConfigError("the feedback node needs a feedback store: pass store= or set router.store")
+    if store is None:
+        raise ConfigError("the feedback node needs a feedback store: pass store= (feedback_store= to the cascade)")
 
     def feedback(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         request = feedback_request(state)
@@ -375,7 +375,6 @@ def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = No
         if choice is None:
             return {"feedback": {"skipped": True}}
         r = current_router(router)
-        target = store if store is not None else r.store
         query = latest_query(state, r)
         if "winner" in choice:
             if request["kind"] != "pairwise":
@@ -387,7 +386,7 @@ def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = No
                 return {"feedback": {**choice, "stored": None, "why": "no other model to compare with"}}
             a, b, winner = pair
         jid = judgment_id(source, thread_id(config), query.content_hash, a, b, user_turn(state["messages"]))
-        r.record(query, a, b, winner, store=target, source=source, id=jid)
+        store.record(query, a, b, winner, source=source, id=jid, image_policy=r.image_policy)
         return {"feedback": {**choice, "judgment_id": jid, "model_a": a, "model_b": b, "winner": winner}}
 
     return feedback
