@@ -89,7 +89,7 @@ def test_pool_prices_fill_missing_costs():
 
 def test_cross_validate_router_learns_and_report_shape():
     pipe = FakePipeline()
-    rep = h.cross_validate(_outcomes(200), encoder=pipe, k=4, seed=0,
+    rep = h.cross_validate(_outcomes(200), encoder=pipe, k=4, seed=0, families=True,
                            bt_params={"max_epochs": 30}, baselines=["random", "knn", "sw_ranking", "global"])
     assert pipe.calls == 1 and pipe.seen == 200  # every query encoded once for all folds
     d = json.loads(rep.model_dump_json())

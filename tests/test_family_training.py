@@ -180,3 +180,20 @@ def test_a_chosen_bradley_terry_family_is_served_as_plain_bradley_terry(judgment
         lambda: BTFamily(rank=2, l2=0.01)]}))
     router = train_router(judgments, encoder="clip:tiny", pool=pool, families=True)
     assert type(router.model) is BradleyTerry  # so `mmroute retrain` can warm-start it as before
+
+
+def test_cli_train_is_bradley_terry_unless_families_is_asked_for(tmp_path, monkeypatch):
+    """The default stays retrainable and explorable; family choice is opt-in, as in `eval --cv`."""
+    import mmroute.preference.family_selection as fs
+    from mmroute.preference import BradleyTerry
+    from mmroute.router import Router
+
+    calls = []
+    real = fs.select_family
+    monkeypatch.setattr(fs, "select_family", lambda *a, **k: calls.append(1) or real(*a, **k))
+    argv = ["train", "--judgments", str(EXAMPLE / "judgments.jsonl"), "--pool", str(EXAMPLE / "pool.yaml"),
+            "--encoder", "clip:tiny", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "bt")]) == 0
+    assert calls == [] and isinstance(Router.load(tmp_path / "bt").model, BradleyTerry)
+    assert main(argv + ["--families", "--out", str(tmp_path / "fam")]) == 0
+    assert calls == [1]

@@ -380,7 +380,7 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
                    pool: ModelPool | None = None, extra_judgments: Sequence[Any] = (),
                    base_dir: str | Path | None = None, bt_params: dict[str, Any] | None = None,
                    baselines: Sequence[str] | None = None, cache: Any = None, progress: bool = False,
-                   n_points: int = 256, repeats: int = 1, families: bool = True) -> EvalReport:
+                   n_points: int = 256, repeats: int = 1, families: bool = False) -> EvalReport:
     """K-fold CV of mmroute's router (family chosen per fold, or plain Bradley-Terry with
     ``families=False`` or fixed ``rank``/``l2``) and the baselines on one outcomes set.
 

@@ -42,7 +42,7 @@ class ExploringRouter:
         if not hasattr(router.model, "score_variance"):  # the beliefs are the Bradley-Terry posterior
             raise InvalidInputError(f"exploration needs a Bradley-Terry router (its posterior is the belief); this "
                                     f"router's {type(router.model).__name__} has none: train it with "
-                                    "`mmroute train --bt-only`")
+                                    "`mmroute train` without `--families`")
         self.router = router
         self.policy = policy
         self.log = log
