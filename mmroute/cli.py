@@ -79,9 +79,16 @@ def _train(args: argparse.Namespace) -> int:
     policy_kw = {"target_cost": args.target_cost, "target_strong_share": args.target_strong_share}
     if args.quality_tolerance is not None:
         policy_kw["quality_tolerance"] = args.quality_tolerance
+    cache = None
+    if args.cache:
+        from .features.cache import EmbeddingCache
+
+        cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
     router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed, model_params=params,
                           policy=CostAwarePolicy(args.lam) if args.lam is not None else None,
-                          progress=not args.quiet, **policy_kw)
+                          progress=not args.quiet, families=args.families, cache=cache, **policy_kw)
+    if cache is not None:
+        cache.save()
     folder = router.save(args.out)
     print(f"trained on {router.metadata['n_judgments']} judgments over {router.metadata['n_queries']} queries, "
           f"{len(router.model.models_)} models; saved {folder}")
@@ -254,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="lambda giving this mean expected cost per training query")
     how.add_argument("--target-strong-share", type=float, metavar="SHARE",
                      help="lambda sending this share (0-1) of training queries to the best-rated model")
+    t.add_argument("--cache", metavar="DIR", help="embedding cache folder (a retrain on the same queries skips encoding)")
+    t.add_argument("--families", action="store_true",
+                   help="choose the router family on held-out queries, as eval --cv --families does (default: "
+                   "Bradley-Terry only; a pointwise family cannot be retrained or explored)")
     t.add_argument("--strict", action="store_true",
                    help="fail on the first bad line (or missing image) instead of skipping and reporting it")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -30,6 +30,7 @@ from .query import Query
 if TYPE_CHECKING:
     from .features import FeaturePipeline
     from .preference import BradleyTerry
+    from .preference.families import Family
 
 ROUTER_FORMAT = 1
 DEFAULT_CACHE_ENTRIES = 10_000  # a served router remembers this many recent texts/images
@@ -58,7 +59,7 @@ def check_pool_matches(pool: ModelPool, trained: Sequence[str], where: str) -> N
 class Router:
     """Route queries among a pool's models with a trained preference model."""
 
-    def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry", pool: ModelPool,
+    def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry | Family", pool: ModelPool,
                  policy: Policy | None = None, *, image_policy: ImagePolicy = DEFAULT_POLICY,
                  metadata: dict[str, Any] | None = None):
         self.pipeline = pipeline
@@ -91,6 +92,8 @@ class Router:
 
     def quality_from_features(self, X: np.ndarray) -> np.ndarray:
         """Expected quality: mean probability of beating each other pool model (0.5 for a pool of one)."""
+        if getattr(self.model, "pointwise", False):  # a pointwise family predicts the quality itself
+            return np.asarray(self.model.expected_quality(X), dtype=np.float64)[:, self._cols]
         return expected_quality_from_win(self.win_matrices(X))
 
     def predict_quality(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
@@ -148,7 +151,9 @@ class Router:
         p = payload or Payload.of_query(q)
         filtered = hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
         win = self.win_matrices(x)[0]
-        scored = Scored(models=self.pool.names, quality=expected_quality_from_win(win), cost=self.expected_costs(p),
+        quality = (self.quality_from_features(x)[0] if getattr(self.model, "pointwise", False)
+                   else expected_quality_from_win(win))
+        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(p),
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
         return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
 
@@ -195,7 +200,7 @@ class Router:
              image_policy: ImagePolicy = DEFAULT_POLICY) -> "Router":
         """Load the current version; refuse it if its feature spec differs from ``encoder``'s."""
         from .features import EmbeddingCache, FeaturePipeline, FeatureSpec
-        from .preference import BradleyTerry
+        from .preference.families import load_preference
 
         folder = current_version_dir(root)
         meta = read_json(folder / "router.json", "router manifest")
@@ -216,7 +221,7 @@ class Router:
         else:
             pipeline = encoder
         saved_spec.check_compatible(pipeline.spec)
-        model = BradleyTerry.load(folder / "preference")
+        model = load_preference(folder / "preference")
         if pool is not None:  # the model's names, not a list in the metadata: retraining adds models
             check_pool_matches(pool, list(model.models_), str(folder))
         return cls(pipeline, model, pool or saved_pool, policy or saved_policy, image_policy=image_policy,

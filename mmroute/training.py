@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from .data.decisions import DecisionLog
     from .data.formats import Judgment, Outcome
     from .data.store import FeedbackStore
-    from .features import FeaturePipeline
+    from .features import EmbeddingCache, FeaturePipeline
     from .policy import Policy
     from .learning.gate import GateResult
+    from .preference.families import Family
     from .preference import BradleyTerry
 
     _Record = TypeVar("_Record", Judgment, Outcome)  # what resolve_image_paths rewrites, returned as given
@@ -107,7 +108,8 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
                  base_dir: str | Path | None = None, calibration_fraction: float = 0.15, seed: int = 0,
                  model_params: dict[str, Any] | None = None, policy: "Policy | None" = None,
                  target_cost: float | None = None, target_strong_share: float | None = None,
-                 quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE, progress: bool = False) -> Router:
+                 quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE, progress: bool = False,
+                 families: bool = False, cache: "EmbeddingCache | None" = None) -> Router:
     """Fit the preference model on judgments (held-out queries calibrate its temperature).
 
     Judgments name models by their training names; a pool's ``aliases`` map those to its models.
@@ -115,15 +117,18 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     query) or ``target_strong_share``, else the least-cost lambda whose predicted quality stays
     within ``quality_tolerance`` of the best single model's. ``router.metadata["policy_choice"]``
     says which; ``metadata["notes"]`` lists what was inferred or is unknown (also warned).
+
+    ``families=True`` (and no fixed ``rank``/``l2``) chooses the router family as ``mmroute eval
+    --cv`` does (:func:`fit_family_model`); ``cache`` keeps the embeddings (e.g. one with a
+    directory, which the caller saves).
     """
     from .features import EmbeddingCache, FeaturePipeline
-    from .preference import DEFAULT_GRID, BradleyTerry, select_params
     from .router import DEFAULT_CACHE_ENTRIES
 
     if sum(x is not None for x in (policy, target_cost, target_strong_share)) > 1:
         raise ConfigError("give at most one of policy, target_cost and target_strong_share")
-    pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
-                if isinstance(encoder, str) else encoder)
+    cache = cache if cache is not None else EmbeddingCache(DEFAULT_CACHE_ENTRIES)  # an empty cache is falsy
+    pipeline = FeaturePipeline.from_spec(encoder, cache=cache) if isinstance(encoder, str) else encoder
     arrays = encode_judgments(judgments, pipeline, base_dir=base_dir, progress=progress)
     if pool is not None:  # training names -> pool names; names the pool does not know stay as they are
         rename = {n: pool.canonical(n) or n for n in {m for pair in arrays.pairs for m in pair}}
@@ -132,6 +137,30 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     if pool is None:
         pool = ModelPool.from_names(names)
     pool, notes = _complete_pool(pool, arrays, judgments, names)
+    fixed_capacity = {"rank", "l2"} & {k for k, v in (model_params or {}).items() if v is not None}
+    model: "BradleyTerry | Family"
+    if families and not fixed_capacity:
+        model, meta = fit_family_model(judgments, arrays, pipeline, pool, names, seed=seed,
+                                       model_params=model_params)
+    else:
+        model, meta = _fit_bradley_terry(arrays, pipeline, names, calibration_fraction=calibration_fraction,
+                                         seed=seed, model_params=model_params)
+    meta["notes"] = notes
+    router = Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), metadata=meta)
+    router.metadata["policy_choice"] = (
+        {"method": "given", "policy": router.policy.name, "knob": float(router.policy.knob)} if policy is not None
+        else choose_default_policy(router, arrays, judgments, target_cost=target_cost,
+                                   target_strong_share=target_strong_share, quality_tolerance=quality_tolerance))
+    return router
+
+
+def _fit_bradley_terry(arrays: EncodedJudgments, pipeline: "FeaturePipeline", names: list[str], *,
+                       calibration_fraction: float, seed: int,
+                       model_params: dict[str, Any] | None) -> tuple["BradleyTerry", dict[str, Any]]:
+    """The Bradley-Terry model of :func:`train_router` (capacity chosen on held-out queries unless
+    given, temperature calibrated on others) and its metadata."""
+    from .preference import DEFAULT_GRID, BradleyTerry, select_params
+
     qkeys = [str(k) for k in arrays.query_index]
     cal = holdout_mask(qkeys, calibration_fraction, seed) if len(set(qkeys)) >= 20 else np.zeros(len(arrays), bool)
     train = arrays.subset(~cal)
@@ -151,14 +180,8 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
         model.calibrate(held.X, held.pairs, held.y, sample_weight=held.weight)
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
             "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
-            "selection": None if selection is None else [[p, s] for p, s in selection.scores],
-            "notes": notes}
-    router = Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), metadata=meta)
-    router.metadata["policy_choice"] = (
-        {"method": "given", "policy": router.policy.name, "knob": float(router.policy.knob)} if policy is not None
-        else choose_default_policy(router, arrays, judgments, target_cost=target_cost,
-                                   target_strong_share=target_strong_share, quality_tolerance=quality_tolerance))
-    return router
+            "selection": None if selection is None else [[p, s] for p, s in selection.scores]}
+    return model, meta
 
 
 def _complete_pool(pool: ModelPool, arrays: EncodedJudgments, judgments: Sequence["Judgment"],
@@ -285,6 +308,37 @@ def _query_key(j: "Judgment") -> str:
     return hashlib.sha256(json.dumps([j.query.text, list(j.query.images)]).encode("utf-8")).hexdigest()
 
 
+def fit_family_model(judgments: Sequence["Judgment"], arrays: EncodedJudgments, pipeline: "FeaturePipeline",
+                     pool: ModelPool, names: list[str], *, seed: int = 0,
+                     model_params: dict[str, Any] | None = None) -> tuple["BradleyTerry | Family", dict[str, Any]]:
+    """The router family chosen by the same code as ``mmroute eval --cv``
+    (:func:`mmroute.preference.family_selection.select_for_judgments`), on all judgments, and its
+    metadata; the inner folds' cost axis is the pool's expected cost of each query (prices
+    unknown: 0). A chosen plain Bradley-Terry family is returned as its :class:`BradleyTerry`, so
+    :func:`retrain_router` can warm-start it."""
+    from .preference.families import BTFamily
+    from .preference.family_selection import select_for_judgments
+
+    first: dict[int, "Judgment"] = {}
+    for j, qi in zip(judgments, arrays.query_index):
+        first.setdefault(int(qi), j)
+    cost = np.zeros((arrays.Xq.shape[0], len(names)))
+    for qi, j in first.items():
+        tokens = estimate_text_tokens(j.query.text)
+        for c, m in enumerate(names):
+            spec = pool[m] if m in pool else None
+            if spec is not None and spec.prices_known:
+                cost[qi, c] = spec.expected_cost(tokens, len(j.query.images))
+    bt = {k: v for k, v in (model_params or {}).items() if v is not None}
+    sel = select_for_judgments(arrays.Xq, arrays.query_index, arrays.pairs, arrays.y, arrays.weight, names, cost,
+                               seed=seed, blocks=[(a, b) for _, a, b in pipeline.spec.blocks()], bt_params=bt)
+    meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
+            "calibration_judgments": 0, "model_params": sel.params,
+            "family_selection": [[p, s] for p, s in sel.scores]}
+    model = sel.family
+    return (model.model if type(model) is BTFamily else model), meta
+
+
 @dataclass
 class RetrainReport:
     accepted: bool
@@ -403,6 +457,10 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
 
     if n_new < max(min_new, 1):
         return kept(RetrainReport(False, f"only {n_new} new judgment(s) {where} (need {max(min_new, 1)})",
+                                  n_new, 0, 0, None, None, store_id=sid, note=note))
+    if not hasattr(router.model, "partial_fit"):  # a pointwise or feature-free family: no warm start
+        return kept(RetrainReport(False, f"the router's {type(router.model).__name__} cannot be warm-started on new "
+                                  "judgments; train a new router with `mmroute train` on all judgments",
                                   n_new, 0, 0, None, None, store_id=sid, note=note))
     held = holdout_mask([_query_key(j) for _, j in fresh], holdout_fraction, seed)
     n_held = int(held.sum())

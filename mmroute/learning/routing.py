@@ -39,6 +39,10 @@ class ExploringRouter:
 
     def __init__(self, router: "Router", policy: ExplorationPolicy, *, log: "DecisionLog | None" = None,
                  seed: int | None = None):
+        if not hasattr(router.model, "score_variance"):  # the beliefs are the Bradley-Terry posterior
+            raise InvalidInputError(f"exploration needs a Bradley-Terry router (its posterior is the belief); this "
+                                    f"router's {type(router.model).__name__} has none: train it with "
+                                    "`mmroute train` without `--families`")
         self.router = router
         self.policy = policy
         self.log = log
