@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -39,7 +39,7 @@ from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, Fee
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from ..data.formats import Judgment
+    from ..data.formats import Judgment, QueryRecord
 
 log = logging.getLogger("mmroute.server")
 
@@ -54,6 +54,17 @@ class FeedbackSink(Protocol):
     """What the server needs of a feedback store (``FeedbackStore`` or any other backend)."""
 
     def add(self, judgment: "Judgment") -> bool: ...
+
+
+@runtime_checkable
+class DecisionStore(Protocol):
+    """A feedback store that also keeps served decisions (``FeedbackStore``): replicas sharing it
+    accept feedback on each other's decisions and across restarts."""
+
+    def put_decision(self, decision_id: str, query: "QueryRecord", decision: dict[str, Any], *,
+                     created: float | None = None) -> bool: ...
+
+    def get_decision(self, decision_id: str) -> "tuple[QueryRecord, dict[str, Any], float] | None": ...
 
 
 class ServerConfig(BaseModel):
@@ -273,6 +284,39 @@ class RouterService:
             await asyncio.sleep(self.config.reload_interval_s)
             await self.reload_now()
 
+    # -- decisions kept for feedback ------------------------------------------------------------------
+    async def persist(self, rec: DecisionRecord) -> None:
+        """Write a decision (once its answering model is known) to the store, if it keeps decisions,
+        so another replica or a restarted one can take feedback on it. A failed write is logged and
+        counted, not the request's error: the decision is still in this replica's memory."""
+        if not isinstance(self.store, DecisionStore):
+            return
+        from ..data.formats import QueryRecord
+
+        body = {"route_decision": rec.decision.model_dump(mode="json"), "answered_by": rec.answered_by,
+                "router_version": rec.router_version}
+        query = QueryRecord(text=rec.query.text, images=[im.to_url() for im in rec.query.images])
+        try:
+            await asyncio.to_thread(self.store.put_decision, rec.id, query, body, created=rec.created)
+        except MMRouteError as exc:
+            self.metrics.errors.labels("decision_store").inc()
+            log.error("could not store decision %s (feedback on it works on this replica only): %s", rec.id, exc)
+
+    async def lookup(self, decision_id: str) -> DecisionRecord | None:
+        """A decision by id: this replica's memory first, then the store (decisions of other replicas
+        and from before a restart)."""
+        rec = self.decisions.get(decision_id)
+        if rec is not None or not isinstance(self.store, DecisionStore):
+            return rec
+        found = await asyncio.to_thread(self.store.get_decision, decision_id)
+        if found is None:
+            return None
+        query, body, created = found
+        q = Query.build(query.text, query.images, image_policy=self._router.image_policy)
+        return DecisionRecord(id=decision_id, query=q, decision=RouteDecision.model_validate(body["route_decision"]),
+                              answered_by=body.get("answered_by"), router_version=body.get("router_version"),
+                              created=created)
+
     # -- routing -----------------------------------------------------------------------------------------
     def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
                images: Sequence[str]) -> Query:
@@ -427,6 +471,7 @@ def create_app(router: Router | LiveRouter, *, store: FeedbackSink | None = None
     async def route(request: Request) -> JSONResponse:
         req: RouteRequest = await _body(request, RouteRequest, "route request")
         _, rec = await service.decide(req.messages, req.mmroute, text=req.text, images=req.images)
+        await service.persist(rec)
         return JSONResponse(route_response(rec).model_dump(mode="json"), headers=_headers(rec, rec.decision.model))
 
     @app.post("/v1/feedback")
@@ -483,6 +528,7 @@ async def _chat(service: RouterService, req: ChatRequest) -> Response:
                                  headers={**_headers(rec, stream.model), "cache-control": "no-cache"})
     answer = await acomplete(req.messages, candidates, **kwargs)
     _account(service, rec, answer)
+    await service.persist(rec)
     body = _completion_body(answer)
     body["mmroute"] = _mmroute_meta(rec, answer)
     return JSONResponse(body, headers=_headers(rec, answer.model))
@@ -504,6 +550,7 @@ def _completion_body(answer: Answer) -> dict[str, Any]:
 
 def _account(service: RouterService, rec: DecisionRecord, answer: Answer) -> None:
     m = service.metrics
+    rec.answered_by = answer.model  # the record persist() writes, even if the LRU dropped it meanwhile
     service.decisions.set_answered_by(rec.id, answer.model)
     m.answers.labels(answer.model).inc()
     for a in answer.attempts:
@@ -543,6 +590,7 @@ async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream
     answer = stream.answer
     if answer is not None:
         _account(service, rec, answer)
+        await service.persist(rec)
         yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": answer.model,
                          "choices": [], "mmroute": _mmroute_meta(rec, answer)})
     yield b"data: [DONE]\n\n"
@@ -570,6 +618,7 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
     rec = DecisionRecord(id=decision_id, query=latest_query(state, router), decision=decision,
                          answered_by=final["model"], router_version=_version_name(router))
     service.decisions.add(rec)
+    await service.persist(rec)
     m = service.metrics
     m.routes.labels(decision.model).inc()
     m.answers.labels(final["model"]).inc()
@@ -601,11 +650,13 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
     from ..data.formats import Judgment, QueryRecord
     from ..cascade import judgment_id, rating_judgment
 
-    rec = service.decisions.get(req.decision_id)
+    rec = await service.lookup(req.decision_id)
     if rec is None:
-        raise HTTPError(404, f"decision {req.decision_id!r} is unknown or expired (this server remembers the last "
-                        f"{service.config.remember_decisions} decisions since it started)", code="decision_not_found",
-                        param="decision_id")
+        kept = ("nor in the feedback store (pruned, or made by a server on another store)"
+                if isinstance(service.store, DecisionStore) else "(decisions live in memory only without --store)")
+        raise HTTPError(404, f"decision {req.decision_id!r} is unknown or expired: not among the last "
+                        f"{service.config.remember_decisions} decisions this server made {kept}",
+                        code="decision_not_found", param="decision_id")
     if service.store is None:
         raise HTTPError(503, "no feedback store is configured (start the server with --store)", type="server_error",
                         code="no_feedback_store")
@@ -641,4 +692,4 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
                             winner=winner)  # type: ignore[arg-type]
 
 
-__all__ = ["FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]
+__all__ = ["DecisionStore", "FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]

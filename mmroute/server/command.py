@@ -31,7 +31,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    "default: the offline example router (replay provider)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--store", help="feedback store (SQLite file) for /v1/feedback and cascade escalations")
+    p.add_argument("--store", help="feedback store (SQLite file or postgresql:// URL) for /v1/feedback, cascade escalations and "
+                   "served decisions (replicas sharing it take feedback on each other's decisions)")
     p.add_argument("--cascade", action="store_true", help="answer through the verify/escalate graph")
     p.add_argument("--max-escalations", type=int, default=2, help="with --cascade")
     p.add_argument("--api-key", action="append", metavar="KEY",
