@@ -584,3 +584,22 @@ def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripte
         assert img.query.images == [image_message()["content"][1]["image_url"]["url"]]  # the image, via the blobs
         assert s2.put_decision(routed.json()["decision_id"], stored[0].query, {"x": 1}) is False  # idempotent
         assert s2.prune_decisions(0.0) == 2 and s2.count_decisions() == 0
+
+
+def test_decision_max_age_refuses_and_prunes_old_decisions(live, tmp_path):
+    from mmroute.data import QueryRecord
+
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    old = live.route("hello")
+    body = {"route_decision": old.model_dump(mode="json"), "answered_by": CHEAP, "router_version": None}
+    store.put_decision("dec-old", QueryRecord(text="hello"), body, created=time.time() - 7200)
+    store.put_decision("dec-recent", QueryRecord(text="hello"), body, created=time.time() - 60)
+    app = create_app(live.router, store=store, config=ServerConfig(decision_max_age_s=3600))
+    with BackgroundServer(app) as srv:
+        assert post(srv, "/v1/feedback", {"decision_id": "dec-old", "rating": "good"}).status_code == 404
+        assert post(srv, "/v1/feedback", {"decision_id": "dec-recent", "rating": "good"}).status_code == 200
+        deadline = time.monotonic() + 10
+        while store.get_decision("dec-old") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.get_decision("dec-old") is None and store.get_decision("dec-recent") is not None
+    store.close()

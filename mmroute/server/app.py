@@ -77,7 +77,9 @@ class ServerConfig(BaseModel):
     max_images: int = Field(16, ge=0, description="images per request")
     max_batch: int = Field(32, ge=1, description="queries per feature batch")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first query of a batch waits for company")
-    remember_decisions: int = Field(10_000, ge=1, description="decisions kept for /v1/feedback")
+    remember_decisions: int = Field(10_000, ge=1, description="decisions kept in memory for /v1/feedback")
+    decision_max_age_s: float | None = Field(None, gt=0, description="feedback on an older decision is refused and "
+                                             "the store's older decisions are pruned (None: kept until pruned)")
     pass_through: bool = Field(False, description="list the pool's models and let clients call one directly")
     log_prompts: bool = Field(False, description="log prompt text (off: prompts are never logged)")
     reload_interval_s: float = Field(1.0, gt=0, description="how often a LiveRouter is checked for a new version")
@@ -243,6 +245,7 @@ class RouterService:
         self.breaker = CircuitBreaker()
         self.llm_kwargs = dict(llm_kwargs or {})
         self._reload_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -254,15 +257,31 @@ class RouterService:
         await self.batcher.start()
         if self.live is not None:
             self._reload_task = asyncio.create_task(self._watch(), name="mmroute-router-reload")
+        if self.config.decision_max_age_s is not None and hasattr(self.store, "prune_decisions"):
+            self._prune_task = asyncio.create_task(self._prune(), name="mmroute-decision-prune")
 
     async def stop(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            try:
-                await self._reload_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._reload_task, self._prune_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         await self.batcher.stop()
+
+    async def _prune(self) -> None:
+        """Drop the store's decisions past ``decision_max_age_s`` now and then (every replica may; deleting twice is harmless)."""
+        age = float(self.config.decision_max_age_s or 0.0)
+        while True:
+            try:
+                n = await asyncio.to_thread(self.store.prune_decisions, age)  # type: ignore[union-attr]
+                if n:
+                    log.info("pruned %d served decisions older than %.0f s", n, age)
+            except MMRouteError as exc:
+                self.metrics.errors.labels("decision_store").inc()
+                log.error("could not prune served decisions: %s", exc)
+            await asyncio.sleep(min(max(age / 10, 1.0), 3600.0))
 
     async def reload_now(self) -> bool:
         """Check for a newly published router version and switch to it (loading off the event loop)."""
@@ -305,11 +324,12 @@ class RouterService:
     async def lookup(self, decision_id: str) -> DecisionRecord | None:
         """A decision by id: this replica's memory first, then the store (decisions of other replicas
         and from before a restart)."""
+        max_age = self.config.decision_max_age_s
         rec = self.decisions.get(decision_id)
         if rec is not None or not isinstance(self.store, DecisionStore):
-            return rec
+            return None if rec is not None and max_age is not None and time.time() - rec.created > max_age else rec
         found = await asyncio.to_thread(self.store.get_decision, decision_id)
-        if found is None:
+        if found is None or (max_age is not None and time.time() - found[2] > max_age):
             return None
         query, body, created = found
         q = Query.build(query.text, query.images, image_policy=self._router.image_policy)
