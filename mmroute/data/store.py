@@ -102,7 +102,6 @@ INSERT_JUDGMENT = ("INSERT INTO judgments(id, added_at, model_a, model_b, record
                    "ON CONFLICT DO NOTHING")
 # a served decision (``mmroute serve``), kept so feedback sent to any replica finds it; not in judgments' seq order
 INSERT_DECISION = "INSERT INTO served_decisions(id, created, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-DecisionRow = tuple[str, float, str]               # (id, created, record JSON)
 
 
 def is_postgres_url(location: str | Path) -> bool:
