@@ -323,11 +323,27 @@ def test_feedback_without_a_store_is_refused(live):
 
 
 def test_decisions_are_bounded(live, tmp_path):
-    with BackgroundServer(create_app(live.router, store=FeedbackStore(tmp_path / "f.sqlite"),
-                                     config=ServerConfig(remember_decisions=2))) as srv:
+    class JudgmentsOnly:  # a sink that keeps no decisions: memory is all there is
+        def __init__(self) -> None:
+            self.got: list = []
+
+        def add(self, judgment) -> bool:
+            self.got.append(judgment)
+            return True
+
+    app = create_app(live.router, store=JudgmentsOnly(), config=ServerConfig(remember_decisions=2))
+    with BackgroundServer(app) as srv:
         ids = [post(srv, "/v1/route", {"text": f"q{i}"}).json()["decision_id"] for i in range(3)]
         assert post(srv, "/v1/feedback", {"decision_id": ids[0], "rating": "good"}).status_code == 404
         assert post(srv, "/v1/feedback", {"decision_id": ids[2], "rating": "good"}).status_code == 200
+    # with a FeedbackStore memory stays bounded, and a decision it dropped is read back from the store
+    store = FeedbackStore(tmp_path / "f.sqlite")
+    app = create_app(live.router, store=store, config=ServerConfig(remember_decisions=2))
+    with BackgroundServer(app) as srv:
+        ids = [post(srv, "/v1/route", {"text": f"q{i}"}).json()["decision_id"] for i in range(3)]
+        assert len(app.state.service.decisions) == 2 and store.count_decisions() == 3
+        assert post(srv, "/v1/feedback", {"decision_id": ids[0], "rating": "good"}).status_code == 200
+    store.close()
 
 
 # -- operations -----------------------------------------------------------------------------------------------
@@ -537,3 +553,53 @@ def test_serve_without_a_router_answers_the_readme_query_offline(tmp_path):
         assert r.headers["x-mmroute-model"].startswith("replay/")
         fb = post(srv, "/v1/feedback", {"decision_id": r.headers["x-mmroute-decision-id"], "rating": "good"})
         assert fb.status_code == 200 and fb.json()["stored"] is True
+
+
+def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripted):
+    """Feedback on a decision made before the server restarted (memory gone) is found in the store."""
+    path = tmp_path / "fb.sqlite"
+    with FeedbackStore(path) as s1:
+        app = create_app(live.router, store=s1, llm_kwargs=FAST)
+        with BackgroundServer(app) as srv:
+            chat = post(srv, "/v1/chat/completions", {"messages": [image_message()]})
+            routed = post(srv, "/v1/route", {"text": "hello"})
+        assert chat.status_code == 200 and routed.status_code == 200
+        assert s1.count_decisions() == 2
+    with FeedbackStore(path) as s2:
+        app = create_app(live.router, store=s2, llm_kwargs=FAST)  # a new server: empty memory
+        with BackgroundServer(app) as srv:
+            fb = post(srv, "/v1/feedback", {"decision_id": chat.headers["x-mmroute-decision-id"], "rating": "bad"})
+            again = post(srv, "/v1/feedback", {"decision_id": chat.headers["x-mmroute-decision-id"], "rating": "bad"})
+            fb2 = post(srv, "/v1/feedback", {"decision_id": routed.json()["decision_id"], "winner": "model_b",
+                                             "model_b": STRONG})
+            gone = post(srv, "/v1/feedback", {"decision_id": "dec-never-made", "rating": "good"})
+        assert fb.status_code == 200 and fb.json()["stored"] is True, fb.text
+        assert fb.json()["model_a"] == chat.headers["x-mmroute-model"]  # answered_by survived the restart
+        assert again.json()["stored"] is False and again.json()["judgment_id"] == fb.json()["judgment_id"]
+        assert fb2.status_code == 200 and fb2.json()["stored"] is True, fb2.text
+        assert gone.status_code == 404 and "feedback store" in gone.json()["error"]["message"]
+        stored = list(s2.iter_judgments())
+        assert len(stored) == 2
+        img = next(j for j in stored if j.query.images)
+        assert img.query.images == [image_message()["content"][1]["image_url"]["url"]]  # the image, via the blobs
+        assert s2.put_decision(routed.json()["decision_id"], stored[0].query, {"x": 1}) is False  # idempotent
+        assert s2.prune_decisions(0.0) == 2 and s2.count_decisions() == 0
+
+
+def test_decision_max_age_refuses_and_prunes_old_decisions(live, tmp_path):
+    from mmroute.data import QueryRecord
+
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    old = live.route("hello")
+    body = {"route_decision": old.model_dump(mode="json"), "answered_by": CHEAP, "router_version": None}
+    store.put_decision("dec-old", QueryRecord(text="hello"), body, created=time.time() - 7200)
+    store.put_decision("dec-recent", QueryRecord(text="hello"), body, created=time.time() - 60)
+    app = create_app(live.router, store=store, config=ServerConfig(decision_max_age_s=3600))
+    with BackgroundServer(app) as srv:
+        assert post(srv, "/v1/feedback", {"decision_id": "dec-old", "rating": "good"}).status_code == 404
+        assert post(srv, "/v1/feedback", {"decision_id": "dec-recent", "rating": "good"}).status_code == 200
+        deadline = time.monotonic() + 10
+        while store.get_decision("dec-old") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.get_decision("dec-old") is None and store.get_decision("dec-recent") is not None
+    store.close()

@@ -218,3 +218,42 @@ def test_record_builds_and_stores_a_judgment(tmp_path):
     with pytest.raises(ValueError, match="winner"):
         s.record("bad", "a", "b", "nobody")
     assert s.count() == 2
+
+
+def test_served_decisions_are_kept_once_with_their_images(new_store, tmp_path):
+    """``mmroute serve``'s decisions (both backends): idempotent by id, images in the shared blobs, prunable."""
+    import base64
+
+    from mmroute.data import QueryRecord
+
+    s = new_store()
+    img = _png(tmp_path / "a.png")
+    url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
+    q = QueryRecord(text="what is this?", images=[url, "https://example.com/x.png"])
+    assert s.put_decision("dec-1", q, {"route_decision": {"model": "m"}}, created=time.time() - 100) is True
+    assert s.put_decision("dec-1", QueryRecord(text="other"), {"route_decision": {"model": "x"}}) is False
+    assert s.put_decision("dec-2", q, {"n": 2}) is True
+    got = s.get_decision("dec-1")
+    assert got is not None
+    query, body, created = got
+    assert query.text == "what is this?" and query.images == q.images and body == {"route_decision": {"model": "m"}}
+    assert time.time() - created == pytest.approx(100, abs=5)
+    assert s.get_decision("dec-none") is None
+    assert s.count_decisions() == 2 and s.count() == 0  # not judgments: retraining never sees them
+    assert s.prune_decisions(50) == 1 and s.get_decision("dec-1") is None and s.get_decision("dec-2") is not None
+    with pytest.raises(DataFormatError, match="decision 'dec-3': image 0"):
+        s.put_decision("dec-3", QueryRecord(text="bad", images=["data:image/png;base64,bm90IGFuIGltYWdl"]), {})
+    s.close()
+
+
+def test_served_decisions_do_not_clash_with_the_decision_log(tmp_path):
+    """The learning loop's DecisionLog may share the SQLite file: its ``decisions`` table is another table."""
+    from mmroute.data import QueryRecord
+    from mmroute.data.decisions import DecisionLog
+
+    path = tmp_path / "both.sqlite"
+    DecisionLog(path).close()
+    with FeedbackStore(path) as s:
+        assert s.put_decision("dec-1", QueryRecord(text="hi"), {"a": 1}) is True
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"decisions", "served_decisions", "judgments"} <= tables

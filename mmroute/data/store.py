@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS served_decisions (
+    id      TEXT PRIMARY KEY,
+    created {real} NOT NULL,
+    record  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS served_decisions_created ON served_decisions(created);
 """
 
 
@@ -94,6 +100,8 @@ SQLParam = str | int | float | bytes | None
 INSERT_IMAGE = "INSERT INTO images(sha256, mime, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 INSERT_JUDGMENT = ("INSERT INTO judgments(id, added_at, model_a, model_b, record) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT DO NOTHING")
+# a served decision (``mmroute serve``), kept so feedback sent to any replica finds it; not in judgments' seq order
+INSERT_DECISION = "INSERT INTO served_decisions(id, created, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def is_postgres_url(location: str | Path) -> bool:
@@ -118,6 +126,11 @@ class StoreBackend(ABC):
     def insert(self, blobs: list[Blob], rows: list[Row]) -> int:
         """Add images (once each) and judgment rows (once per id) in one transaction, giving new
         rows increasing sequence numbers; returns how many judgment rows were new."""
+
+    @abstractmethod
+    def write(self, blobs: list[Blob], sql: str, rows: Sequence[Sequence[SQLParam]]) -> int:
+        """Add images (once each), then run ``sql`` once per row, in one transaction; returns how
+        many rows it changed. For tables outside the judgments' sequence (no watermark lock)."""
 
     @abstractmethod
     def watermark(self) -> int:
@@ -208,6 +221,13 @@ class SQLiteBackend(StoreBackend):
             c.executemany(INSERT_IMAGE, blobs)
             before = c.total_changes
             c.executemany(INSERT_JUDGMENT, rows)
+            return c.total_changes - before
+
+    def write(self, blobs: list[Blob], sql: str, rows: Sequence[Sequence[SQLParam]]) -> int:
+        with self._write() as c:
+            c.executemany(INSERT_IMAGE, blobs)
+            before = c.total_changes
+            c.executemany(sql, rows)
             return c.total_changes - before
 
     def watermark(self) -> int:
@@ -304,9 +324,12 @@ class FeedbackStore:
 
     def _blob_refs(self, judgment: Judgment, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
         """Replace each local/data-URL image by a content reference; remote URLs stay as they are."""
+        return self._query_blobs(judgment.query, f"judgment {judgment.id!r}", base_dir)
+
+    def _query_blobs(self, query: QueryRecord, what: str, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
         refs: list[str] = []
         blobs: list[Blob] = []
-        for i, src in enumerate(judgment.query.images):
+        for i, src in enumerate(query.images):
             if src.startswith(_BLOB_PREFIX):  # already a reference (re-adding an exported record)
                 refs.append(src)
                 continue
@@ -317,7 +340,7 @@ class FeedbackStore:
                     continue
                 mime, _, _ = _img.probe(data, self.image_policy, f"image {i}")
             except ImageError as exc:
-                raise DataFormatError(f"judgment {judgment.id!r}: image {i}: {exc}") from None
+                raise DataFormatError(f"{what}: image {i}: {exc}") from None
             digest = hashlib.sha256(data).hexdigest()
             refs.append(_BLOB_PREFIX + digest)
             blobs.append((digest, mime, data))
@@ -360,6 +383,42 @@ class FeedbackStore:
             return 0
         # each image once, in digest order (two writers' overlapping image sets cannot lock each other out)
         return self._db.insert(sorted({b[0]: b for b in all_blobs}.values()), rows)
+
+    # ------------------------------------------------------------------ served decisions
+
+    def put_decision(self, decision_id: str, query: QueryRecord, decision: dict[str, Any], *,
+                     created: float | None = None) -> bool:
+        """Keep one served decision (``mmroute serve``: the query and the decision as JSON) so that
+        feedback sent to any replica sharing this store finds it; images go into the content-addressed
+        images as judgments' do. Idempotent by id: False when it was already stored (the first wins)."""
+        if not decision_id:
+            raise ValueError("a served decision needs an id")
+        refs, blobs = self._query_blobs(query, f"decision {decision_id!r}", None)
+        record = json.dumps({"query": {"text": query.text, "images": refs}, "decision": decision},
+                            ensure_ascii=False, separators=(",", ":"))
+        row = (decision_id, time.time() if created is None else float(created), record)
+        return self._db.write(sorted({b[0]: b for b in blobs}.values()), INSERT_DECISION, [row]) == 1
+
+    def get_decision(self, decision_id: str) -> tuple[QueryRecord, dict[str, Any], float] | None:
+        """``(query with images as data URLs, decision JSON, created Unix time)`` of a stored decision, or None."""
+        row = self._one("SELECT record, created FROM served_decisions WHERE id = ?", (decision_id,))
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        q = data["query"]
+        cache: dict[str, str] = {}
+        images = [self._materialise(s, "data_url", None, cache) for s in q.get("images") or []]
+        return QueryRecord(text=q.get("text", ""), images=images), data["decision"], float(row[1])
+
+    def count_decisions(self) -> int:
+        return int(self._scalar("SELECT COUNT(*) FROM served_decisions"))
+
+    def prune_decisions(self, max_age_s: float) -> int:
+        """Drop served decisions older than ``max_age_s`` seconds (feedback on them is then refused);
+        their images stay (judgments may share them). Returns how many were dropped."""
+        if max_age_s < 0:
+            raise ValueError(f"max_age_s must be >= 0, got {max_age_s}")
+        return self._db.write([], "DELETE FROM served_decisions WHERE created < ?", [(time.time() - max_age_s,)])
 
     # ------------------------------------------------------------------ reading
 

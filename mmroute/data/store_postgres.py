@@ -153,6 +153,15 @@ class PostgresBackend(StoreBackend):
                 return max(cur.rowcount, 0)  # executemany: the sum over the rows
         return self._run(tx)
 
+    def write(self, blobs: list[Blob], sql: str, rows: Sequence[Sequence[SQLParam]]) -> int:
+        def tx(conn: psycopg.Connection) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                if blobs:
+                    cur.executemany(_pg(INSERT_IMAGE), blobs)
+                cur.executemany(_pg(sql), rows)
+                return max(cur.rowcount, 0)
+        return self._run(tx)
+
     def watermark(self) -> int:
         def tx(conn: psycopg.Connection) -> int:
             with conn.transaction():

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -39,7 +39,7 @@ from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, Fee
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from ..data.formats import Judgment
+    from ..data.formats import Judgment, QueryRecord
 
 log = logging.getLogger("mmroute.server")
 
@@ -56,6 +56,17 @@ class FeedbackSink(Protocol):
     def add(self, judgment: "Judgment") -> bool: ...
 
 
+@runtime_checkable
+class DecisionStore(Protocol):
+    """A feedback store that also keeps served decisions (``FeedbackStore``): replicas sharing it
+    accept feedback on each other's decisions and across restarts."""
+
+    def put_decision(self, decision_id: str, query: "QueryRecord", decision: dict[str, Any], *,
+                     created: float | None = None) -> bool: ...
+
+    def get_decision(self, decision_id: str) -> "tuple[QueryRecord, dict[str, Any], float] | None": ...
+
+
 class ServerConfig(BaseModel):
     """Limits and switches of one server (the ``mmroute serve`` options)."""
 
@@ -66,7 +77,9 @@ class ServerConfig(BaseModel):
     max_images: int = Field(16, ge=0, description="images per request")
     max_batch: int = Field(32, ge=1, description="queries per feature batch")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first query of a batch waits for company")
-    remember_decisions: int = Field(10_000, ge=1, description="decisions kept for /v1/feedback")
+    remember_decisions: int = Field(10_000, ge=1, description="decisions kept in memory for /v1/feedback")
+    decision_max_age_s: float | None = Field(None, gt=0, description="feedback on an older decision is refused and "
+                                             "the store's older decisions are pruned (None: kept until pruned)")
     pass_through: bool = Field(False, description="list the pool's models and let clients call one directly")
     log_prompts: bool = Field(False, description="log prompt text (off: prompts are never logged)")
     reload_interval_s: float = Field(1.0, gt=0, description="how often a LiveRouter is checked for a new version")
@@ -232,6 +245,7 @@ class RouterService:
         self.breaker = CircuitBreaker()
         self.llm_kwargs = dict(llm_kwargs or {})
         self._reload_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -243,15 +257,31 @@ class RouterService:
         await self.batcher.start()
         if self.live is not None:
             self._reload_task = asyncio.create_task(self._watch(), name="mmroute-router-reload")
+        if self.config.decision_max_age_s is not None and hasattr(self.store, "prune_decisions"):
+            self._prune_task = asyncio.create_task(self._prune(), name="mmroute-decision-prune")
 
     async def stop(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            try:
-                await self._reload_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._reload_task, self._prune_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         await self.batcher.stop()
+
+    async def _prune(self) -> None:
+        """Drop the store's decisions past ``decision_max_age_s`` now and then (every replica may; deleting twice is harmless)."""
+        age = float(self.config.decision_max_age_s or 0.0)
+        while True:
+            try:
+                n = await asyncio.to_thread(self.store.prune_decisions, age)  # type: ignore[union-attr]
+                if n:
+                    log.info("pruned %d served decisions older than %.0f s", n, age)
+            except MMRouteError as exc:
+                self.metrics.errors.labels("decision_store").inc()
+                log.error("could not prune served decisions: %s", exc)
+            await asyncio.sleep(min(max(age / 10, 1.0), 3600.0))
 
     async def reload_now(self) -> bool:
         """Check for a newly published router version and switch to it (loading off the event loop)."""
@@ -272,6 +302,40 @@ class RouterService:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             await self.reload_now()
+
+    # -- decisions kept for feedback ------------------------------------------------------------------
+    async def persist(self, rec: DecisionRecord) -> None:
+        """Write a decision (once its answering model is known) to the store, if it keeps decisions,
+        so another replica or a restarted one can take feedback on it. A failed write is logged and
+        counted, not the request's error: the decision is still in this replica's memory."""
+        if not isinstance(self.store, DecisionStore):
+            return
+        from ..data.formats import QueryRecord
+
+        body = {"route_decision": rec.decision.model_dump(mode="json"), "answered_by": rec.answered_by,
+                "router_version": rec.router_version}
+        query = QueryRecord(text=rec.query.text, images=[im.to_url() for im in rec.query.images])
+        try:
+            await asyncio.to_thread(self.store.put_decision, rec.id, query, body, created=rec.created)
+        except MMRouteError as exc:
+            self.metrics.errors.labels("decision_store").inc()
+            log.error("could not store decision %s (feedback on it works on this replica only): %s", rec.id, exc)
+
+    async def lookup(self, decision_id: str) -> DecisionRecord | None:
+        """A decision by id: this replica's memory first, then the store (decisions of other replicas
+        and from before a restart)."""
+        max_age = self.config.decision_max_age_s
+        rec = self.decisions.get(decision_id)
+        if rec is not None or not isinstance(self.store, DecisionStore):
+            return None if rec is not None and max_age is not None and time.time() - rec.created > max_age else rec
+        found = await asyncio.to_thread(self.store.get_decision, decision_id)
+        if found is None or (max_age is not None and time.time() - found[2] > max_age):
+            return None
+        query, body, created = found
+        q = Query.build(query.text, query.images, image_policy=self._router.image_policy)
+        return DecisionRecord(id=decision_id, query=q, decision=RouteDecision.model_validate(body["route_decision"]),
+                              answered_by=body.get("answered_by"), router_version=body.get("router_version"),
+                              created=created)
 
     # -- routing -----------------------------------------------------------------------------------------
     def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
@@ -427,6 +491,7 @@ def create_app(router: Router | LiveRouter, *, store: FeedbackSink | None = None
     async def route(request: Request) -> JSONResponse:
         req: RouteRequest = await _body(request, RouteRequest, "route request")
         _, rec = await service.decide(req.messages, req.mmroute, text=req.text, images=req.images)
+        await service.persist(rec)
         return JSONResponse(route_response(rec).model_dump(mode="json"), headers=_headers(rec, rec.decision.model))
 
     @app.post("/v1/feedback")
@@ -483,6 +548,7 @@ async def _chat(service: RouterService, req: ChatRequest) -> Response:
                                  headers={**_headers(rec, stream.model), "cache-control": "no-cache"})
     answer = await acomplete(req.messages, candidates, **kwargs)
     _account(service, rec, answer)
+    await service.persist(rec)
     body = _completion_body(answer)
     body["mmroute"] = _mmroute_meta(rec, answer)
     return JSONResponse(body, headers=_headers(rec, answer.model))
@@ -504,6 +570,7 @@ def _completion_body(answer: Answer) -> dict[str, Any]:
 
 def _account(service: RouterService, rec: DecisionRecord, answer: Answer) -> None:
     m = service.metrics
+    rec.answered_by = answer.model  # the record persist() writes, even if the LRU dropped it meanwhile
     service.decisions.set_answered_by(rec.id, answer.model)
     m.answers.labels(answer.model).inc()
     for a in answer.attempts:
@@ -543,6 +610,7 @@ async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream
     answer = stream.answer
     if answer is not None:
         _account(service, rec, answer)
+        await service.persist(rec)
         yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": answer.model,
                          "choices": [], "mmroute": _mmroute_meta(rec, answer)})
     yield b"data: [DONE]\n\n"
@@ -570,6 +638,7 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
     rec = DecisionRecord(id=decision_id, query=latest_query(state, router), decision=decision,
                          answered_by=final["model"], router_version=_version_name(router))
     service.decisions.add(rec)
+    await service.persist(rec)
     m = service.metrics
     m.routes.labels(decision.model).inc()
     m.answers.labels(final["model"]).inc()
@@ -601,11 +670,13 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
     from ..data.formats import Judgment, QueryRecord
     from ..cascade import judgment_id, rating_judgment
 
-    rec = service.decisions.get(req.decision_id)
+    rec = await service.lookup(req.decision_id)
     if rec is None:
-        raise HTTPError(404, f"decision {req.decision_id!r} is unknown or expired (this server remembers the last "
-                        f"{service.config.remember_decisions} decisions since it started)", code="decision_not_found",
-                        param="decision_id")
+        kept = ("nor in the feedback store (pruned, or made by a server on another store)"
+                if isinstance(service.store, DecisionStore) else "(decisions live in memory only without --store)")
+        raise HTTPError(404, f"decision {req.decision_id!r} is unknown or expired: not among the last "
+                        f"{service.config.remember_decisions} decisions this server made {kept}",
+                        code="decision_not_found", param="decision_id")
     if service.store is None:
         raise HTTPError(503, "no feedback store is configured (start the server with --store)", type="server_error",
                         code="no_feedback_store")
@@ -641,4 +712,4 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
                             winner=winner)  # type: ignore[arg-type]
 
 
-__all__ = ["FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]
+__all__ = ["DecisionStore", "FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]

@@ -31,7 +31,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    "default: the offline example router (replay provider)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--store", help="feedback store (SQLite file) for /v1/feedback and cascade escalations")
+    p.add_argument("--store", help="feedback store (SQLite file or postgresql:// URL) for /v1/feedback, cascade escalations and "
+                   "served decisions (replicas sharing it take feedback on each other's decisions)")
+    p.add_argument("--decision-max-age-h", type=float, default=None, metavar="HOURS",
+                   help="refuse feedback on decisions older than this and prune them from --store (default: keep)")
     p.add_argument("--cascade", action="store_true", help="answer through the verify/escalate graph")
     p.add_argument("--max-escalations", type=int, default=2, help="with --cascade")
     p.add_argument("--api-key", action="append", metavar="KEY",
@@ -79,7 +82,8 @@ def build_served(args: argparse.Namespace) -> Any:
                                        feedback_store=store)
     config = ServerConfig(api_keys=_api_keys(args), max_body_bytes=args.max_body_bytes, max_images=args.max_images,
                           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, pass_through=args.pass_through,
-                          log_prompts=args.log_prompts)
+                          log_prompts=args.log_prompts,
+                          decision_max_age_s=None if args.decision_max_age_h is None else args.decision_max_age_h * 3600)
     return create_app(router, store=store, cascade=cascade, config=config)
 
 

@@ -1,8 +1,9 @@
 """Recent routing decisions, remembered so feedback on a response can become a judgment.
 
 Feedback names a decision id; turning it into a pairwise judgment needs the query, the model
-that answered and the candidates the router scored. Bounded LRU in memory: a server restart or
-a decision older than ``max_entries`` later means the feedback is refused with a clear error.
+that answered and the candidates the router scored. Bounded LRU in memory; with a feedback store
+the server also writes each record to the store (``FeedbackStore.put_decision``), so a decision
+this LRU no longer holds, one made before a restart or by another replica is found there.
 """
 
 from __future__ import annotations
