@@ -93,7 +93,7 @@ def best_answer(answers: Sequence[AnswerState]) -> AnswerState | None:
     if not answers:
         return None
     for a in reversed(answers):
-        if a.get("verdict") and a["verdict"]["accept"]:  # type: ignore[index]
+        if a.get("verdict") and a["verdict"]["accept"]:
             return a
     return max(reversed(answers), key=lambda a: (a.get("verdict") or {}).get("confidence", 0.0))
 

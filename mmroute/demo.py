@@ -67,6 +67,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
 
     use_local_cost_map()  # before litellm is imported: offline, its price map is the bundled one
     from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
 
@@ -93,14 +94,14 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     for line in (ex / "answers.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         raw[rec["id"]] = rec
-    test_ids = _split([o.id for o in outcomes], N_DEMO, seed)
+    test_ids = _split([o.id for o in outcomes if o.id is not None], N_DEMO, seed)
     train = [o for o in outcomes if o.id not in test_ids]
     test = [o for o in outcomes if o.id in test_ids]
 
     # With a pool of real models (--pool), the router has no judgments for them yet: they start at
     # neutral ratings and are learnt from the feedback this run collects.
     real = pool_path is not None
-    pool = ModelPool.load(pool_path) if real else ModelPool.load(ex / "pool.yaml")
+    pool = ModelPool.load(pool_path if pool_path is not None else ex / "pool.yaml")
     router = train_router(outcomes_to_judgments(train), encoder=encoder, pool=pool, seed=seed,
                           model_params={"rank": 8}, progress=not quiet)
     if real:
@@ -135,7 +136,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     for i, o in enumerate(test):
         q = o.query.to_query()
         msgs = query_to_messages(q)
-        config = {"configurable": {"thread_id": f"demo-{i}"}}
+        config: RunnableConfig = {"configurable": {"thread_id": f"demo-{i}"}}
         state = graph.invoke({"messages": [HumanMessage(content=msgs[-1]["content"])]}, config)
         final = state.get("final") or {}
         correct = _is_correct(raw.get(o.id), final)

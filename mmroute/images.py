@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ImageError
 
-SUPPORTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
+SUPPORTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp",
+                     "BMP": "image/bmp", "TIFF": "image/tiff"}
 
 
 class ImagePolicy(BaseModel):
@@ -97,7 +98,7 @@ def decode(data: bytes, policy: ImagePolicy = DEFAULT_POLICY, what: str = "image
     """Decode to an upright RGB image: first frame only, EXIF rotation applied, alpha flattened on white."""
     probe(data, policy, what)
     try:
-        im = Image.open(io.BytesIO(data))
+        im: Image.Image = Image.open(io.BytesIO(data))
         im.seek(0)
         im.load()
         im = ImageOps.exif_transpose(im) or im
@@ -141,7 +142,7 @@ def _checked_connect(policy: ImagePolicy, address: tuple[str, int], timeout: flo
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ImageError(f"cannot resolve image host {host!r}: {exc}") from None
-    for family, socktype, proto, _, sockaddr in infos:
+    for _family, _socktype, _proto, _, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
         if not _is_public(ip):
             raise ImageError(
@@ -162,7 +163,7 @@ def _checked_connect(policy: ImagePolicy, address: tuple[str, int], timeout: flo
 
 
 def _connection_class(base: type, policy: ImagePolicy):
-    class _Checked(base):  # type: ignore[misc, valid-type]
+    class _Checked(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._create_connection = functools.partial(_checked_connect, policy)
@@ -236,7 +237,8 @@ def fetch(url: str, policy: ImagePolicy) -> bytes:
     return _check_bytes(data, policy, f"image at {url}")
 
 
-def read_source(source: object, policy: ImagePolicy = DEFAULT_POLICY, base_dir: str | Path | None = None) -> tuple[bytes | None, str | None]:
+def read_source(source: object, policy: ImagePolicy = DEFAULT_POLICY,
+                base_dir: str | Path | None = None) -> tuple[bytes | None, str | None]:
     """Return (encoded bytes, remote URL left unfetched) for any accepted image source."""
     if isinstance(source, Image.Image):
         return encode_png(source), None

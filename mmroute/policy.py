@@ -231,7 +231,6 @@ def decide(s: Scored, policy: Policy, filtered: dict[str, str], *, prompt_tokens
 
 
 def _reason(s: Scored, policy: Policy, best: int, filtered: dict[str, str]) -> str:
-    m = s.models[best]
     head = f"predicted quality {s.quality[best]:.2f} at ~${s.cost[best]:.5f}"
     if isinstance(policy, ThresholdPolicy):
         i, j = s.models.index(policy.strong), s.models.index(policy.weak)

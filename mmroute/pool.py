@@ -67,10 +67,10 @@ class ModelSpec(BaseModel):
 
     def expected_cost(self, text_tokens: int, n_images: int) -> float:
         """USD for one call: the prompt as counted plus a typical answer length."""
-        if not self.prices_known:
+        cin, cout = self.input_cost_per_token, self.output_cost_per_token
+        if cin is None or cout is None:  # not self.prices_known
             return 0.0
-        return (self.prompt_tokens(text_tokens, n_images) * float(self.input_cost_per_token)
-                + self.typical_output_tokens * float(self.output_cost_per_token))
+        return self.prompt_tokens(text_tokens, n_images) * float(cin) + self.typical_output_tokens * float(cout)
 
 
 def litellm_facts(name: str) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from .images import DEFAULT_POLICY, ImagePolicy
 
 
 # Per-call image settings for the validator (pydantic's own context is lost with a custom __init__).
-_BUILD_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("mmroute_query_build", default={})
+# (default None, not {}: one shared dict default could be mutated across calls)
+_BUILD_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("mmroute_query_build",
+                                                                                      default=None)
 
 
 def _unwrapped(exc: ValidationError) -> Exception:
@@ -125,7 +127,7 @@ class Query(BaseModel):
             return ()
         if isinstance(v, (str, bytes, Path, Image.Image, QueryImage)):
             v = [v]
-        ctx = _BUILD_CONTEXT.get()
+        ctx = _BUILD_CONTEXT.get() or {}
         policy = ctx.get("image_policy", DEFAULT_POLICY)
         base_dir = ctx.get("base_dir")
         out = []

@@ -108,7 +108,7 @@ def postgres_server():
                 break
             except psycopg.OperationalError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("PostgreSQL did not start: " + (root / "server.log").read_text()[-2000:])
+                    raise RuntimeError("PostgreSQL did not start: " + (root / "server.log").read_text()[-2000:]) from None
                 time.sleep(0.1)
         yield url
     finally:

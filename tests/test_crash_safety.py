@@ -47,7 +47,7 @@ def test_sigkill_during_publish_never_leaves_a_half_router(tmp_path):
     router.save(root)
     expected = router.route("What is 6 * 7?").model_dump()
     rng = np.random.default_rng(0)
-    for round_ in range(4):
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.05, 0.6)))

@@ -14,8 +14,10 @@ from mmroute.pool import ModelPool, ModelSpec
 
 POOL = {"models": [
     {"name": "x/text-cheap", "supports_vision": False, "input_cost_per_token": 1e-7, "output_cost_per_token": 2e-7, "context_window": 4000},
-    {"name": "x/vision-mid", "supports_vision": True, "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "context_window": 100000},
-    {"name": "x/vision-big", "supports_vision": True, "input_cost_per_token": 1e-5, "output_cost_per_token": 3e-5, "context_window": 200000},
+    {"name": "x/vision-mid", "supports_vision": True, "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
+     "context_window": 100000},
+    {"name": "x/vision-big", "supports_vision": True, "input_cost_per_token": 1e-5, "output_cost_per_token": 3e-5,
+     "context_window": 200000},
 ]}
 
 

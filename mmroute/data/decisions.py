@@ -114,7 +114,7 @@ class DecisionLog:
                 c.execute(stmt)
         return conn
 
-    def _retry(self, fn):  # type: ignore[no-untyped-def]
+    def _retry(self, fn):
         deadline = time.monotonic() + self.timeout_s
         delay = 0.005
         while True:

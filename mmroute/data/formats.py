@@ -268,6 +268,10 @@ def iter_records(path: str | Path, model: type[Item], *, known_models: Iterable[
         fh = open(path, "rb")
     except OSError as exc:
         raise DataFormatError(f"cannot open: {exc.strerror or exc}", path=spath) from None
+
+    def bad(line: int, kind: str, msg: str) -> tuple[int, DataLineError]:
+        return line, DataLineError(msg, kind=kind, path=spath, line=line)
+
     with fh:
         for lineno, raw in enumerate(fh, start=1):
             stats["n_lines"] = lineno
@@ -275,32 +279,28 @@ def iter_records(path: str | Path, model: type[Item], *, known_models: Iterable[
                 raw = raw[3:]
             if not raw.strip():
                 continue
-
-            def bad(kind: str, msg: str) -> tuple[int, DataLineError]:
-                return lineno, DataLineError(msg, kind=kind, path=spath, line=lineno)
-
             try:  # pydantic parses JSON in Rust: about twice as fast as json.loads + validate
                 item = model.model_validate_json(raw)
             except ValidationError as exc:
-                yield bad(*_classify(exc))
+                yield bad(lineno, *_classify(exc))
                 continue
             if item.id is not None:
                 first = seen_ids.get(item.id)
                 if first is not None:
-                    yield bad("duplicate_id", f"duplicate id {item.id!r} (first on line {first})")
+                    yield bad(lineno, "duplicate_id", f"duplicate id {item.id!r} (first on line {first})")
                     continue
                 seen_ids[item.id] = lineno
             if known is not None:
                 names = item.pair if isinstance(item, Judgment) else tuple(item.scores)
                 unknown = [n for n in names if n not in known]
                 if unknown:
-                    yield bad("unknown_model", f"unknown model(s) {', '.join(map(repr, unknown))}; "
-                                               f"known: {', '.join(sorted(known))}")
+                    yield bad(lineno, "unknown_model", f"unknown model(s) {', '.join(map(repr, unknown))}; "
+                                                       f"known: {', '.join(sorted(known))}")
                     continue
             if check_images:
                 why = next((w for w in (_image_missing(r, base_dir) for r in item.query.images) if w), None)
                 if why:
-                    yield bad("missing_image", why)
+                    yield bad(lineno, "missing_image", why)
                     continue
             yield lineno, item
 

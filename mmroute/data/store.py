@@ -184,7 +184,7 @@ class SQLiteBackend(StoreBackend):
             setup_meta(row[0] if row else None, self.location, c.execute)
         return conn
 
-    def _retry(self, fn):  # type: ignore[no-untyped-def]
+    def _retry(self, fn):
         """Run ``fn`` again while SQLite reports the database locked/busy, until ``timeout_s``."""
         deadline = time.monotonic() + self.timeout_s
         delay = 0.005
@@ -486,6 +486,7 @@ class FeedbackStore:
         stop at the watermark taken when iteration starts, so resuming after the largest ``seq``
         yielded never skips a row that concurrent writers commit later.
         """
+        arg: float
         if since is None:
             where, arg = "seq > ?", 0
         elif isinstance(since, bool):
@@ -555,6 +556,7 @@ class FeedbackStore:
         by a relative path, so the export is a portable folder; ``"data_url"`` inlines them.
         """
         path = Path(path)
+        gen: Iterator[Judgment]
         if images == "files":
             folder = path.parent / "images"
             gen = ((j.model_copy(update={"query": QueryRecord(

@@ -311,7 +311,8 @@ def summarize(curve: Curve, ref: Reference, share: Curve | None = None) -> dict[
         "max_quality": float(np.max(curve.quality)),
     }
     if ref.strong is not None:
-        share = share if share is not None else (ref.oracle_share if curve is ref.oracle else curve)
+        if share is None:
+            share = ref.oracle_share if curve is ref.oracle and ref.oracle_share is not None else curve
         if share.strong_pct is None:
             raise InvalidInputError("a two-model curve needs strong_pct (use threshold_sweep)")
         weak = 1 - ref.strong

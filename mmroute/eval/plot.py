@@ -7,6 +7,7 @@ here, only when a picture is asked for, so the harness runs without it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from ..errors import ConfigError
 from .harness import EvalReport
 from .metrics import curve_at, pareto_front
 
-_STYLE = {
+_STYLE: dict[str, dict[str, Any]] = {
     "router": dict(color="C3", lw=2.4, zorder=5),
     "oracle": dict(color="black", lw=1.2, ls=":"),
     "random": dict(color="grey", lw=1.0, ls="--"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import urllib.parse
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -103,6 +102,7 @@ def host_reachable(url: str, timeout_s: float = 2.0) -> bool:
     instead of huggingface_hub's minute of retries.
     """
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):

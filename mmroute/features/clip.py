@@ -301,10 +301,10 @@ class ClipEncoder:
                 batch = tokens[s:s + self.batch_size].to(self.device)
                 parts.append(self.model.encode_text(batch, normalize=True).float().cpu().numpy())
         chunk_emb = np.concatenate(parts)
-        w = np.asarray(weights, dtype=np.float32)
+        wts = np.asarray(weights, dtype=np.float32)
         own = np.asarray(owner)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(out, own, chunk_emb * w[:, None])
+        np.add.at(out, own, chunk_emb * wts[:, None])
         return l2_normalize(out)
 
     # -- images -------------------------------------------------------------------------------

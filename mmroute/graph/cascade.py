@@ -39,20 +39,24 @@ def create_cascade_graph(router: RouterLike, *, verifier: Verifier, pool: ModelP
     """Build and compile the cascade.
 
     ``router``: a ``Router`` or ``LiveRouter``; ``pool`` defaults to the router's pool (it carries
-    prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store``; ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a
-    checkpointer (pass one, or compile the parent graph with one when used as a subgraph).
+    prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store``;
+    ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a checkpointer (pass one,
+    or compile the parent graph with one when used as a subgraph).
     """
     if verifier is None:
         raise ConfigError("the cascade needs a verifier (e.g. mmroute.verify.HeuristicVerifier())")
     pool = pool if pool is not None else current_router(router).pool
     builder = StateGraph(CascadeState)
-    builder.add_node("parse", create_parse_node(router))
-    builder.add_node("plan", create_plan_node(router, max_cost_per_query=max_cost_per_query))
+    # langgraph's add_node overloads want a node typed on a TypedDict; our node factories take the
+    # state as a plain dict (they serve RouterState and CascadeState alike), which works at runtime
+    builder.add_node("parse", create_parse_node(router))  # type: ignore[call-overload]
+    builder.add_node("plan",  # type: ignore[call-overload]
+                     create_plan_node(router, max_cost_per_query=max_cost_per_query))
     # one breaker for the graph: a dead provider is skipped after a few failures, not retried per request
     llm_kwargs = {"breaker": CircuitBreaker(), **(llm_kwargs or {})}
     builder.add_node("generate", create_generate_node(pool, **llm_kwargs))
-    builder.add_node("verify", create_verify_node(verifier, router, max_escalations=max_escalations,
-                                                  max_cost_per_query=max_cost_per_query))
+    builder.add_node("verify", create_verify_node(  # type: ignore[call-overload]
+        verifier, router, max_escalations=max_escalations, max_cost_per_query=max_cost_per_query))
     builder.add_node("finalize", create_finalize_node(router, store=feedback_store, record_escalations=record_escalations))
     builder.add_edge(START, "parse")
     builder.add_edge("parse", "plan")

@@ -179,9 +179,9 @@ class RoutedChatModel(BaseChatModel):
             "attempts": [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for h in history for a in h["attempts"]],
             "answers": [{k: h[k] for k in ("model", "cost_usd", "verdict")} for h in history],
         }
-        usage = UsageMetadata(input_tokens=int(getattr(answer, "prompt_tokens", 0) or 0),
-                              output_tokens=int(getattr(answer, "completion_tokens", 0) or 0),
-                              total_tokens=int(getattr(answer, "prompt_tokens", 0) or 0) + int(getattr(answer, "completion_tokens", 0) or 0))
+        n_in = int(getattr(answer, "prompt_tokens", 0) or 0)
+        n_out = int(getattr(answer, "completion_tokens", 0) or 0)
+        usage = UsageMetadata(input_tokens=n_in, output_tokens=n_out, total_tokens=n_in + n_out)
         msg = AIMessage(content=answer.text or "", tool_calls=calls, invalid_tool_calls=invalid,
                         response_metadata=meta, usage_metadata=usage)
         return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": answer.finish_reason})],
@@ -251,6 +251,7 @@ class RoutedChatModel(BaseChatModel):
 
         if self.verifier is not None:
             msg = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            assert isinstance(msg, AIMessage)  # _generate builds one; narrows BaseMessage for the type checker
             yield ChatGenerationChunk(message=AIMessageChunk(
                 content=msg.content, tool_call_chunks=[
                     {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}

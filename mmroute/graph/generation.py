@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.caches import BaseCache
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, BaseCallbackManager, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -37,7 +37,7 @@ def wants_tokens(config: RunnableConfig | None) -> bool:
     except ImportError:  # a langchain-core without the marker class: always stream-capable
         return True
     callbacks = (config or {}).get("callbacks")
-    handlers = getattr(callbacks, "handlers", callbacks) or []
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else (callbacks or [])
     return any(isinstance(h, _StreamingCallbackHandler) for h in handlers)
 
 
@@ -118,7 +118,7 @@ class CandidatesChatModel(BaseChatModel):
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         from ..llm import stream_complete
 
-        cands, earlier = list(self.candidates), []
+        cands, earlier = list(self.candidates), list[Any]()
         while True:
             try:
                 stream = stream_complete(messages, cands, **self._kw(), **kwargs)
@@ -148,7 +148,7 @@ class CandidatesChatModel(BaseChatModel):
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         from ..llm import astream_complete
 
-        cands, earlier = list(self.candidates), []
+        cands, earlier = list(self.candidates), list[Any]()
         while True:
             try:
                 stream = await astream_complete(messages, cands, **self._kw(), **kwargs)

@@ -32,7 +32,7 @@ else:
     MIDDLEWARE_AVAILABLE = True
 
 
-class RoutingMiddleware(AgentMiddleware):  # type: ignore[misc,valid-type]
+class RoutingMiddleware(AgentMiddleware):
     """Pick the model per call with an mmroute router.
 
     Args:

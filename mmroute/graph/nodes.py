@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.types import Command, Overwrite, interrupt
 
-from ..cascade import (RATINGS, WINNERS, answer_from_state, answer_state, best_answer, current_router,
+from ..cascade import (RATINGS, WINNERS, Rating, answer_from_state, answer_state, best_answer, current_router,
                        escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
                        verdict_state, within_budget)
 from ..data.store import FeedbackStore
@@ -78,7 +78,7 @@ def attempt_record(attempt: Any, step: int) -> AttemptState:
     for key in ("cost_usd", "latency_s"):
         value = raw.get(key)
         if isinstance(value, (int, float)):
-            out[key] = float(value)  # type: ignore[literal-required]
+            out[key] = float(value)
     return out
 
 
@@ -157,7 +157,8 @@ def create_parse_node(router: RouterLike) -> Callable[[dict[str, Any]], dict[str
     """
 
     def parse(state: dict[str, Any]) -> dict[str, Any]:
-        return {"query": query_state(latest_query(state, router)), "route": None, "candidates": [], "answers": Overwrite([]), "attempts": Overwrite([]),
+        return {"query": query_state(latest_query(state, router)), "route": None, "candidates": [],
+                "answers": Overwrite([]), "attempts": Overwrite([]),
                 "escalations": 0, "total_cost_usd": 0.0, "status": "routed", "final": None, "error": None,
                 "feedback": None}
 
@@ -290,7 +291,8 @@ def after_verify(state: dict[str, Any]) -> str:
     return "generate" if state.get("status") == "escalating" else "finalize"
 
 
-def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = None, record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
+def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = None,
+                         record_escalations: bool = True) -> Callable[..., dict[str, Any]]:
     """Answer with the accepted (else the most confident) answer and learn from escalations.
 
     An escalation gives two answers to one query; when the verifier accepts the stronger model's
@@ -381,7 +383,8 @@ def create_feedback_node(router: RouterLike, *, store: FeedbackStore | None = No
                 raise InvalidInputError("a 'winner' needs two answers; this query has one - resume with {'rating': ...}")
             a, b, winner = request["model_a"], request["model_b"], choice["winner"]
         else:
-            pair = rating_judgment(decision_from_state(state), request.get("model") or request["model_b"], choice["rating"])
+            rating: Rating = "good" if choice["rating"] == "good" else "bad"  # parse_feedback checked it
+            pair = rating_judgment(decision_from_state(state), request.get("model") or request["model_b"], rating)
             if pair is None:
                 return {"feedback": {**choice, "stored": None, "why": "no other model to compare with"}}
             a, b, winner = pair

@@ -57,7 +57,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     policies = list(POLICIES) if args.policy == "all" else [p.strip() for p in args.policy.split(",")]
     joins = dict(parse_join(j) for j in args.join)
-    cfg = SimConfig(policies=policies, steps=args.steps, warm=args.warm, retrain_every=args.retrain_every,  # type: ignore[arg-type]
+    cfg = SimConfig(policies=policies, steps=args.steps, warm=args.warm, retrain_every=args.retrain_every,
                     lam=args.lam, seed=args.seed, repeats=args.repeats, feedback=args.feedback,
                     start_models=args.start_models, joins=joins, epsilon=args.epsilon,
                     explore_share=args.explore_share, explore_usd=args.explore_usd,

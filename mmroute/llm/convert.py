@@ -103,7 +103,8 @@ def to_openai_messages(value: Any, *, system: str | None = None) -> list[dict[st
     if isinstance(value, dict) or (hasattr(value, "content") and hasattr(value, "type")):
         value = [value]
     if not isinstance(value, Sequence) or not value:
-        raise InvalidInputError(f"cannot make chat messages from {type(value).__name__ if not isinstance(value, Sequence) else 'an empty list'}")
+        what = type(value).__name__ if not isinstance(value, Sequence) else "an empty list"
+        raise InvalidInputError(f"cannot make chat messages from {what}")
     out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for i, msg in enumerate(value):
         if isinstance(msg, dict):

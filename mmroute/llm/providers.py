@@ -318,7 +318,8 @@ class ReplayLLM(_OfflineLLM):
         except KeyError as exc:
             raise litellm.NotFoundError(f"replay/{model}: {exc.args[0]}", model=model, llm_provider=REPLAY) from None
         s0 = samples[0]
-        prompt = s0.prompt_tokens if s0.prompt_tokens is not None else estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image)
+        prompt = (s0.prompt_tokens if s0.prompt_tokens is not None
+                  else estimate_prompt_tokens(messages, tokens_per_image=self.tokens_per_image))
         completion = None
         if n == 1 and s0.completion_tokens is not None:
             completion = s0.completion_tokens

@@ -155,7 +155,7 @@ class ReplayAnswers:
                            f"{len(self._items)} queries recorded)")
         name = _answer_key(item.answers, model)
         samples = item.answers.get(name) if name else None
-        if not samples:
+        if not samples or name is None:
             raise KeyError(f"query {item.id!r} has no recorded answer from model {model!r} "
                            f"(recorded: {', '.join(sorted(item.answers)) or 'none'})")
         if index is None:

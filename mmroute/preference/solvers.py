@@ -53,7 +53,7 @@ def run_adam(params: list[torch.Tensor], objective: Objective, n: int, gen: torc
     bs = int(cfg.batch_size or n)
     prev = math.inf
     epoch = 0
-    for epoch in range(1, cfg.max_epochs + 1):
+    for epoch in range(1, cfg.max_epochs + 1):  # noqa: B007 - returned after the loop: the epochs run
         perm = torch.randperm(n, generator=gen)
         total, batches = 0.0, 0
         for start in range(0, n, bs):

@@ -705,11 +705,11 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
     q = rec.query
     jid = judgment_id("feedback", rec.id, q.content_hash, a, b)
     judgment = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]), model_a=a, model_b=b,
-                        winner=winner, weight=req.weight, source="user:http", id=jid)  # type: ignore[arg-type]
+                        winner=winner, weight=req.weight, source="user:http", id=jid)
     stored = bool(await asyncio.to_thread(service.store.add, judgment))
     service.metrics.feedback.labels(kind, str(stored).lower()).inc()
     return FeedbackResponse(decision_id=rec.id, judgment_id=jid, stored=stored, model_a=a, model_b=b,
-                            winner=winner)  # type: ignore[arg-type]
+                            winner=winner)
 
 
 __all__ = ["DecisionStore", "FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]

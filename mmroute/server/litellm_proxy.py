@@ -64,7 +64,7 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         # LiteLLM's own selection, for every other model group
         self._default_async = llm_router.async_get_available_deployment
         self._default_sync = llm_router.get_available_deployment
-        self._batch_args = {"max_batch": max_batch, "max_wait_s": max_wait_ms / 1000.0}
+        self._max_batch, self._max_wait_s = max_batch, max_wait_ms / 1000.0
         self._batcher: FeatureBatcher | None = None
         self._batcher_loop: asyncio.AbstractEventLoop | None = None
         self.decisions = 0
@@ -115,14 +115,17 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
     async def _features(self, router: Router, q: Query) -> Any:
         loop = asyncio.get_running_loop()
         if self._batcher is None or self._batcher_loop is not loop:  # one queue per event loop, started lazily
-            self._batcher = FeatureBatcher(**self._batch_args)
+            self._batcher = FeatureBatcher(max_batch=self._max_batch, max_wait_s=self._max_wait_s)
             await self._batcher.start()
             self._batcher_loop = loop
         return await self._batcher.features(router.pipeline.transform, q)
 
-    async def async_get_available_deployment(self, model: str, messages: list[dict[str, str]] | None = None,
+    # litellm's CustomRoutingStrategyBase annotates these as returning None, yet its Router uses the
+    # deployment dict they return: the override is the documented use, the stub is wrong
+    async def async_get_available_deployment(self, model: str,  # type: ignore[override]
+                                             messages: list[dict[str, str]] | None = None,
                                              input: str | list | None = None, specific_deployment: bool | None = False,
-                                             request_kwargs: dict | None = None) -> Deployment:  # type: ignore[override]
+                                             request_kwargs: dict | None = None) -> Deployment:
         if model != self.model_group:
             return await self._default_async(model=model, messages=messages, input=input,
                                              specific_deployment=specific_deployment, request_kwargs=request_kwargs or {})
@@ -136,13 +139,14 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         if not by_model:
             raise litellm.ServiceUnavailableError(f"mmroute: no healthy deployment in model group {model}",
                                                   model=model, llm_provider="mmroute")
-        q = await asyncio.to_thread(self._query, router, messages)  # type: ignore[arg-type]
+        q = await asyncio.to_thread(self._query, router, messages)
         x = await self._features(router, q)
-        return self._pick(router, q, x, by_model, exclude, request_kwargs, messages)  # type: ignore[arg-type]
+        return self._pick(router, q, x, by_model, exclude, request_kwargs, messages or [])  # _query refused none
 
-    def get_available_deployment(self, model: str, messages: list[dict[str, str]] | None = None,
+    def get_available_deployment(self, model: str,  # type: ignore[override]  # litellm's stub: see above
+                                 messages: list[dict[str, str]] | None = None,
                                  input: str | list | None = None, specific_deployment: bool | None = False,
-                                 request_kwargs: dict | None = None) -> Deployment:  # type: ignore[override]
+                                 request_kwargs: dict | None = None) -> Deployment:
         if model != self.model_group:
             return self._default_sync(model=model, messages=messages, input=input,
                                       specific_deployment=specific_deployment, request_kwargs=request_kwargs or {})
@@ -156,9 +160,9 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         if not by_model:
             raise litellm.ServiceUnavailableError(f"mmroute: no deployment in model group {model}",
                                                   model=model, llm_provider="mmroute")
-        q = self._query(router, messages)  # type: ignore[arg-type]
+        q = self._query(router, messages)
         return self._pick(router, q, router.pipeline.transform([q])[0], by_model, exclude, request_kwargs,
-                          messages)  # type: ignore[arg-type]
+                          messages or [])  # _query refused none
 
 
 def install(llm_router: litellm.Router, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,

@@ -171,7 +171,7 @@ class AllOf(Verifier):
         self.verifiers: tuple[Verifier, ...] = tuple(verifiers)
 
     @property
-    def threshold(self) -> float:  # type: ignore[override]
+    def threshold(self) -> float:
         return self.verifiers[-1].threshold
 
     @threshold.setter

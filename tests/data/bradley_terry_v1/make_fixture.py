@@ -1,12 +1,19 @@
 """Written once with the pre-split bradley_terry.py (commit c99b304) to pin checkpoint compatibility."""
-import json, os, sys
-import numpy as np, torch
-torch.set_num_threads(1)
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
 from mmroute.preference import BradleyTerry
+
+torch.set_num_threads(1)
 out = sys.argv[1]
 rng = np.random.default_rng(0)
 X = rng.standard_normal((300, 4)).astype(np.float32)
-ia = rng.integers(0, 3, 300); ib = (ia + rng.integers(1, 3, 300)) % 3
+ia = rng.integers(0, 3, 300)
+ib = (ia + rng.integers(1, 3, 300)) % 3
 z = np.array([0.8, 0.0, -0.8])[ia] - np.array([0.8, 0.0, -0.8])[ib] + X[:, 0] * (ia == 1)
 y = (rng.random(300) < 1 / (1 + np.exp(-z))).astype(float)
 names = np.array(["m0", "m1", "m2"], dtype=object)
