@@ -95,7 +95,7 @@ def list_versions(root: str | Path) -> list[str]:
                   key=lambda n: int(n[1:]))
 
 
-def current_version_dir(root: str | Path) -> Path:
+def current_version_dir(root: str | os.PathLike[str]) -> Path:
     """The folder in service: ``root`` itself if it is a version folder, else ``root/versions/<CURRENT>``."""
     root = Path(root)
     if (root / "router.json").is_file():

@@ -148,7 +148,7 @@ def _route(args: argparse.Namespace) -> int:
         raise ConfigError("give either --messages or --text/--image, not both")
     pool = ModelPool.load(args.pool) if args.pool else None
     router = Router.load(args.router, pool=pool)
-    policy = None
+    policy: Policy | None = None
     if args.threshold is not None:
         policy = ThresholdPolicy(args.strong, args.weak, args.threshold)
     elif args.lam is not None:

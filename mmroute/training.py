@@ -476,12 +476,16 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
     is_test = np.array([False] * (n_new - n_held) + [True] * n_held)
     arrays = encode_judgments([j for _, j in rows], router.pipeline, progress=progress)
     train, test = arrays.subset(~is_test), arrays.subset(is_test)
-    candidate: BradleyTerry = copy.deepcopy(router.model)
+    from .preference import BradleyTerry
+
+    served = router.model
+    assert isinstance(served, BradleyTerry)  # checked above: only Bradley-Terry routers are warm-started
+    candidate: BradleyTerry = copy.deepcopy(served)
     if len(train):
         candidate.partial_fit(train.X, train.pairs, train.y, sample_weight=train.weight)
     old_ll = new_ll = None
     if len(test):
-        old_ll = float(router.model.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
+        old_ll = float(served.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         new_ll = float(candidate.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         if not (new_ll <= old_ll + tolerance) or not math.isfinite(new_ll):
             return kept(RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "

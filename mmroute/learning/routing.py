@@ -26,11 +26,16 @@ if TYPE_CHECKING:
 def belief_for(router: "Router", X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores (n, M) and their posterior variances (n, M) for the pool's models, temperature
     applied, and how many judgments each model was fitted on (M,)."""
-    cols = np.array([router.model.models_.index(m) for m in router.pool.names])
-    t = float(getattr(router.model, "temperature_", 1.0) or 1.0)
-    mean = router.model.scores(X)[:, cols] / t
-    var = router.model.score_variance(X)[:, cols] / (t * t)
-    seen = np.array([router.model.n_seen_.get(m, 0) for m in router.pool.names])
+    from ..preference import BradleyTerry
+
+    model = router.model
+    if not isinstance(model, BradleyTerry):  # ExploringRouter refuses such routers up front
+        raise InvalidInputError(f"exploration needs a Bradley-Terry router (its posterior); got {type(model).__name__}")
+    cols = np.array([model.models_.index(m) for m in router.pool.names])
+    t = float(getattr(model, "temperature_", 1.0) or 1.0)
+    mean = model.scores(X)[:, cols] / t
+    var = model.score_variance(X)[:, cols] / (t * t)
+    seen = np.array([model.n_seen_.get(m, 0) for m in router.pool.names])
     return mean, var, seen
 
 

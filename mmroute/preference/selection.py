@@ -96,5 +96,5 @@ def select_params(X: Any, pairs: Any, y: Any, sample_weight: Any = None, *, grou
         scores.append((params, score))
         if score < best_score - 1e-4 * abs(best_score):  # a real gain, not rounding noise
             best, best_score = params, score
-            dropped.append(tuple(block))
+            dropped.append((int(block[0]), int(block[1])))
     return Selection(best, scores, int((~valid).sum()), int(decisive.sum()))
