@@ -15,6 +15,8 @@ optional on-disk :class:`EmbeddingCache` makes a second run skip encoding altoge
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -145,7 +147,11 @@ def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None
     col = {m: i for i, m in enumerate(models)}
     rows: dict[str, int] = {}
     queries: list[Query] = []
-    S = []  # per row: (sum scores, count scores, sum costs, count costs)
+    # per row: sum of scores, number of outcomes, sum of costs, number of costs (per model)
+    score_sum: list[np.ndarray] = []
+    n_outcomes: list[int] = []
+    cost_sum: list[np.ndarray] = []
+    n_costs: list[np.ndarray] = []
     dropped: dict[str, int] = {}
     for o in outcomes:
         if any(m not in o.scores for m in models):
@@ -157,22 +163,23 @@ def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None
         if r is None:
             r = rows[h] = len(queries)
             queries.append(q)
-            S.append([np.zeros(M), 0, np.zeros(M), np.zeros(M)])
+            score_sum.append(np.zeros(M))
+            n_outcomes.append(0)
+            cost_sum.append(np.zeros(M))
+            n_costs.append(np.zeros(M))
         else:
             dropped["duplicate query merged"] = dropped.get("duplicate query merged", 0) + 1
-        acc = S[r]
-        acc[0] += np.array([o.scores[m] for m in models])
-        acc[1] += 1
+        score_sum[r] += np.array([o.scores[m] for m in models])
+        n_outcomes[r] += 1
         for m, c in (o.costs or {}).items():
             if m in col:
-                acc[2][col[m]] += c
-                acc[3][col[m]] += 1
+                cost_sum[r][col[m]] += c
+                n_costs[r][col[m]] += 1
     if not queries:
         raise InvalidInputError(f"no outcome scores all of {models}")
-    n = len(queries)
-    Q = np.stack([a[0] / a[1] for a in S])
-    from_file = np.stack([a[3] > 0 for a in S])
-    C = np.stack([np.where(a[3] > 0, a[2] / np.maximum(a[3], 1), np.nan) for a in S])
+    Q = np.stack([s / k for s, k in zip(score_sum, n_outcomes)])
+    from_file = np.stack([k > 0 for k in n_costs])
+    C = np.stack([np.where(k > 0, c / np.maximum(k, 1), np.nan) for c, k in zip(cost_sum, n_costs)])
     if not from_file.all():
         need = sorted({models[j] for j in np.nonzero(~from_file.all(axis=0))[0]})
         if pool is None:
@@ -225,7 +232,11 @@ def judgments_to_arrays(judgments: Iterable[Any], models: Sequence[str], row_of:
         if r is None:
             r = row_of[q.content_hash] = len(row_of)
             new_queries.append(q)
-        qi.append(r), ia.append(col[j.model_a]), ib.append(col[j.model_b]), y.append(j.y), w.append(float(j.weight))
+        qi.append(r)
+        ia.append(col[j.model_a])
+        ib.append(col[j.model_b])
+        y.append(j.y)
+        w.append(float(j.weight))
     return JudgmentArrays(np.array(qi, dtype=np.int64), np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64),
                           np.array(y), np.array(w), len(models)), skipped
 
@@ -307,7 +318,8 @@ def _mean_metrics(per_fold: list[dict[str, float | None]]) -> dict[str, float | 
     out: dict[str, float | None] = {}
     for key in per_fold[0]:
         vals = [m[key] for m in per_fold]
-        out[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+        known = [v for v in vals if v is not None]
+        out[key] = None if len(known) < len(vals) else float(np.mean(known))
     return out
 
 
@@ -420,7 +432,8 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
 
         chosen: list[dict[str, Any] | None] = [None] * k
 
-        def record(fold: int, name: str, learner: Baseline) -> None:
+        def record(fold: int, name: str, learner: Baseline,
+                   chosen: list[dict[str, Any] | None] = chosen) -> None:  # this repeat's list
             if name == "router":
                 params = getattr(learner, "selected", None)
                 chosen[fold] = None if params is None else _json_params(params)
@@ -461,14 +474,15 @@ def _combine_repeats(reports: list[EvalReport]) -> EvalReport:
         sd: dict[str, float | None] = {}
         for key in mean:
             vals = [get(r)[key] for r in reports]
-            sd[key] = None if any(v is None for v in vals) else float(np.std(vals, ddof=1))
+            known = [v for v in vals if v is not None]
+            sd[key] = None if len(known) < len(vals) else float(np.std(known, ddof=1))
         return mean, sd
 
     router, spread_router = merge(lambda r: r.router)
     baselines: dict[str, dict[str, float | None]] = {}
     spread = {"router": spread_router}
     for name in first.baselines:
-        baselines[name], spread[name] = merge(lambda r, n=name: r.baselines[n])
+        baselines[name], spread[name] = merge(functools.partial(_baseline_metrics, name=name))
     config = {**first.config, "curves": "first repeat",
               **{k: float(np.mean([r.config[k] for r in reports])) for k in ("auc_hull", "auc_oracle")},
               "pgr_hull_per_repeat": {"router": [r.router["pgr_hull"] for r in reports],
@@ -516,3 +530,7 @@ def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: Mo
                           folds=fold_ids(data.n, k, seed))
     report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     return report
+
+
+def _baseline_metrics(report: EvalReport, *, name: str) -> dict[str, float | None]:
+    return report.baselines[name]
