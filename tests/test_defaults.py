@@ -4,14 +4,14 @@ training names mapped to deployments, and loud name mismatches."""
 from __future__ import annotations
 
 import json
-import threading
 import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _local_http import LocalHTTPServer
 
 from mmroute.cli import main
 from mmroute.data.example import example_dir
@@ -202,7 +202,7 @@ def test_one_training_name_cannot_map_to_two_models():
         ModelPool(models=[{"name": "a"}, {"name": "b", "aliases": ["a"]}])
 
 
-class _Server:
+class _Server(LocalHTTPServer):
     """An OpenAI-compatible endpoint on 127.0.0.1 that records the headers it gets."""
 
     def __init__(self) -> None:
@@ -226,27 +226,20 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(Handler)
 
 
 @pytest.fixture()
 def server() -> Iterator[_Server]:
-    s = _Server()
-    s.thread.start()
-    try:
+    with _Server() as s:
         yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
 
 
 def test_calls_use_the_pool_models_litellm_params_with_env_keys(server: _Server, monkeypatch):
     from mmroute.llm import complete
 
     monkeypatch.setenv("MMROUTE_TEST_KEY", "sk-from-env")
-    url = f"http://127.0.0.1:{server.httpd.server_address[1]}/v1"
+    url = server.url
     pool = ModelPool(models=[{"name": "openai/my-deployment", "aliases": ["gpt-4o-2024-05-13"],
                               "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6,
                               "litellm_params": {"api_base": url, "api_key": "os.environ/MMROUTE_TEST_KEY"}}])

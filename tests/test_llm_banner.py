@@ -5,18 +5,18 @@ Ollama do)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import litellm
 import pytest
+from _local_http import LocalHTTPServer
 
 from mmroute.llm import stream_complete
 from mmroute.pool import ModelPool
 
 
-class _StreamingServer:
+class _StreamingServer(LocalHTTPServer):
     """/v1/chat/completions as server-sent events, each chunk naming the bare model 'local-llm'."""
 
     def __init__(self) -> None:
@@ -39,24 +39,13 @@ class _StreamingServer:
                 self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: a free port
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        super().__init__(Handler)
 
 
 @pytest.fixture()
 def server() -> Iterator[_StreamingServer]:
-    s = _StreamingServer()
-    s.thread.start()
-    try:
+    with _StreamingServer() as s:
         yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
 
 
 def test_streamed_call_prints_no_provider_banner(server, monkeypatch, capfd):

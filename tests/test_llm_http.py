@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import litellm
 import pytest
+from _local_http import LocalHTTPServer
 from PIL import Image
 
 from mmroute.llm import Backoff, complete
@@ -19,7 +19,7 @@ from mmroute.query import Query
 litellm.suppress_debug_info = True
 
 
-class _Server:
+class _Server(LocalHTTPServer):
     """A tiny /v1/chat/completions server: answers 429 (retry-after) on the first request."""
 
     def __init__(self) -> None:
@@ -58,26 +58,13 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: a free port
-        self.httpd.timeout = 1
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        super().__init__(Handler)
 
 
 @pytest.fixture()
 def server() -> Iterator[_Server]:
-    s = _Server()
-    s.thread.start()
-    try:
+    with _Server() as s:
         yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
-        assert not s.thread.is_alive()
 
 
 def _png() -> bytes:
