@@ -13,8 +13,9 @@ neither torch nor litellm nor langgraph, and changes no environment variable.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -56,15 +57,4 @@ __all__ = ["CostAwarePolicy", "FeedbackStore", "Judgment", "ModelPool", "ModelSp
            "retrain", "train_router"]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first access (then it is a plain attribute)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, __all__)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .llm.providers import (OFFLINE_FALLBACK_TEXT, ReplayLLM, active_replay_answers, is_offline_fallback,
@@ -62,21 +64,9 @@ def _is_true(value: str | None) -> bool:
     return (value or "").lower() == "true"  # litellm's own test
 
 
-def __getattr__(name: str) -> Any:
-    """Lazy access to the provider names (their modules import litellm)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
 
 
 __all__ = ["LOCAL_COST_MAP_VAR", "OFFLINE_FALLBACK_TEXT", "ReplayAnswers", "ReplayLLM", "active_replay_answers",
            "is_offline_fallback", "load_mllm_bench", "register_offline_providers", "use_local_cost_map"]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

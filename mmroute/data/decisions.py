@@ -15,13 +15,13 @@ import base64
 import json
 import math
 import os
-import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,7 +29,7 @@ from ..errors import InvalidInputError
 from ..policy import RouteDecision
 from ..query import Query
 from .formats import QueryRecord
-from .store import StoreError
+from .store import StoreError, sqlite_retry, sqlite_transaction
 
 _BLOB_PREFIX = "sha256:"
 _SCHEMA = """
@@ -114,32 +114,15 @@ class DecisionLog:
                 c.execute(stmt)
         return conn
 
-    def _retry(self, fn):
-        deadline = time.monotonic() + self.timeout_s
-        delay = 0.005
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                msg = str(exc).lower()
-                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
-                    if "locked" in msg or "busy" in msg:
-                        raise StoreError(f"decision log {self.path} stayed locked for over {self.timeout_s:.0f} s") from None
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.2)
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        return sqlite_retry(fn, timeout_s=self.timeout_s, what=f"decision log {self.path}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._conn if self._conn is not None and self._pid == os.getpid() else self._connect()
-            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self._retry(lambda: conn.execute("COMMIT"))
+            with sqlite_transaction(conn, self._retry) as c:
+                yield c
 
     def close(self) -> None:
         with self._lock:

@@ -84,6 +84,36 @@ class StoreError(MMRouteError):
     """The feedback store cannot be opened or written (locked too long, newer schema, corrupt)."""
 
 
+def sqlite_retry(fn: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+    """Run ``fn`` again while SQLite reports the database locked/busy, for up to ``timeout_s``
+    (jittered exponential back-off); then a :class:`StoreError` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            msg = str(exc).lower()
+            if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                if "locked" in msg or "busy" in msg:
+                    raise StoreError(f"{what} stayed locked for over {timeout_s:.0f} s") from None
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.2)
+
+
+@contextmanager
+def sqlite_transaction(conn: sqlite3.Connection, retry: Callable[[Callable[[], Any]], Any]) -> Iterator[sqlite3.Connection]:
+    """One write transaction holding the write lock from its start (no lock-upgrade deadlocks)."""
+    retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    retry(lambda: conn.execute("COMMIT"))
+
+
 @dataclass
 class ImportSummary:
     """What :meth:`FeedbackStore.import_jsonl` did."""
@@ -184,34 +214,16 @@ class SQLiteBackend(StoreBackend):
             setup_meta(row[0] if row else None, self.location, c.execute)
         return conn
 
-    def _retry(self, fn):
-        """Run ``fn`` again while SQLite reports the database locked/busy, until ``timeout_s``."""
-        deadline = time.monotonic() + self.timeout_s
-        delay = 0.005
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                msg = str(exc).lower()
-                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
-                    if "locked" in msg or "busy" in msg:
-                        raise StoreError(f"feedback store {self.path} stayed locked for over {self.timeout_s:.0f} s") from None
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.2)
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        return sqlite_retry(fn, timeout_s=self.timeout_s, what=f"feedback store {self.path}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction holding the write lock from its start (no lock upgrade deadlocks)."""
         with self._lock:
             conn = self._conn if self._conn is not None and self._pid == os.getpid() else self._connect()
-            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self._retry(lambda: conn.execute("COMMIT"))
+            with sqlite_transaction(conn, self._retry) as c:
+                yield c
 
     def rows(self, sql: str, params: Sequence[SQLParam] = ()) -> list[tuple]:
         return self._connect().execute(sql, params).fetchall()

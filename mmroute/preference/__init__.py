@@ -7,10 +7,11 @@ metrics without paying for torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from mmroute.preference.metrics import expected_quality_from_scores, expected_quality_from_win, win_probabilities
+
+from mmroute._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from mmroute.preference.bradley_terry import BradleyTerry, NotFittedError
@@ -29,14 +30,4 @@ __all__ = ["DEFAULT_GRID", "BradleyTerry", "BradleyTerryConfig", "NotFittedError
            "select_params", "win_probabilities"]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmroute.preference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mmroute.preference.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, {k: "mmroute.preference." + v for k, v in _LAZY.items()}, __all__)
