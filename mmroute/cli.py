@@ -79,6 +79,11 @@ def _train(args: argparse.Namespace) -> int:
     policy_kw = {"target_cost": args.target_cost, "target_strong_share": args.target_strong_share}
     if args.quality_tolerance is not None:
         policy_kw["quality_tolerance"] = args.quality_tolerance
+    targets = None
+    if args.adapt_to:
+        from .data.shift import read_target_queries
+
+        targets = read_target_queries(args.adapt_to, strict=args.strict)
     cache = None
     if args.cache:
         from .features.cache import EmbeddingCache
@@ -86,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
         cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
     router = train_router(judgments, encoder=args.encoder, pool=pool, seed=args.seed, model_params=params,
                           policy=CostAwarePolicy(args.lam) if args.lam is not None else None,
-                          progress=not args.quiet, families=args.families, cache=cache, **policy_kw)
+                          progress=not args.quiet, families=args.families, cache=cache, margin=args.margin,
+                          target_queries=targets, **policy_kw)
     if cache is not None:
         cache.save()
     folder = router.save(args.out)
@@ -95,6 +101,10 @@ def _train(args: argparse.Namespace) -> int:
     for note in router.metadata.get("notes", []):
         if "inferred" in note:
             print(f"inferred: {note}")
+    adapt = router.metadata.get("adapt")
+    if adapt:
+        print(f"adapted to {adapt['n_target_queries']} target queries: domain classifier AUC {adapt['domain_auc']:.3f}, "
+              f"weights keep {adapt['effective_share']:.0%} of the training queries' effective count")
     print(f"policy: {_policy_text(router.policy)} ({describe_policy_choice(router.metadata.get('policy_choice'))})")
     return 0
 
@@ -125,7 +135,9 @@ def _policy_text(policy: "Policy") -> str:
 
     if isinstance(policy, ThresholdPolicy):
         return f"threshold {policy.threshold:g} ({policy.strong} over {policy.weak})"
-    return f"{policy.name}, lambda={policy.knob:.6g}"
+    margin = getattr(policy, "margin", 0.0)
+    extra = f", margin={margin:g} for {getattr(policy, 'default', None)}" if margin else ""
+    return f"{policy.name}, lambda={policy.knob:.6g}{extra}"
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -150,7 +162,16 @@ def _route(args: argparse.Namespace) -> int:
     router = Router.load(args.router, pool=pool)
     policy: Policy | None = None
     if args.threshold is not None:
+        if args.margin is not None:
+            raise ConfigError("--margin belongs to the cost-aware policy, not to --threshold")
         policy = ThresholdPolicy(args.strong, args.weak, args.threshold)
+    elif args.margin is not None:
+        default = router.metadata.get("default_model")
+        if not default:
+            raise ConfigError(f"router {args.router} records no best-rated model (trained before mmroute recorded "
+                              "it): retrain it to use --margin")
+        lam = args.lam if args.lam is not None else float(getattr(router.policy, "lam", 0.0))
+        policy = CostAwarePolicy(lam, margin=args.margin, default=default)
     elif args.lam is not None:
         policy = CostAwarePolicy(args.lam)
     if args.messages is not None:
@@ -261,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="lambda giving this mean expected cost per training query")
     how.add_argument("--target-strong-share", type=float, metavar="SHARE",
                      help="lambda sending this share (0-1) of training queries to the best-rated model")
+    t.add_argument("--adapt-to", metavar="FILE.jsonl",
+                   help="a sample of the traffic to route (queries, judgments or outcomes; outcomes unused): "
+                   "weight each training judgment by how much its query resembles them")
+    t.add_argument("--margin", type=float, default=0.0, metavar="M",
+                   help="keep queries on the best-rated model unless another model's utility beats it by more "
+                   "than M quality points (default 0: plain argmax; large: always the best-rated model)")
     t.add_argument("--cache", metavar="DIR", help="embedding cache folder (a retrain on the same queries skips encoding)")
     t.add_argument("--families", action="store_true",
                    help="choose the router family on held-out queries, as eval --cv --families does (default: "
@@ -279,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "{\"messages\": [...]}); features from the last user turn, model filters over every turn")
     r.add_argument("--pool", help="pool file overriding the router's saved pool (YAML/JSON)")
     r.add_argument("--lam", type=float, help="cost-aware policy: quality points per USD")
+    r.add_argument("--margin", type=float, metavar="M",
+                   help="cost-aware policy: stay on the router's best-rated model (recorded at training) unless "
+                   "another beats it by more than M (with the router's lambda unless --lam is given)")
     r.add_argument("--threshold", type=float, help="two-model policy threshold (needs --strong/--weak)")
     r.add_argument("--strong", help="the strong model of --threshold")
     r.add_argument("--weak", help="the weak model of --threshold")

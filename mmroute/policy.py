@@ -141,28 +141,48 @@ def policy_from_json(d: dict[str, Any]) -> Policy:
 @register_policy
 @dataclass
 class CostAwarePolicy:
-    """argmax of quality - lam * cost. ``lam`` is quality points per USD (0 = best quality at any price)."""
+    """argmax of quality - lam * cost, plus ``margin`` for the ``default`` model.
+
+    ``lam`` is quality points per USD (0 = best quality at any price). ``margin`` keeps a query on
+    ``default`` (normally the router's best-rated model, recorded at training) unless another
+    model's utility beats it by more than ``margin``: a large margin always calls the default, so a
+    user who wants the best model's quality can get it, and deviations happen only where the
+    router predicts a clear gain. ``margin = 0`` is the plain argmax.
+    """
 
     lam: float = 0.0
+    margin: float = 0.0
+    default: str | None = None
     name: str = "cost-aware"
 
     def __post_init__(self) -> None:
         if not (self.lam >= 0 and math.isfinite(self.lam)):
             raise ConfigError(f"lambda must be a finite number >= 0, got {self.lam}")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin}")
+        if self.margin > 0 and not self.default:
+            raise ConfigError("a margin needs the default model it keeps queries on (default=...)")
 
     @property
     def knob(self) -> float:
         return self.lam
 
     def utilities(self, s: Scored) -> np.ndarray:
-        return s.quality - self.lam * s.cost
+        u = s.quality - self.lam * s.cost
+        if self.margin > 0 and self.default in s.models:
+            u = u.copy()
+            u[s.models.index(self.default)] += self.margin
+        return u
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "lam": self.lam}
+        out: dict[str, Any] = {"name": self.name, "lam": self.lam}
+        if self.margin > 0:
+            out.update(margin=self.margin, default=self.default)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CostAwarePolicy:
-        return cls(lam=float(d.get("lam", 0.0)))
+        return cls(lam=float(d.get("lam", 0.0)), margin=float(d.get("margin", 0.0)), default=d.get("default"))
 
 
 @register_policy
@@ -237,6 +257,9 @@ def _reason(s: Scored, policy: Policy, best: int, filtered: dict[str, str]) -> s
         head = f"P({policy.strong} beats {policy.weak}) = {s.win[i, j]:.2f} vs threshold {policy.threshold:.2f}"  # type: ignore[index]
     else:
         top_q = int(np.argmax(np.where(s.eligible, s.quality, -np.inf)))
+        margin, default = getattr(policy, "margin", 0.0), getattr(policy, "default", None)
+        if margin > 0 and s.models[best] == default:
+            head += f"; kept on the default model {default} (margin {margin:g})"
         if top_q != best:
             head += (f"; {s.models[top_q]} is predicted better ({s.quality[top_q]:.2f}) but costs "
                      f"${s.cost[top_q]:.5f} (lambda={policy.knob:g})")

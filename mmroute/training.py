@@ -109,7 +109,8 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
                  model_params: dict[str, Any] | None = None, policy: "Policy | None" = None,
                  target_cost: float | None = None, target_strong_share: float | None = None,
                  quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE, progress: bool = False,
-                 families: bool = False, cache: "EmbeddingCache | None" = None) -> Router:
+                 families: bool = False, cache: "EmbeddingCache | None" = None, margin: float = 0.0,
+                 target_queries: "Sequence[Query] | None" = None) -> Router:
     """Fit the preference model on judgments (held-out queries calibrate its temperature).
 
     Judgments name models by their training names; a pool's ``aliases`` map those to its models.
@@ -120,16 +121,31 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
 
     ``families=True`` (and no fixed ``rank``/``l2``) chooses the router family as ``mmroute eval
     --cv`` does (:func:`fit_family_model`); ``cache`` keeps the embeddings (e.g. one with a
-    directory, which the caller saves).
+    directory, which the caller saves). ``metadata["default_model"]`` is the model with the best
+    mean predicted quality on the training queries; ``margin`` > 0 gives the chosen policy that
+    margin for it (:class:`~mmroute.policy.CostAwarePolicy`). ``target_queries`` (a sample of the
+    traffic to route, unlabeled) weights each judgment by how much its query resembles them
+    (:func:`mmroute.data.shift.shift_weights`), recorded in ``metadata["adapt"]``.
     """
     from .features import EmbeddingCache, FeaturePipeline
     from .router import DEFAULT_CACHE_ENTRIES
 
     if sum(x is not None for x in (policy, target_cost, target_strong_share)) > 1:
         raise ConfigError("give at most one of policy, target_cost and target_strong_share")
+    if policy is not None and margin and not isinstance(policy, CostAwarePolicy):
+        raise ConfigError(f"margin applies to the cost-aware policy, not to {policy.name!r}")
     cache = cache if cache is not None else EmbeddingCache(DEFAULT_CACHE_ENTRIES)  # an empty cache is falsy
     pipeline = FeaturePipeline.from_spec(encoder, cache=cache) if isinstance(encoder, str) else encoder
     arrays = encode_judgments(judgments, pipeline, base_dir=base_dir, progress=progress)
+    adapt = None
+    if target_queries is not None:
+        from .data.shift import shift_weights
+
+        Xt = np.asarray(pipeline.transform(list(target_queries), progress=progress), dtype=np.float64)
+        shift = shift_weights(arrays.Xq, Xt)
+        arrays.weight = arrays.weight * shift.weights[arrays.query_index]
+        adapt = {"n_target_queries": len(Xt), "domain_auc": round(shift.auc, 4),
+                 "effective_share": round(shift.effective_share, 4)}
     if pool is not None:  # training names -> pool names; names the pool does not know stay as they are
         rename = {n: pool.canonical(n) or n for n in {m for pair in arrays.pairs for m in pair}}
         arrays.pairs = np.array([[rename[a], rename[b]] for a, b in arrays.pairs], dtype=object).reshape(-1, 2)
@@ -146,11 +162,21 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
         model, meta = _fit_bradley_terry(arrays, pipeline, names, calibration_fraction=calibration_fraction,
                                          seed=seed, model_params=model_params)
     meta["notes"] = notes
+    if adapt is not None:
+        meta["adapt"] = adapt
     router = Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), metadata=meta)
     router.metadata["policy_choice"] = (
         {"method": "given", "policy": router.policy.name, "knob": float(router.policy.knob)} if policy is not None
         else choose_default_policy(router, arrays, judgments, target_cost=target_cost,
-                                   target_strong_share=target_strong_share, quality_tolerance=quality_tolerance))
+                                   target_strong_share=target_strong_share, quality_tolerance=quality_tolerance,
+                                   margin=margin))
+    if "default_model" not in router.metadata["policy_choice"]:
+        quality, _, eligible = training_query_arrays(router, arrays, judgments)
+        router.metadata["policy_choice"]["default_model"] = best_rated_model(router, quality, eligible)
+        if margin and isinstance(policy, CostAwarePolicy):
+            router.policy = CostAwarePolicy(policy.lam, margin=margin,
+                                            default=router.metadata["policy_choice"]["default_model"])
+    router.metadata["default_model"] = router.metadata["policy_choice"]["default_model"]
     return router
 
 
@@ -247,11 +273,23 @@ def training_query_arrays(router: Router, arrays: EncodedJudgments,
     return quality, cost, eligible
 
 
+def best_rated_model(router: Router, quality: np.ndarray, eligible: np.ndarray) -> str:
+    """The pool model with the best mean predicted quality over the queries it can take."""
+    counts = eligible.sum(axis=0)
+    mean = np.where(counts > 0, np.where(eligible, quality, 0.0).sum(axis=0) / np.maximum(counts, 1), -np.inf)
+    return router.pool.names[int(np.argmax(mean))]
+
+
 def choose_default_policy(router: Router, arrays: EncodedJudgments, judgments: Sequence["Judgment"], *,
                           target_cost: float | None = None, target_strong_share: float | None = None,
-                          quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> dict[str, Any]:
-    """Set ``router.policy`` to a cost-aware policy calibrated on the training queries; return how."""
+                          quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE,
+                          margin: float = 0.0) -> dict[str, Any]:
+    """Set ``router.policy`` to a cost-aware policy calibrated on the training queries; return how.
+
+    Lambda is calibrated without the margin; a margin only moves queries back to the default model.
+    """
     quality, cost, eligible = training_query_arrays(router, arrays, judgments)
+    default = best_rated_model(router, quality, eligible)
     q0, c0 = routed_stats(quality, cost, eligible, 0.0)
     if target_cost is not None or target_strong_share is not None:
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost, target_strong_share=target_strong_share)
@@ -265,8 +303,9 @@ def choose_default_policy(router: Router, arrays: EncodedJudgments, judgments: S
         lam = cal.lam
         choice = {"method": "quality-tolerance", **cal.model_dump(),
                   "reference_model": router.pool.names[cal.reference_model]}
-    router.policy = CostAwarePolicy(lam)
-    return {**choice, "policy": "cost-aware", "quality_at_zero": q0, "cost_at_zero": c0}
+    router.policy = CostAwarePolicy(lam, margin=margin, default=default if margin > 0 else None)
+    return {**choice, "policy": "cost-aware", "quality_at_zero": q0, "cost_at_zero": c0, "default_model": default,
+            "margin": margin}
 
 
 def describe_policy_choice(choice: dict[str, Any] | None) -> str:

@@ -345,3 +345,33 @@ def test_cli_train_warns_on_stderr_and_reports_inferred_vision(tmp_path: Path, c
     cap = capsys.readouterr()
     assert "inferred: acme/eye-big: supports_vision=True inferred" in cap.out
     assert "warning: acme/words: prices, vision support, context window unknown" in cap.err
+
+
+def test_train_records_the_best_rated_model_and_a_margin_keeps_queries_on_it(default_router: Router):
+    r = default_router
+    default = r.metadata["default_model"]
+    assert default == r.metadata["policy_choice"]["default_model"] and default in r.pool.names
+    sure = train_router(example_judgments(), encoder="clip:tiny", pool=ModelPool.load(EXAMPLE / "pool.yaml"),
+                        model_params=FAST, policy=CostAwarePolicy(0.0), margin=10.0)
+    assert sure.policy == CostAwarePolicy(0.0, margin=10.0, default=sure.metadata["default_model"])
+    # a margin larger than any quality gap: every text query goes to the best-rated model
+    for text in ("What is 9 * 7?", "Write a haiku about the sea", "Translate 'bonjour' to English"):
+        assert sure.route(text).model == sure.metadata["default_model"]
+
+
+def test_cli_margin_on_train_and_route(small_judgments: Path, tmp_path: Path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--judgments", str(small_judgments), "--pool", str(EXAMPLE / "pool.yaml"),
+                 "--encoder", "clip:tiny", "--out", str(out), "--rank", "4", "--l2", "0.01", "--quiet",
+                 "--margin", "0.05"]) == 0
+    r = Router.load(out)
+    default = r.metadata["default_model"]
+    assert r.policy == CostAwarePolicy(r.policy.knob, margin=0.05, default=default)
+    assert f"margin=0.05 for {default}" in capsys.readouterr().out
+    assert main(["route", "--router", str(out), "--text", "What is 9 * 7?", "--margin", "100", "--lam", "0",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == default and "kept on the default model" in d["reason"]
+    assert main(["route", "--router", str(out), "--text", "x", "--margin", "1", "--threshold", "0.5",
+                 "--strong", "a", "--weak", "b"]) == 2
+    assert "--margin belongs to the cost-aware policy" in capsys.readouterr().err

@@ -153,3 +153,39 @@ def test_routellm_metrics_rank_by_gain_not_gain_per_dollar():
     assert len(np.unique(curve.cost)) > 2  # the cost curve did use the per-query prices
     _, s_or = m.evaluate_predictions(Q, Q, C, ref, Chat=C)
     assert s_or["pgr_hull"] == pytest.approx(1.0)
+
+
+def test_margin_sweep_hand_case_runs_from_default_to_argmax():
+    # 3 models, default = model 2 (best mean prediction); the argmax leaves it on queries 0 and 1
+    P = np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.6], [0.1, 0.2, 0.8], [0.3, 0.1, 0.9]])
+    Q = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    C = np.tile([1.0, 2.0, 4.0], (4, 1))
+    assert m.default_model(P, C) == 2
+    curve = m.margin_sweep(P, Q, C)
+    # delta = inf: always model 2 (quality .75, cost 4); then query 0 leaves (gap .4): quality 1, cost 3.25;
+    # then query 1 (gap .1): quality .75, cost 2.75; queries 2-3 (gap 0) never leave
+    assert curve.quality.tolist() == pytest.approx([0.75, 1.0, 0.75])
+    assert curve.cost.tolist() == pytest.approx([4.0, 3.25, 2.75])
+    assert curve.knob.tolist() == pytest.approx([np.inf, 0.4, 0.1])
+    # its last point is the lambda sweep's first (lambda = 0, plain argmax)
+    lam0 = m.sweep(P, Q, C, lams=np.array([0.0]))
+    assert (lam0.quality[0], lam0.cost[0]) == pytest.approx((curve.quality[-1], curve.cost[-1]))
+
+
+def test_margin_lets_an_overconfident_router_match_the_best_model():
+    # a router right about model 2 on average but wrongly sure that model 1 wins a quarter of the queries:
+    # its lambda sweep never reaches model 2's quality; the margin sweep does, and more cheaply
+    rng = np.random.default_rng(1)
+    n = 800
+    Q = (rng.random((n, 3)) < [0.3, 0.5, 0.9]).astype(float)
+    C = np.tile([1.0, 2.0, 5.0], (n, 1))
+    P = np.tile([0.3, 0.5, 0.9], (n, 1)) + rng.normal(0, 0.02, (n, 3))
+    wrong = rng.random(n) < 0.25
+    P[wrong, 1] = 0.95
+    P[Q[:, 2] == 0, 0] = 0.99        # ... and surer still, rightly, where model 2 fails and model 0 is cheap
+    ref = m.reference(Q, C)
+    _, plain = m.evaluate_predictions(P, Q, C, ref, margin=False)
+    _, both = m.evaluate_predictions(P, Q, C, ref)
+    assert plain["cost_to_match_best"] is None
+    assert both["cost_to_match_best"] is not None and both["cost_to_match_best"] < 1.0
+    assert both["auc"] >= plain["auc"] - 1e-12

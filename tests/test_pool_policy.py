@@ -162,3 +162,23 @@ def test_a_new_policy_class_registers_itself(registered_policy):
 
     with pytest.raises(ConfigError, match="register_policy"):
         policy_to_json(Unregistered())
+
+
+def test_margin_keeps_queries_on_the_default_model_unless_the_gain_is_larger():
+    from mmroute.policy import policy_from_json, policy_to_json
+
+    s = _scored([0.80, 0.86, 0.85], [0.0, 0.0, 0.0])
+    assert decide(s, CostAwarePolicy(0), {}, prompt_tokens=1, n_images=0).model == "b"
+    kept = decide(s, CostAwarePolicy(0, margin=0.02, default="c"), {}, prompt_tokens=1, n_images=0)
+    assert kept.model == "c" and "kept on the default model c (margin 0.02)" in kept.reason
+    assert decide(s, CostAwarePolicy(0, margin=0.005, default="c"), {}, prompt_tokens=1, n_images=0).model == "b"
+    # a filtered default gets nothing: the best eligible model wins
+    off = _scored([0.80, 0.86, 0.99], [0.0, 0.0, 0.0], elig=[True, True, False])
+    assert decide(off, CostAwarePolicy(0, margin=1.0, default="c"), {"c": "no vision"}, prompt_tokens=1,
+                  n_images=1).model == "b"
+    p = CostAwarePolicy(3.0, margin=0.1, default="c")
+    assert policy_from_json(policy_to_json(p)) == p
+    with pytest.raises(ConfigError, match="default model"):
+        CostAwarePolicy(0, margin=0.1)
+    with pytest.raises(ConfigError, match="margin"):
+        CostAwarePolicy(0, margin=-1.0, default="c")

@@ -225,3 +225,82 @@ def test_leave_one_out_table_shape(tmp_path):
     assert len(text.splitlines()) == 6 and "alone.jsonl" in text
     with pytest.raises(ConfigError):
         leave_one_out(specs[:1], encoder=FakePipeline())
+
+
+# ------------------------------------------------------------------------------- covariate shift
+def test_shift_weights_favour_training_queries_like_the_target():
+    from mmroute.data.shift import shift_weights
+
+    rng = np.random.default_rng(0)
+    like = rng.normal(0, 1, (300, 8))
+    unlike = rng.normal(0, 1, (300, 8)) + np.array([4.0] + [0.0] * 7)
+    target = rng.normal(0, 1, (200, 8))
+    s = shift_weights(np.vstack([like, unlike]), target)
+    assert s.weights.shape == (600,) and s.weights.mean() == pytest.approx(1.0)
+    assert s.weights[:300].sum() > 5 * s.weights[300:].sum()
+    assert s.auc > 0.7 and 0.0 < s.effective_share < 0.8  # half the training queries are like the target
+    # the same distribution: nothing to correct, weights stay near 1
+    same = shift_weights(rng.normal(0, 1, (400, 8)), rng.normal(0, 1, (400, 8)))
+    assert same.auc < 0.6 and same.effective_share > 0.9
+    with pytest.raises(Exception, match="same width"):
+        shift_weights(np.zeros((5, 3)), np.zeros((5, 4)))
+
+
+class TopicPipeline(FakePipeline):
+    """Three topics: math, poem, and chit-chat (its own column)."""
+
+    def transform(self, queries, progress=False):
+        rng = np.random.default_rng(len(queries))
+        X = np.array([[1.0, 0.0, 0.0] if "math" in q.text else [0.0, 0.0, 1.0] if "chat" in q.text
+                      else [0.0, 1.0, 0.0] for q in queries], dtype=np.float32)
+        return np.hstack([X, rng.normal(0, 0.1, (len(queries), 3)).astype(np.float32)])
+
+
+def test_transfer_adapt_moves_the_weight_to_the_source_that_looks_like_the_target(tmp_path):
+    from mmroute.eval.transfer import transfer_evaluate
+
+    test = _outcomes("user", 80, seed=1)
+    write_jsonl(tmp_path / "like.jsonl", _outcomes("pub", 100, seed=2))
+    # a source of chit-chat, where the dear model always wins: unlike the target's queries
+    write_jsonl(tmp_path / "chat.jsonl", [_j(f"chat {i}", "dear", "cheap") for i in range(300)])
+    specs = [parse_source(str(tmp_path / "like.jsonl")), parse_source(str(tmp_path / "chat.jsonl"))]
+    plain = transfer_evaluate(specs, test, encoder=TopicPipeline(), baselines=["global"])
+    adapted = transfer_evaluate(specs, test, encoder=TopicPipeline(), baselines=["global"], adapt=True)
+    a = adapted.config["adapt"]
+    assert plain.config["adapt"] is None
+    assert a["domain_auc"] > 0.7 and a["weight_per_source"]["like.jsonl"] > 0.8  # 0.25 of the judgments
+    assert adapted.router["pgr_hull"] >= plain.router["pgr_hull"] - 0.05
+
+
+def test_cli_adapt_only_with_train(tmp_path):
+    from mmroute.eval.cli import add_eval_arguments, eval_command
+
+    p = argparse.ArgumentParser()
+    add_eval_arguments(p)
+    with pytest.raises(ConfigError, match="--adapt"):
+        eval_command(p.parse_args(["--cv", "5", "--outcomes", "x.jsonl", "--encoder", "clip:tiny", "--adapt",
+                                   "--json", str(tmp_path / "x.json")]))
+
+
+def test_train_adapt_to_a_traffic_sample(tmp_path, capsys):
+    from mmroute.cli import main
+    from mmroute.data.shift import read_target_queries
+    from mmroute.errors import DataFormatError
+    from mmroute.router import Router
+
+    train = [_j(f"public math {i}", "cheap", "dear", "model_b") for i in range(30)]
+    train += [_j(f"public poem {i}", "cheap", "dear") for i in range(30)]
+    write_jsonl(tmp_path / "pub.jsonl", train)
+    (tmp_path / "traffic.jsonl").write_text("".join(json.dumps({"text": f"user poem {i}"}) + "\n" for i in range(12))
+                                            + json.dumps({"text": "user poem 0"}) + "\n")
+    assert len(read_target_queries(tmp_path / "traffic.jsonl")) == 12   # deduplicated
+    assert len(read_target_queries(tmp_path / "pub.jsonl")) == 60       # a judgments file's queries
+    assert main(["train", "--judgments", str(tmp_path / "pub.jsonl"), "--encoder", "clip:tiny", "--rank", "2",
+                 "--l2", "0.1", "--out", str(tmp_path / "r"), "--quiet", "--adapt-to",
+                 str(tmp_path / "traffic.jsonl")]) == 0
+    assert "adapted to 12 target queries" in capsys.readouterr().out
+    meta = Router.load(tmp_path / "r").metadata["adapt"]
+    assert meta["n_target_queries"] == 12 and 0.0 < meta["effective_share"] <= 1.0
+    (tmp_path / "bad.jsonl").write_text('{"text": 3}\n')
+    with pytest.raises(DataFormatError, match="bad.jsonl:1"):
+        read_target_queries(tmp_path / "bad.jsonl")

@@ -41,6 +41,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="with --router: folds the baselines are CV'd with")
     parser.add_argument("--baselines", help="comma-separated subset of random,knn,mf,sw_ranking,global")
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder (second runs skip encoding)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="--train / --leave-one-out: weight training judgments by how much their queries "
+                        "resemble the test queries (features only, no test outcome), as a user can with their "
+                        "own unlabeled traffic")
+    parser.add_argument("--no-margin", action="store_true",
+                        help="N models: score every curve on the lambda sweep alone, without the default-model "
+                        "margin sweep (how reports were scored before 2026-12-02)")
     parser.add_argument("--rank", type=int, help="Bradley-Terry rank for --cv (default: chosen on held-out queries)")
     parser.add_argument("--l2", type=float, help="Bradley-Terry l2 for --cv (default: chosen on held-out queries)")
     parser.add_argument("--families", action="store_true",
@@ -63,6 +70,9 @@ def eval_command(args: argparse.Namespace) -> int:
         from .transfer_cli import transfer_command
 
         return transfer_command(args)
+    if args.adapt:
+        raise ConfigError("--adapt weights training sources toward a test file: it applies to --train / "
+                          "--leave-one-out only")
     if not args.outcomes:
         raise ConfigError("--router / --cv need --outcomes FILE.jsonl")
     path = Path(args.outcomes)
@@ -89,14 +99,15 @@ def eval_command(args: argparse.Namespace) -> int:
         report = cross_validate(items, encoder=args.encoder, k=args.cv, seed=args.seed, pool=pool,
                                 extra_judgments=extra, base_dir=path.parent, cache=cache, baselines=wanted,
                                 bt_params={"rank": args.rank, "l2": args.l2}, progress=not args.quiet,
-                                repeats=args.repeats, families=args.families)
+                                repeats=args.repeats, families=args.families, margin=not args.no_margin)
     else:
         if args.repeats != 1:
             raise ConfigError("--repeats repeats the cross-validation: it only applies with --cv")
         if extra:
             raise ConfigError("--judgments trains the router: it only applies with --cv")
         report = evaluate_router(args.router, items, pool=pool, base_dir=path.parent, k=args.folds,
-                                 seed=args.seed, baselines=wanted, progress=not args.quiet)
+                                 seed=args.seed, baselines=wanted, progress=not args.quiet,
+                                 margin=not args.no_margin)
     if cache is not None:
         cache.save()
     report.config["outcomes"] = str(path)

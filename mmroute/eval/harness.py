@@ -325,26 +325,29 @@ def _mean_metrics(per_fold: list[dict[str, float | None]]) -> dict[str, float | 
 
 def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[str, np.ndarray],
                  Chat: np.ndarray, config: dict[str, Any], n_points: int = 256,
-                 folds: np.ndarray | None = None) -> EvalReport:
+                 folds: np.ndarray | None = None, margin: bool = True) -> EvalReport:
     """Sweep every prediction on the same queries and score it against the same reference.
 
     With ``folds`` (cross-validation) each metric is computed per fold — that fold's single
     models, hull and oracle, that fold's model predicting — and averaged: pooling the scores of
     five differently fitted models under one threshold would rank queries partly by which fold
     they were in (a feature-free model would switch whole folds at once). The stored curves are
-    the pooled ones, for the picture.
+    the pooled ones, for the picture. ``margin`` (N models): every curve, the oracle's too, holds
+    the default-model margin sweep's points besides the ``lam`` sweep's (``mmroute.eval.metrics``).
     """
-    ref = mx.reference(data.Q, data.C, n_points=n_points)
+    ref = mx.reference(data.Q, data.C, n_points=n_points, margin=margin)
     groups = [np.arange(data.n)] if folds is None else [np.nonzero(folds == f)[0] for f in np.unique(folds)]
-    fold_refs = [ref] if folds is None else [mx.reference(data.Q[g], data.C[g], n_points=n_points) for g in groups]
+    fold_refs = [ref] if folds is None else [mx.reference(data.Q[g], data.C[g], n_points=n_points, margin=margin)
+                                             for g in groups]
 
     def score(P: np.ndarray | None) -> tuple[mx.Curve, dict[str, float | None]]:
         if P is None:  # the oracle
             mets = [mx.summarize(r.oracle, r) for r in fold_refs]
             return ref.oracle, _mean_metrics(mets)
-        mets = [mx.evaluate_predictions(P[g], data.Q[g], data.C[g], r, Chat=Chat[g], n_points=n_points)[1]
+        mets = [mx.evaluate_predictions(P[g], data.Q[g], data.C[g], r, Chat=Chat[g], n_points=n_points,
+                                        margin=margin)[1]
                 for g, r in zip(groups, fold_refs)]
-        curve = mx.evaluate_predictions(P, data.Q, data.C, ref, Chat=Chat, n_points=n_points)[0]
+        curve = mx.evaluate_predictions(P, data.Q, data.C, ref, Chat=Chat, n_points=n_points, margin=margin)[0]
         return curve, _mean_metrics(mets)
 
     curves: dict[str, CurveData] = {}
@@ -368,6 +371,7 @@ def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[st
               "auc_oracle": float(np.mean([r.auc_oracle for r in fold_refs])),
               "cost_range": [ref.lo, ref.hi], "best_model": data.models[ref.best],
               "strong_model": None if ref.strong is None else data.models[ref.strong],
+              "sweep": "threshold" if ref.strong is not None else ("lambda+margin" if margin else "lambda"),
               "dropped": data.dropped, "costs_from_file": float(data.cost_from_file.mean())}
     return EvalReport(n_queries=data.n, models=models, router=r_metrics, baselines=baselines,
                       curves=curves, config=config)
@@ -392,7 +396,8 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
                    pool: ModelPool | None = None, extra_judgments: Sequence[Any] = (),
                    base_dir: str | Path | None = None, bt_params: dict[str, Any] | None = None,
                    baselines: Sequence[str] | None = None, cache: Any = None, progress: bool = False,
-                   n_points: int = 256, repeats: int = 1, families: bool = False) -> EvalReport:
+                   n_points: int = 256, repeats: int = 1, families: bool = False,
+                   margin: bool = True) -> EvalReport:
     """K-fold CV of mmroute's router (family chosen per fold, or plain Bradley-Terry with
     ``families=False`` or fixed ``rank``/``l2``) and the baselines on one outcomes set.
 
@@ -446,7 +451,7 @@ def cross_validate(outcomes: Sequence[Any], *, encoder: str | Any, k: int = 5, s
             timing[name] = timing.get(name, 0.0) + sec
         router_pred = preds.pop("router")
         reports.append(build_report(data, router_pred, preds, Chat, {}, n_points=n_points,
-                                    folds=fold_ids(data.n, k, s)))
+                                    folds=fold_ids(data.n, k, s), margin=margin))
         if progress and repeats > 1:
             log.info("repeat %d/%d done (seed %d)", r + 1, repeats, s)
     report = _combine_repeats(reports)
@@ -493,7 +498,7 @@ def _combine_repeats(reports: list[EvalReport]) -> EvalReport:
 def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: ModelPool | None = None,
                     base_dir: str | Path | None = None, k: int = 5, seed: int = 0,
                     baselines: Sequence[str] | None = None, progress: bool = False,
-                    n_points: int = 256) -> EvalReport:
+                    n_points: int = 256, margin: bool = True) -> EvalReport:
     """Evaluate a trained router on an outcomes set; baselines are K-fold CV'd on the same set."""
     from ..tokens import estimate_text_tokens
     from ..router import Router
@@ -527,7 +532,7 @@ def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: Mo
                           **{k_: round(v, 2) for k_, v in timing.items()}}}
     # same folds for every method, so the router is scored on exactly the baselines' test slices
     report = build_report(data, router_pred, preds, Chat, config, n_points=n_points,
-                          folds=fold_ids(data.n, k, seed))
+                          folds=fold_ids(data.n, k, seed), margin=margin)
     report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     return report
 

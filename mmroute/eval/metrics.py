@@ -154,6 +154,55 @@ def threshold_sweep(P: np.ndarray, Q: np.ndarray, C: np.ndarray, strong: int,
                  meta={"strong": int(strong)})
 
 
+def default_model(P: np.ndarray, Chat: np.ndarray) -> int:
+    """The model a margin policy falls back to: best mean predicted quality, the cheaper on ties.
+
+    Read from the predictions alone (no outcome), as a deployed router can: it is the model the
+    router itself rates best over the queries it routes.
+    """
+    mean_p = np.asarray(P, dtype=np.float64).mean(axis=0)
+    mean_c = np.asarray(Chat, dtype=np.float64).mean(axis=0)
+    return int(np.lexsort((mean_c, -np.round(mean_p, 12)))[0])
+
+
+def margin_sweep(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray | None = None) -> Curve:
+    """The default-model margin knob at ``lam = 0``: leave the default model only for a gain > ``delta``.
+
+    The policy is ``argmax_m P_m + delta * [m = default]``: ``delta = inf`` always calls the
+    default model (the router then matches the best single model whenever it rates that model
+    best), ``delta = 0`` is the plain argmax, the top end of :func:`sweep`. In between, a query
+    leaves the default model only where the router predicts a clear gain elsewhere — the N-model
+    counterpart of the two-model threshold reaching 100 % strong calls. Every distinct predicted
+    gain is a knob value, so the curve is exact (n + 1 points at most); ``knob`` holds ``delta``.
+    """
+    P, Q, C = _check(P, Q, C)
+    Chat = _default_chat(C) if Chat is None else np.asarray(Chat, dtype=np.float64)
+    d = default_model(P, Chat)
+    top = choose(P, Chat, 0.0)
+    gap = P[np.arange(P.shape[0]), top] - P[:, d]          # >= 0; 0 where the default is the argmax
+    order = np.argsort(-gap, kind="stable")
+    idx = np.arange(P.shape[0])
+    dq = (Q[idx, top] - Q[:, d])[order]
+    dC = (C[idx, top] - C[:, d])[order]
+    n = len(gap)
+    cum_q = np.concatenate([[0.0], np.cumsum(dq)]) / n + Q[:, d].mean()
+    cum_c = np.concatenate([[0.0], np.cumsum(dC)]) / n + C[:, d].mean()
+    g_sorted = gap[order]
+    # delta can stop only between distinct gaps; a gap of 0 never leaves the default
+    ks = np.unique(np.concatenate([[0], np.nonzero(np.diff(g_sorted) != 0)[0] + 1,
+                                   [int(np.count_nonzero(g_sorted > 0))]]))
+    knob = np.concatenate([[np.inf], g_sorted])[ks]
+    return Curve(cost=cum_c[ks], quality=cum_q[ks], knob=knob, meta={"default": d, "knob": "margin"})
+
+
+def with_margin(curve: Curve, margin: Curve) -> Curve:
+    """One curve holding the ``lam`` sweep's points and the margin sweep's (``meta['margin_from']``)."""
+    return Curve(cost=np.concatenate([curve.cost, margin.cost]),
+                 quality=np.concatenate([curve.quality, margin.quality]),
+                 knob=np.concatenate([curve.knob, margin.knob]),
+                 meta={**curve.meta, "margin_from": int(len(curve.cost)), "default": margin.meta["default"]})
+
+
 def pareto_front(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The monotone curve: points by cost, each kept only if it beats every cheaper point's quality."""
     cost = np.asarray(cost, dtype=np.float64)
@@ -276,8 +325,12 @@ class Reference:
     oracle_share: Curve | None = None   # two models: oracle ranked by gain alone (RouteLLM's optimal)
 
 
-def reference(Q: np.ndarray, C: np.ndarray, n_points: int = 256) -> Reference:
-    """Single-model points, their hull and the oracle curve for one query set."""
+def reference(Q: np.ndarray, C: np.ndarray, n_points: int = 256, margin: bool = True) -> Reference:
+    """Single-model points, their hull and the oracle curve for one query set.
+
+    ``margin`` (N models): the oracle's curve also holds the margin sweep's points, as every
+    router's does in :func:`evaluate_predictions`, so both are read from the same policy family.
+    """
     P, Q, C = _check(Q, Q, C)
     qm, cm = model_points(Q, C)
     best = int(np.lexsort((cm, -qm))[0])          # best quality, cheaper one on ties
@@ -285,7 +338,12 @@ def reference(Q: np.ndarray, C: np.ndarray, n_points: int = 256) -> Reference:
     lo, hi = float(cm[cheapest]), float(cm[best])
     hull_c, hull_q = upper_hull(cm, qm)
     strong = best if Q.shape[1] == 2 else None
-    oracle = threshold_sweep(Q, Q, C, strong, Chat=C) if strong is not None else sweep(Q, Q, C, Chat=C, n_points=n_points)
+    if strong is not None:
+        oracle = threshold_sweep(Q, Q, C, strong, Chat=C)
+    else:
+        oracle = sweep(Q, Q, C, Chat=C, n_points=n_points)
+        if margin:
+            oracle = with_margin(oracle, margin_sweep(Q, Q, C, Chat=C))
     oc, oq = oracle.pareto()
     share = threshold_sweep(Q, Q, C, strong, Chat=np.ones_like(C)) if strong is not None else None
     return Reference(q_models=qm, c_models=cm, lo=lo, hi=hi, best=best, hull_c=hull_c, hull_q=hull_q,
@@ -322,13 +380,21 @@ def summarize(curve: Curve, ref: Reference, share: Curve | None = None) -> dict[
 
 
 def evaluate_predictions(P: np.ndarray, Q: np.ndarray, C: np.ndarray, ref: Reference,
-                         Chat: np.ndarray | None = None, n_points: int = 256) -> tuple[Curve, dict]:
-    """Sweep a router's predictions (threshold for two models, ``lam`` otherwise) and score the curve."""
+                         Chat: np.ndarray | None = None, n_points: int = 256,
+                         margin: bool = True) -> tuple[Curve, dict]:
+    """Sweep a router's predictions and score the curve.
+
+    Two models: the threshold sweep. N models: the ``lam`` sweep plus, with ``margin``, the
+    default-model margin sweep (:func:`margin_sweep`), i.e. the two knobs of
+    :class:`mmroute.policy.CostAwarePolicy`; ``margin=False`` is the ``lam`` sweep alone.
+    """
     if ref.strong is not None:
         curve = threshold_sweep(P, Q, C, ref.strong, Chat=Chat)
         share = threshold_sweep(P, Q, C, ref.strong, Chat=np.ones_like(np.asarray(C, dtype=np.float64)))
         return curve, summarize(curve, ref, share)
     curve = sweep(P, Q, C, Chat=Chat, n_points=n_points)
+    if margin:
+        curve = with_margin(curve, margin_sweep(P, Q, C, Chat=Chat))
     return curve, summarize(curve, ref)
 
 

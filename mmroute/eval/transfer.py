@@ -54,7 +54,8 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
                       names: NameCanonicaliser | None = None, pool: ModelPool | None = None,
                       base_dir: str | Path | None = None, baselines: Sequence[str] | None = None,
                       bt_params: dict[str, Any] | None = None, cache: Any = None, seed: int = 0,
-                      progress: bool = False, n_points: int = 256) -> EvalReport:
+                      progress: bool = False, n_points: int = 256, margin: bool = True,
+                      adapt: bool = False) -> EvalReport:
     """Fit the router and the baselines on ``train``'s sources; evaluate them on ``test``.
 
     Training judgments on a test query (same text and images) are dropped and counted per source;
@@ -62,6 +63,10 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
     test file's models), also counted. A test model no source judges keeps a neutral rating.
     The policy believes a file cost through the test file's per-model mean (a user knows what
     each model costs on average; the per-query cost depends on the unknown answer length).
+
+    ``adapt``: weight every training judgment by how much its query resembles the test queries
+    (:func:`mmroute.data.shift.shift_weights`, from the test queries' features only, never their
+    outcomes) — what a user can do with their own unlabeled traffic. Every method gets the weights.
     """
     from ..features import FeaturePipeline
 
@@ -104,6 +109,15 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
     preds: dict[str, np.ndarray] = {}
     timing: dict[str, float] = {}
     Xtest = X[: data.n]
+    shift = None
+    if adapt:
+        from ..data.shift import shift_weights
+
+        train_rows = np.unique(J.qi)
+        shift = shift_weights(X[train_rows], Xtest)
+        w_row = np.zeros(X.shape[0])
+        w_row[train_rows] = shift.weights
+        J = type(J)(J.qi, J.ia, J.ib, J.y, J.w * w_row[J.qi], J.n_models)
     for name, learner in learners.items():
         t0 = time.perf_counter()
         learner.fit(X, J)
@@ -133,11 +147,24 @@ def transfer_evaluate(train: Sequence[SourceSpec], test: Sequence[Outcome], *, e
         "dropped_test_duplicates": sum(dropped_dup.values()), "dropped_test_duplicates_per_source": dropped_dup,
         "train_judgments_other_models": skipped, "names_mapped": mapping,
         "unjudged_test_models": [m for m, ok in zip(data.models, judged) if not ok],
+        "adapt": None if shift is None else {
+            "domain_auc": round(shift.auc, 4), "effective_share": round(shift.effective_share, 4),
+            "weight_per_source": _weight_per_source(kept, col, J.w)},
         "seconds": {"encode": round(t_enc, 2), **timing},
     }
-    report = build_report(data, router_pred, preds, Chat, config, n_points=n_points)
+    report = build_report(data, router_pred, preds, Chat, config, n_points=n_points, margin=margin)
     report.config["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     return report
+
+
+def _weight_per_source(kept: Sequence[Judgment], models: set[str], w: np.ndarray) -> dict[str, float]:
+    """Share of the total training weight held by each source (same order as the judgment arrays)."""
+    used = [j.source or "?" for j in kept if j.model_a in models and j.model_b in models]
+    total = float(w.sum()) or 1.0
+    out: dict[str, float] = {}
+    for src, wi in zip(used, w):
+        out[src] = out.get(src, 0.0) + float(wi)
+    return {k: round(v / total, 4) for k, v in out.items()}
 
 
 class LeaveOneOutRow(BaseModel):

@@ -30,7 +30,8 @@ def transfer_command(args: argparse.Namespace) -> int:
 
         cache = EmbeddingCache(max_entries=1_000_000, directory=args.cache)
     kw = {"encoder": args.encoder, "names": names, "baselines": wanted, "cache": cache, "seed": args.seed,
-          "bt_params": {"rank": args.rank, "l2": args.l2}, "progress": not args.quiet}
+          "bt_params": {"rank": args.rank, "l2": args.l2}, "progress": not args.quiet, "margin": not args.no_margin,
+          "adapt": args.adapt}
     out = sys.stdout
     if args.leave_one_out:
         if args.test:
