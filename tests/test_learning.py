@@ -294,8 +294,10 @@ def test_retrain_is_rejected_by_the_off_policy_gate_even_when_log_loss_improves(
     db = tmp_path / "feedback.db"
     store = FeedbackStore(db)
     # new judgments all say tiny-text beats math-text: the candidate learns to prefer tiny-text ...
-    store.add_many([Judgment(query=QueryRecord(text=f"new question {i}"), model_a="replay/tiny-text",
-                             model_b="replay/math-text", winner="model_a", id=f"n{i}") for i in range(60)])
+    # (on queries like the logged ones, so what it learns reaches them whatever the random features)
+    store.add_many([Judgment(query=QueryRecord(text=f"new question {i} about {'maths' if i % 2 else 'colours'}"),
+                             model_a="replay/tiny-text", model_b="replay/math-text", winner="model_a", id=f"n{i}")
+                    for i in range(60)])
     # ... but logged outcomes say math-text's answers were the good ones
     log = DecisionLog(db)
     _log_uniform(served, log, {"replay/math-text": 1.0}, n=80)
