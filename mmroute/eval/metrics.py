@@ -134,24 +134,33 @@ def threshold_sweep(P: np.ndarray, Q: np.ndarray, C: np.ndarray, strong: int,
         raise InvalidInputError(f"threshold_sweep needs exactly two models, got {P.shape[1]}")
     Chat = _default_chat(C) if Chat is None else np.asarray(Chat, dtype=np.float64)
     weak = 1 - strong
+    n = P.shape[0]
     gap = P[:, strong] - P[:, weak]
     dc = Chat[:, strong] - Chat[:, weak]
     score = gap / np.where(dc > _EPS, dc, _EPS)  # strong not dearer: any gain justifies it
+    cost, quality, knob, ks = _switch_curve(Q, C, np.full(n, weak), np.full(n, strong), score, n)
+    return Curve(cost=cost, quality=quality, knob=knob, strong_pct=100.0 * ks / n, meta={"strong": int(strong)})
+
+
+def _switch_curve(Q: np.ndarray, C: np.ndarray, frm: np.ndarray, to: np.ndarray, score: np.ndarray,
+                  last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Queries move from model ``frm[i]`` to ``to[i]`` in decreasing ``score`` order, as a knob falls.
+
+    Exact: one point per distinct score (a knob can only stop between distinct scores) plus the
+    ``last``-th switch. Returns cost, quality, knob (``inf``, then the score of the last query
+    switched) and the number of queries switched at each point.
+    """
+    n = len(score)
+    idx = np.arange(n)
     order = np.argsort(-score, kind="stable")
     s_sorted = score[order]
-    # gain of switching query i from weak to strong, in the order queries switch as t decreases
-    dq = (Q[order, strong] - Q[order, weak])
-    dC = (C[order, strong] - C[order, weak])
-    n = len(score)
-    base_q, base_c = Q[:, weak].mean(), C[:, weak].mean()
-    cum_q = np.concatenate([[0.0], np.cumsum(dq)]) / n + base_q
-    cum_c = np.concatenate([[0.0], np.cumsum(dC)]) / n + base_c
-    # a threshold can only stop between distinct scores: keep k where s[k-1] != s[k]
-    ks = np.concatenate([[0], np.nonzero(np.diff(s_sorted) != 0)[0] + 1, [n]])
-    ks = np.unique(ks)
-    knob = np.concatenate([[np.inf], s_sorted])[ks]  # t = score of the last query switched
-    return Curve(cost=cum_c[ks], quality=cum_q[ks], knob=knob, strong_pct=100.0 * ks / n,
-                 meta={"strong": int(strong)})
+    dq = (Q[idx, to] - Q[idx, frm])[order]
+    dC = (C[idx, to] - C[idx, frm])[order]
+    cum_q = np.concatenate([[0.0], np.cumsum(dq)]) / n + Q[idx, frm].mean()
+    cum_c = np.concatenate([[0.0], np.cumsum(dC)]) / n + C[idx, frm].mean()
+    ks = np.unique(np.concatenate([[0], np.nonzero(np.diff(s_sorted) != 0)[0] + 1, [last]]))
+    knob = np.concatenate([[np.inf], s_sorted])[ks]
+    return cum_c[ks], cum_q[ks], knob, ks
 
 
 def default_model(P: np.ndarray, Chat: np.ndarray) -> int:
@@ -180,19 +189,9 @@ def margin_sweep(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray |
     d = default_model(P, Chat)
     top = choose(P, Chat, 0.0)
     gap = P[np.arange(P.shape[0]), top] - P[:, d]          # >= 0; 0 where the default is the argmax
-    order = np.argsort(-gap, kind="stable")
-    idx = np.arange(P.shape[0])
-    dq = (Q[idx, top] - Q[:, d])[order]
-    dC = (C[idx, top] - C[:, d])[order]
-    n = len(gap)
-    cum_q = np.concatenate([[0.0], np.cumsum(dq)]) / n + Q[:, d].mean()
-    cum_c = np.concatenate([[0.0], np.cumsum(dC)]) / n + C[:, d].mean()
-    g_sorted = gap[order]
-    # delta can stop only between distinct gaps; a gap of 0 never leaves the default
-    ks = np.unique(np.concatenate([[0], np.nonzero(np.diff(g_sorted) != 0)[0] + 1,
-                                   [int(np.count_nonzero(g_sorted > 0))]]))
-    knob = np.concatenate([[np.inf], g_sorted])[ks]
-    return Curve(cost=cum_c[ks], quality=cum_q[ks], knob=knob, meta={"default": d, "knob": "margin"})
+    # a gap of 0 never leaves the default
+    cost, quality, knob, _ = _switch_curve(Q, C, np.full(len(gap), d), top, gap, int(np.count_nonzero(gap > 0)))
+    return Curve(cost=cost, quality=quality, knob=knob, meta={"default": d, "knob": "margin"})
 
 
 def with_margin(curve: Curve, margin: Curve) -> Curve:
