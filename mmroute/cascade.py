@@ -16,15 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .constraints import Constraints
 from .errors import InvalidInputError
-from .payload import Payload
+from .payload import to_request
 from .policy import RouteDecision
-from .query import Query
+from .router import LiveRouter, Router, current_router
 
 if TYPE_CHECKING:
     from .graph.state import AnswerState, VerdictState
     from .llm.call import Answer
-    from .router import Router
     from .verify.base import Verdict
 
 #: What the cascade does after a verdict (the first four end it).
@@ -46,20 +46,16 @@ class CascadeStep:
         return self.status == "escalating"
 
 
-def current_router(router: Any) -> Router:
-    """The ``Router`` to use now: a ``LiveRouter`` hands out its latest version."""
-    return getattr(router, "router", router)
-
-
-def route_call(router: Any, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
-               system: Any = None, include_context: bool = False) -> RouteDecision:
+def route_call(router: "Router | LiveRouter", messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
+               system: Any = None, include_context: bool = False,
+               constraints: Constraints | None = None) -> RouteDecision:
     """Route one model call: features from the latest user turn (all turns with
     ``include_context``), hard filters on everything sent (``system``: a prompt string or a system
     message of any dialect; every turn and image; the bound tools)."""
     r = current_router(router)
-    query = Query.from_messages(messages, include_context=include_context, image_policy=r.image_policy)
-    head = [{"role": "system", "content": system} if isinstance(system, str) else system] if system is not None else []
-    return r.route(query, payload=Payload.from_messages(head + list(messages), tools=tools))
+    query, payload = to_request(list(messages), include_context=include_context, image_policy=r.image_policy,
+                                tools=tools, system=system)
+    return r.route(query, payload=payload, constraints=constraints)
 
 
 def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:

@@ -148,7 +148,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from .images import ImagePolicy
     from .training import describe_policy_choice
-    from .policy import CostAwarePolicy, ThresholdPolicy
+    from .policy import CostAwarePolicy, ThresholdPolicy, with_lam
     from .pool import ModelPool
     from .query import Query
     from .errors import ConfigError
@@ -173,7 +173,7 @@ def _route(args: argparse.Namespace) -> int:
         lam = args.lam if args.lam is not None else float(getattr(router.policy, "lam", 0.0))
         policy = CostAwarePolicy(lam, margin=args.margin, default=default)
     elif args.lam is not None:
-        policy = CostAwarePolicy(args.lam)
+        policy = with_lam(router.policy, args.lam)  # same rule as the server's per-request lam
     if args.messages is not None:
         router.image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
         d = router.route(_read_messages_file(args.messages), policy=policy)

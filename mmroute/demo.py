@@ -77,7 +77,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .offline import ReplayAnswers, register_offline_providers
     from .llm.convert import query_to_messages
     from .pool import ModelPool
-    from .tokens import estimate_text_tokens
+    from .payload import Payload
     from .training import resolve_image_paths, retrain, train_router
     from .verify import AllOf, ConsistencyVerifier, HeuristicVerifier, llm_generate
 
@@ -109,7 +109,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     else:
         strongest = max(pool.names, key=lambda m: np.mean([o.scores.get(m, 0) for o in train]))
     train_qs = [o.query.to_query() for o in train]
-    always_strong = float(np.mean([pool[strongest].expected_cost(estimate_text_tokens(q.text), q.n_images) for q in train_qs]))
+    always_strong = float(np.mean([pool[strongest].payload_cost(Payload.of_query(q)) for q in train_qs]))
     policy = router.calibrate(train_qs, target_cost=COST_FRACTION * always_strong)
     train_records = [{"q": q, "answers": raw[o.id]["answers"], "correct": raw[o.id]["correct"]}
                      for o, q in zip(train, train_qs) if o.id in raw]
@@ -158,7 +158,7 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
             "conf": answers[0]["verdict"]["confidence"] if answers and answers[0].get("verdict") else float("nan"),
             "final": final.get("model", "-"), "escalated": len(answers) - 1, "correct": correct,
             "cost": float(state.get("total_cost_usd") or 0.0),
-            "strong_cost": pool[strongest].expected_cost(estimate_text_tokens(q.text), q.n_images),
+            "strong_cost": pool[strongest].payload_cost(Payload.of_query(q)),
         })
     _print_table(rows, say)
 

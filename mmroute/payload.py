@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from .images import DEFAULT_POLICY, ImagePolicy
 from .messages import split_messages
 from .tokens import estimate_text_tokens
 
 if TYPE_CHECKING:
-    from .query import Query
+    from .query import MessageLike, MessagesLike, Query, QueryLike
 
 TOKENS_PER_MESSAGE = 4  # role and framing per message, as OpenAI's chat format counts it
 
@@ -35,8 +36,14 @@ class Payload:
 
     @classmethod
     def of_query(cls, query: Query) -> Payload:
-        """A single query sent as one user turn (what ``Router.route(Query)`` has always assumed)."""
-        return cls(estimate_text_tokens(query.text), query.n_images)
+        """A single query sent as one user turn: what the chat endpoint sends for it."""
+        return cls.of_text(query.text, query.n_images)
+
+    @classmethod
+    def of_text(cls, text: str, n_images: int = 0) -> Payload:
+        """One user turn, framing included, so a query routed as a dict and the same query sent as
+        one chat message cost the same and get the same model (a preview must predict production)."""
+        return cls(TOKENS_PER_MESSAGE + estimate_text_tokens(text), n_images)
 
     @classmethod
     def from_messages(cls, messages: Iterable[Any], *, tools: Sequence[Any] | None = None) -> Payload:
@@ -61,6 +68,31 @@ def _tool_text(tool: Any) -> str:
     return f"{name} {desc} {json.dumps(schema, default=str) if schema else ''}"
 
 
+def to_request(value: QueryLike | MessagesLike, *, include_context: bool = False,
+               image_policy: ImagePolicy = DEFAULT_POLICY, tools: Sequence[Any] | None = None,
+               system: Any = None) -> tuple[Query, Payload]:
+    """The one place a caller's input becomes (what the features see, what the filters see).
+
+    A conversation's features come from its last user turn (every turn with ``include_context``);
+    its payload counts every turn, image and bound tool, plus ``system`` (a prompt string or a
+    system message the caller will prepend). A single query is one user turn. The router, the
+    server, the graph nodes, the chat model and the proxy strategy all come through here.
+    """
+    from .query import Query
+
+    if is_messages(value):
+        msgs = cast("list[MessageLike]", list(value) if isinstance(value, (list, tuple)) else [value])
+        q = Query.from_messages(msgs, include_context=include_context, image_policy=image_policy)
+        head = [] if system is None else [{"role": "system", "content": system} if isinstance(system, str) else system]
+        return q, Payload.from_messages(head + msgs, tools=tools)
+    q = Query.coerce(value, image_policy=image_policy)
+    if tools or system is not None:
+        return q, Payload.from_messages([*([] if system is None else [{"role": "system", "content": system}
+                                                                     if isinstance(system, str) else system]),
+                                         {"role": "user", "content": q.text}], tools=tools)
+    return q, Payload.of_query(q)
+
+
 def is_messages(value: Any) -> bool:
     """Whether ``value`` is chat messages (a list of them, or one message) rather than a query."""
     if isinstance(value, (list, tuple)):
@@ -70,4 +102,4 @@ def is_messages(value: Any) -> bool:
     return hasattr(value, "content") and hasattr(value, "type")
 
 
-__all__ = ["TOKENS_PER_MESSAGE", "Payload", "is_messages"]
+__all__ = ["TOKENS_PER_MESSAGE", "Payload", "is_messages", "to_request"]

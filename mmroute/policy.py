@@ -7,6 +7,7 @@ context window); the trade-off only ranks what survives. Every choice is explain
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,11 +169,27 @@ class CostAwarePolicy:
         return self.lam
 
     def utilities(self, s: Scored) -> np.ndarray:
-        u = s.quality - self.lam * s.cost
-        if self.margin > 0 and self.default in s.models:
-            u = u.copy()
-            u[s.models.index(self.default)] += self.margin
+        return self.utility(s.quality, s.cost, s.models)
+
+    def utility(self, quality: np.ndarray, cost: np.ndarray, models: Sequence[str] | None = None) -> np.ndarray:
+        """``quality - lam * cost`` (+ ``margin`` on the default model's column), for (M,) or (n, M)."""
+        u = np.asarray(quality, dtype=np.float64) - self.lam * np.asarray(cost, dtype=np.float64)
+        if self.margin > 0 and models is not None and self.default is not None and self.default in models:
+            bonus = np.zeros(u.shape[-1])
+            bonus[list(models).index(self.default)] = self.margin
+            u = u + bonus
         return u
+
+    def choose(self, quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None,
+               models: Sequence[str] | None = None) -> np.ndarray:
+        """The model index of each query, (n, M) -> (n,) (or (M,) -> a 0-d index): THE routing rule.
+
+        Every caller that turns predictions into a choice - :meth:`Router.route`, lambda
+        calibration, the evaluation sweeps, exploration's greedy step, the off-policy gate - comes
+        here, so they cannot disagree. ``models`` names the columns (needed for the margin).
+        """
+        cost = np.asarray(cost, dtype=np.float64)
+        return argmax_utility(self.utility(quality, cost, models), cost, eligible)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "lam": self.lam}
@@ -183,6 +200,16 @@ class CostAwarePolicy:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CostAwarePolicy:
         return cls(lam=float(d.get("lam", 0.0)), margin=float(d.get("margin", 0.0)), default=d.get("default"))
+
+
+def with_lam(policy: Policy, lam: float | None) -> Policy:
+    """``policy`` with lambda replaced for one request: a cost-aware policy keeps its margin and
+    default model; any other policy becomes a plain cost-aware one. ``lam=None`` leaves it as is."""
+    if lam is None:
+        return policy
+    if isinstance(policy, CostAwarePolicy):
+        return dataclasses.replace(policy, lam=float(lam))
+    return CostAwarePolicy(float(lam))
 
 
 @register_policy
@@ -237,7 +264,7 @@ def decide(s: Scored, policy: Policy, filtered: dict[str, str], *, prompt_tokens
     util = np.where(s.eligible, util, -np.inf)
     if not np.isfinite(util).any():
         raise NoEligibleModelError(f"policy {policy.name} selected no eligible model")
-    best = int(np.argmax(util))  # ties: first in pool order, deterministic
+    best = int(argmax_utility(util, s.cost, s.eligible))
     order = sorted(range(len(s.models)), key=lambda k: (not s.eligible[k], -util[k] if np.isfinite(util[k]) else np.inf, k))
     cands = tuple(
         CandidateScore(model=s.models[k], quality=float(s.quality[k]), expected_cost=float(s.cost[k]),
@@ -305,10 +332,39 @@ def hard_filters(pool: ModelPool, *, text_tokens: int, n_images: int, exclude: S
 
 # --- calibration -----------------------------------------------------------------------------
 
+def argmax_utility(utility: np.ndarray, tiebreak: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Index of the highest utility among eligible models, for (M,) or (n, M): the one tie rule.
+
+    Utilities within 1e-9 (relative) of the best are tied; a tie goes to the least ``tiebreak``
+    (the expected cost: a cost-aware policy should not pay for nothing), then to pool order. A
+    feature-free model predicts the same gap for every query and binary outcomes make the oracle
+    tie on most queries, so the rule matters for curves as much as for single decisions.
+    """
+    u = np.asarray(utility, dtype=np.float64)
+    if eligible is not None:
+        u = np.where(np.asarray(eligible, bool), u, -np.inf)
+    best = u.max(axis=-1, keepdims=True)
+    near = np.isfinite(u) & (u >= best - 1e-9 * np.maximum(np.abs(np.where(np.isfinite(best), best, 0.0)), 1.0))
+    key = np.where(near, np.broadcast_to(np.asarray(tiebreak, dtype=np.float64), u.shape), np.inf)
+    # a row with no finite key (every utility -inf, or ties on infinite costs): first best utility
+    out = np.where(np.isfinite(key).any(axis=-1), key.argmin(axis=-1), u.argmax(axis=-1))
+    return out
+
+
+def default_model(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None) -> int:
+    """The model a margin keeps queries on: best mean predicted quality over the queries it can
+    take, the cheaper on ties (then pool order). Read from predictions alone, as a deployed router can."""
+    quality = np.asarray(quality, dtype=np.float64)
+    ok = np.ones_like(quality, bool) if eligible is None else np.asarray(eligible, bool)
+    counts = ok.sum(axis=0)
+    mean_q = np.where(counts > 0, np.where(ok, quality, 0.0).sum(axis=0) / np.maximum(counts, 1), -np.inf)
+    mean_c = np.where(ok, np.asarray(cost, dtype=np.float64), 0.0).sum(axis=0) / np.maximum(counts, 1)
+    return int(argmax_utility(np.round(mean_q, 12), mean_c))
+
+
 def choose_batch(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, lam: float) -> np.ndarray:
-    """Vectorised cost-aware choice for many queries (n, M) -> (n,) model indices."""
-    u = np.where(eligible, quality - lam * cost, -np.inf)
-    return np.argmax(u, axis=1)
+    """(n, M) -> (n,): :meth:`CostAwarePolicy.choose` at ``lam`` without a margin (calibration's sweep)."""
+    return CostAwarePolicy(lam).choose(quality, cost, eligible)
 
 
 def calibrate_lambda(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None, *,

@@ -10,11 +10,14 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from .payload import Payload
 
 DEFAULT_OUTPUT_TOKENS = 300
 DEFAULT_TOKENS_PER_IMAGE = 765  # a 512-px image in high detail on GPT-4o-class models
@@ -71,6 +74,10 @@ class ModelSpec(BaseModel):
         if cin is None or cout is None:  # not self.prices_known
             return 0.0
         return self.prompt_tokens(text_tokens, n_images) * float(cin) + self.typical_output_tokens * float(cout)
+
+    def payload_cost(self, payload: Payload) -> float:
+        """USD for sending ``payload`` (everything the call sends): the one per-query cost."""
+        return self.expected_cost(payload.text_tokens, payload.n_images)
 
 
 def litellm_facts(name: str) -> dict[str, Any]:

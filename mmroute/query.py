@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import images as _img
 from .errors import ImageError, InvalidInputError
 from .images import DEFAULT_POLICY, ImagePolicy
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 
 # Per-call image settings for the validator (pydantic's own context is lost with a custom __init__).
@@ -145,7 +148,7 @@ class Query(BaseModel):
         return self
 
     @classmethod
-    def build(cls, text: str = "", images: Sequence[Any] = (), *, image_policy: ImagePolicy = DEFAULT_POLICY,
+    def build(cls, text: str = "", images: Sequence[ImageLike] = (), *, image_policy: ImagePolicy = DEFAULT_POLICY,
               base_dir: str | Path | None = None) -> "Query":
         """Construct with an explicit image policy / base folder for relative paths."""
         token = _BUILD_CONTEXT.set({"image_policy": image_policy, "base_dir": base_dir})
@@ -155,7 +158,7 @@ class Query(BaseModel):
             _BUILD_CONTEXT.reset(token)
 
     @classmethod
-    def coerce(cls, value: Any, *, image_policy: ImagePolicy = DEFAULT_POLICY) -> "Query":
+    def coerce(cls, value: "QueryLike | MessagesLike", *, image_policy: ImagePolicy = DEFAULT_POLICY) -> "Query":
         """Accept a Query, a plain string, a dict, or a list of chat messages."""
         if isinstance(value, Query):
             return value
@@ -164,13 +167,13 @@ class Query(BaseModel):
         if isinstance(value, dict) and "role" not in value:
             return cls.build(value.get("text", ""), value.get("images") or (), image_policy=image_policy)
         if isinstance(value, (list, tuple)):
-            return cls.from_messages(value, image_policy=image_policy)
+            return cls.from_messages(cast("Sequence[MessageLike]", value), image_policy=image_policy)
         if hasattr(value, "content") and hasattr(value, "type"):
-            return cls.from_messages([value], image_policy=image_policy)
+            return cls.from_messages([cast("MessageLike", value)], image_policy=image_policy)
         raise InvalidInputError(f"cannot make a query from {type(value).__name__}")
 
     @classmethod
-    def from_messages(cls, messages: Iterable[Any], *, include_context: bool = False,
+    def from_messages(cls, messages: "Iterable[MessageLike]", *, include_context: bool = False,
                       image_policy: ImagePolicy = DEFAULT_POLICY) -> "Query":
         """From OpenAI-format dicts or LangChain messages: the last user turn (optionally with earlier turns)."""
         from .messages import split_messages
@@ -205,3 +208,16 @@ class Query(BaseModel):
 
     def __hash__(self) -> int:  # frozen model: hash by content
         return hash(self.content_hash)
+
+
+ImageLike: TypeAlias = Union[str, bytes, Path, Image.Image, "QueryImage"]
+"""An image as a query takes it: a path, a data: or http(s) URL, raw bytes, a PIL image."""
+
+QueryLike: TypeAlias = Union["Query", str, "dict[str, Any]"]
+"""What routes as one query: a Query, its text, or ``{"text": ..., "images": [...]}``."""
+
+MessageLike: TypeAlias = Union["dict[str, Any]", "BaseMessage", "tuple[str, str]"]
+"""One chat message: an OpenAI-format dict, a LangChain message, or a (role, content) tuple."""
+
+MessagesLike: TypeAlias = Union["Sequence[MessageLike]", "dict[str, Any]", "BaseMessage"]
+"""A conversation: OpenAI-format dicts, LangChain messages or (role, content) tuples (or one message)."""

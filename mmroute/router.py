@@ -18,14 +18,15 @@ import numpy as np
 from . import __version__
 from .checkpoint import (atomic_write_json, current_version_dir, new_version_dir, publish, read_json,
                          sha256_file, verify_checksums)
+from .constraints import NO_CONSTRAINTS, Constraints, merge_filters
 from .errors import CheckpointError, ConfigError, InvalidInputError, RoutingWarning
 from .images import DEFAULT_POLICY, ImagePolicy
-from .payload import Payload, is_messages
+from .payload import Payload, to_request
 from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, calibrate_lambda, decide, hard_filters,
                      policy_from_json, policy_to_json)
 from .preference.metrics import expected_quality_from_win, win_probabilities
 from .pool import ModelPool, ModelSpec
-from .query import Query
+from .query import MessagesLike, Query, QueryLike
 
 if TYPE_CHECKING:
     from .features import FeaturePipeline
@@ -102,62 +103,91 @@ class Router:
     def expected_costs(self, query: Query | Payload) -> np.ndarray:
         """USD per pool model for sending ``query`` (a Query as one user turn, or a whole Payload)."""
         p = query if isinstance(query, Payload) else Payload.of_query(query)
-        return np.array([m.expected_cost(p.text_tokens, p.n_images) for m in self.pool.models])
+        return np.array([m.payload_cost(p) for m in self.pool.models])
 
-    def prepare(self, value: Any, include_context: bool = False, payload: Payload | None = None) -> tuple[Query, Payload]:
-        """The query the features see, and the payload the filters see: for chat messages the
-        features follow ``include_context`` but the filters always cover every turn."""
-        if is_messages(value):
-            msgs = [value] if not isinstance(value, (list, tuple)) else value
-            q = Query.from_messages(msgs, include_context=include_context, image_policy=self.image_policy)
-            return q, payload or Payload.from_messages(msgs)
-        q = Query.coerce(value, image_policy=self.image_policy)
-        return q, payload or Payload.of_query(q)
+    def cost_and_eligibility(self, payloads: Sequence[Payload], exclude: Sequence[str] = ()
+                             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+        """Expected USD (n, M), eligibility (n, M) and the hard filters' reasons per payload: what
+        every batch caller (calibration, training, evaluation) needs next to predicted quality."""
+        cost = np.stack([self.expected_costs(p) for p in payloads]) if payloads else np.zeros((0, len(self.pool)))
+        removed = [hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
+                   for p in payloads]
+        eligible = np.array([[n not in r for n in self.pool.names] for r in removed], dtype=bool).reshape(len(payloads), -1)
+        return cost, eligible, removed
+
+    def prepare(self, value: QueryLike | MessagesLike, include_context: bool = False,
+                payload: Payload | None = None) -> tuple[Query, Payload]:
+        """The query the features see, and the payload the filters see (:func:`mmroute.payload.to_request`)."""
+        q, p = to_request(value, include_context=include_context, image_policy=self.image_policy)
+        return q, payload or p
 
     # -- routing ----------------------------------------------------------------------------
-    def route(self, query: Any, *, policy: Policy | None = None, exclude: Sequence[str] = (),
-              include_context: bool = False, payload: Payload | None = None) -> RouteDecision:
+    def route(self, query: QueryLike | MessagesLike, *, policy: Policy | None = None, exclude: Sequence[str] = (),
+              constraints: Constraints | None = None, include_context: bool = False,
+              payload: Payload | None = None) -> RouteDecision:
         """Choose a model for a Query, a string, a ``{"text", "images"}`` dict, or a conversation.
 
-        For a conversation (OpenAI dicts or LangChain messages) the features come from the last
-        user turn (or every turn, with ``include_context``), while the vision, context-window and
-        cost checks cover everything that will be sent: all turns, all images. ``payload``
-        overrides what is sent (e.g. with bound tools counted), for callers that know more.
+        Args:
+            query: what to route. For a conversation (OpenAI dicts or LangChain messages) the
+                features come from the last user turn (or every turn, with ``include_context``),
+                while the vision, context-window and cost checks cover everything that will be
+                sent: all turns, all images.
+            policy: overrides the router's policy for this call.
+            exclude: pool models not to use (shorthand for ``constraints.exclude``).
+            constraints: per-request limits (cost cap, quality floor, required tags/vision).
+            include_context: features from every turn, not only the last user turn.
+            payload: overrides what is sent (e.g. with bound tools counted), for callers that know more.
+
+        Returns:
+            The decision, with every candidate's predicted quality, cost and filter reasons.
         """
         q, p = self.prepare(query, include_context, payload)
         x = self.pipeline.transform([q])
-        return self._decide(q, x, policy or self.policy, exclude, p)
+        return self._decide(q, x, policy or self.policy, _constraints(constraints, exclude), p)
 
     def route_features(self, query: Query, x: np.ndarray, *, policy: Policy | None = None,
-                       exclude: Sequence[str] = (), payload: Payload | None = None) -> RouteDecision:
+                       exclude: Sequence[str] = (), constraints: Constraints | None = None,
+                       payload: Payload | None = None) -> RouteDecision:
         """Route a query whose features were computed already (a server batches them across requests).
 
         ``payload`` is what will be sent (default: the query alone); pass
         ``Payload.from_messages(messages)`` for a conversation so the filters see every turn."""
-        return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy, exclude,
-                            payload)
+        return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy,
+                            _constraints(constraints, exclude), payload)
 
-    def route_many(self, queries: Sequence[Any], *, policy: Policy | None = None, progress: bool = False,
-                   include_context: bool = False) -> list[RouteDecision]:
+    def route_many(self, queries: Sequence[QueryLike | MessagesLike], *, policy: Policy | None = None,
+                   progress: bool = False, include_context: bool = False,
+                   constraints: Constraints | None = None) -> list[RouteDecision]:
         pairs = [self.prepare(q, include_context, None) for q in queries]
         X = self.pipeline.transform([q for q, _ in pairs], progress=progress)
-        return [self._decide(q, X[i:i + 1], policy or self.policy, (), p) for i, (q, p) in enumerate(pairs)]
+        c = _constraints(constraints, ())
+        return [self._decide(q, X[i:i + 1], policy or self.policy, c, p) for i, (q, p) in enumerate(pairs)]
 
-    def _decide(self, q: Query, x: np.ndarray, policy: Policy, exclude: Sequence[str],
-                payload: Payload | None = None) -> RouteDecision:
-        unknown = [m for m in exclude if m not in self.pool]
-        if unknown:
-            raise InvalidInputError(f"cannot exclude unknown model(s): {', '.join(unknown)}")
-        p = payload or Payload.of_query(q)
-        filtered = hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
+    def score(self, x: np.ndarray, payload: Payload, constraints: Constraints | None = None
+              ) -> tuple[Scored, dict[str, str]]:
+        """One query's candidates as a policy sees them, and why each removed model was removed:
+        the pool's hard filters, then the caller's constraints. Every routing path (plain or
+        exploring) scores here."""
+        c = constraints or NO_CONSTRAINTS
+        filtered = merge_filters(hard_filters(self.pool, text_tokens=payload.text_tokens, n_images=payload.n_images),
+                                 c.static_filters(self.pool))
         win = self.win_matrices(x)[0]
         quality = (self.quality_from_features(x)[0] if getattr(self.model, "pointwise", False)
                    else expected_quality_from_win(win))
-        scored = Scored(models=self.pool.names, quality=quality, cost=self.expected_costs(p),
+        cost = self.expected_costs(payload)
+        if not c.empty:
+            filtered = merge_filters(filtered, c.score_filters(self.pool.names, quality, cost))
+        scored = Scored(models=self.pool.names, quality=quality, cost=cost,
                         eligible=np.array([n not in filtered for n in self.pool.names]), win=win)
+        return scored, filtered
+
+    def _decide(self, q: Query, x: np.ndarray, policy: Policy, constraints: Constraints,
+                payload: Payload | None = None) -> RouteDecision:
+        p = payload or Payload.of_query(q)
+        scored, filtered = self.score(x, p, constraints)
         return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
 
-    def calibrate(self, queries: Sequence[Any], *, target_cost: float | None = None,
+    def calibrate(self, queries: Sequence[QueryLike | MessagesLike], *, target_cost: float | None = None,
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
         """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
         calls to the best-rated model, meets the target; sets and returns the policy."""
@@ -165,10 +195,7 @@ class Router:
         if not pairs:
             raise InvalidInputError("calibration needs at least one sample query")
         quality = self.quality_from_features(self.features([q for q, _ in pairs], progress))
-        cost = np.stack([self.expected_costs(p) for _, p in pairs])
-        names = self.pool.names
-        removed = [hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images) for _, p in pairs]
-        eligible = np.array([[n not in r for n in names] for r in removed])
+        cost, eligible, _ = self.cost_and_eligibility([p for _, p in pairs])
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost,
                                target_strong_share=target_strong_share)
         self.policy = CostAwarePolicy(lam)
@@ -228,6 +255,19 @@ class Router:
                    metadata={**meta.get("metadata", {}), "version_dir": str(folder)})
 
 
+def current_router(router: "Router | LiveRouter") -> Router:
+    """The ``Router`` to use now: a ``LiveRouter`` hands out its latest version. The one way every
+    adapter (graph nodes, chat model, server, proxy) unwraps a router."""
+    return router.router if isinstance(router, LiveRouter) else router
+
+
+def _constraints(constraints: Constraints | None, exclude: Sequence[str]) -> Constraints:
+    if not exclude:
+        return constraints or NO_CONSTRAINTS
+    base = constraints or NO_CONSTRAINTS
+    return base.model_copy(update={"exclude": tuple(dict.fromkeys([*base.exclude, *exclude]))})
+
+
 class LiveRouter:
     """A serving handle that picks up a newly published router version without a restart.
 
@@ -259,5 +299,5 @@ class LiveRouter:
             self._router, self._dir = fresh, folder
         return True
 
-    def route(self, query: Any, **kw: Any) -> RouteDecision:
+    def route(self, query: QueryLike | MessagesLike, **kw: Any) -> RouteDecision:
         return self.router.route(query, **kw)

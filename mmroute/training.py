@@ -22,9 +22,9 @@ from .errors import ConfigError, InvalidInputError, RoutingWarning
 from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
 from .policy import (DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy, calibrate_lambda,
-                     calibrate_quality_tolerance, hard_filters, routed_stats)
+                     calibrate_quality_tolerance, default_model, routed_stats)
+from .payload import Payload
 from .pool import ModelPool
-from .tokens import estimate_text_tokens
 from .query import Query
 from .router import Router
 
@@ -171,8 +171,8 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
                                    target_strong_share=target_strong_share, quality_tolerance=quality_tolerance,
                                    margin=margin))
     if "default_model" not in router.metadata["policy_choice"]:
-        quality, _, eligible = training_query_arrays(router, arrays, judgments)
-        router.metadata["policy_choice"]["default_model"] = best_rated_model(router, quality, eligible)
+        quality, cost, eligible = training_query_arrays(router, arrays, judgments)
+        router.metadata["policy_choice"]["default_model"] = best_rated_model(router, quality, cost, eligible)
         if margin and isinstance(policy, CostAwarePolicy):
             router.policy = CostAwarePolicy(policy.lam, margin=margin,
                                             default=router.metadata["policy_choice"]["default_model"])
@@ -262,22 +262,15 @@ def training_query_arrays(router: Router, arrays: EncodedJudgments,
         if first[k] < 0:
             first[k] = i
     quality = router.quality_from_features(arrays.Xq)
-    cost = np.empty_like(quality)
-    eligible = np.empty(quality.shape, bool)
-    for u, i in enumerate(first):
-        rec = judgments[int(i)].query
-        tokens, n_images = estimate_text_tokens(rec.text), len(rec.images)
-        cost[u] = [m.expected_cost(tokens, n_images) for m in router.pool.models]
-        removed = hard_filters(router.pool, text_tokens=tokens, n_images=n_images)
-        eligible[u] = [n not in removed for n in router.pool.names]
+    payloads = [Payload.of_text(judgments[int(i)].query.text, len(judgments[int(i)].query.images)) for i in first]
+    cost, eligible, _ = router.cost_and_eligibility(payloads)
     return quality, cost, eligible
 
 
-def best_rated_model(router: Router, quality: np.ndarray, eligible: np.ndarray) -> str:
-    """The pool model with the best mean predicted quality over the queries it can take."""
-    counts = eligible.sum(axis=0)
-    mean = np.where(counts > 0, np.where(eligible, quality, 0.0).sum(axis=0) / np.maximum(counts, 1), -np.inf)
-    return router.pool.names[int(np.argmax(mean))]
+def best_rated_model(router: Router, quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray) -> str:
+    """The pool model with the best mean predicted quality over the queries it can take
+    (:func:`mmroute.policy.default_model`)."""
+    return router.pool.names[default_model(quality, cost, eligible)]
 
 
 def choose_default_policy(router: Router, arrays: EncodedJudgments, judgments: Sequence["Judgment"], *,
@@ -289,7 +282,7 @@ def choose_default_policy(router: Router, arrays: EncodedJudgments, judgments: S
     Lambda is calibrated without the margin; a margin only moves queries back to the default model.
     """
     quality, cost, eligible = training_query_arrays(router, arrays, judgments)
-    default = best_rated_model(router, quality, eligible)
+    default = best_rated_model(router, quality, cost, eligible)
     q0, c0 = routed_stats(quality, cost, eligible, 0.0)
     if target_cost is not None or target_strong_share is not None:
         lam = calibrate_lambda(quality, cost, eligible, target_cost=target_cost, target_strong_share=target_strong_share)
@@ -363,11 +356,11 @@ def fit_family_model(judgments: Sequence["Judgment"], arrays: EncodedJudgments, 
         first.setdefault(int(qi), j)
     cost = np.zeros((arrays.Xq.shape[0], len(names)))
     for qi, j in first.items():
-        tokens = estimate_text_tokens(j.query.text)
+        p = Payload.of_text(j.query.text, len(j.query.images))
         for c, m in enumerate(names):
             spec = pool[m] if m in pool else None
             if spec is not None and spec.prices_known:
-                cost[qi, c] = spec.expected_cost(tokens, len(j.query.images))
+                cost[qi, c] = spec.payload_cost(p)
     bt = {k: v for k, v in (model_params or {}).items() if v is not None}
     sel = select_for_judgments(arrays.Xq, arrays.query_index, arrays.pairs, arrays.y, arrays.weight, names, cost,
                                seed=seed, blocks=[(a, b) for _, a, b in pipeline.spec.blocks()], bt_params=bt)

@@ -132,8 +132,11 @@ def test_expected_cost_covers_the_whole_conversation(router):
 def test_route_of_a_query_is_unchanged(router):
     from mmroute.query import Query
 
+    from mmroute.payload import TOKENS_PER_MESSAGE
+
     d = router.route(Query(text=JOKE))
-    assert d.model == CHEAP and d.n_images == 0 and d.prompt_tokens == 6  # ceil(23 / 4)
+    # ceil(23 / 4) text tokens plus one user turn's framing: what the chat endpoint sends for it
+    assert d.model == CHEAP and d.n_images == 0 and d.prompt_tokens == 6 + TOKENS_PER_MESSAGE
 
 
 def test_payload_counts_every_turn_image_and_tool_call():

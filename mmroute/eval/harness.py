@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, DataFormatError, InvalidInputError
+from ..payload import Payload
 from ..pool import ModelPool
 from ..query import Query
 from . import metrics as mx
@@ -130,7 +131,6 @@ def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None
     A query that occurs several times is merged (scores and costs averaged per model); a query
     missing a score for one of ``models`` (default: every model seen) is dropped and counted.
     """
-    from ..tokens import estimate_text_tokens
 
     if not outcomes:
         raise InvalidInputError("no outcomes to evaluate on")
@@ -190,9 +190,9 @@ def load_eval_set(outcomes: Sequence[Any], *, base_dir: str | Path | None = None
                               "for them and the pool (or LiteLLM's price map) has no prices; pass --pool with "
                               "input_cost_per_token / output_cost_per_token")
         for i, q in enumerate(queries):
-            tokens = estimate_text_tokens(q.text)
+            p = Payload.of_query(q)
             for j in np.nonzero(~from_file[i])[0]:
-                C[i, j] = pool[models[j]].expected_cost(tokens, q.n_images)
+                C[i, j] = pool[models[j]].payload_cost(p)
     return EvalSet(queries=queries, models=models, Q=Q, C=C, cost_from_file=from_file,
                    hashes=list(rows), dropped=dropped)
 
@@ -500,7 +500,6 @@ def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: Mo
                     baselines: Sequence[str] | None = None, progress: bool = False,
                     n_points: int = 256, margin: bool = True) -> EvalReport:
     """Evaluate a trained router on an outcomes set; baselines are K-fold CV'd on the same set."""
-    from ..tokens import estimate_text_tokens
     from ..router import Router
 
     t_start = time.perf_counter()
@@ -521,11 +520,11 @@ def evaluate_router(router_dir: str | Path, outcomes: Sequence[Any], *, pool: Mo
         k=k, seed=seed, progress=progress)
     # the router's own belief about cost: its pool's prices for this prompt (file costs stay the truth)
     for i, q in enumerate(data.queries):
-        tok = estimate_text_tokens(q.text)
+        p = Payload.of_query(q)
         for j, m in enumerate(data.models):
             spec = router.pool[m]
             if spec.prices_known:
-                Chat[i, j] = spec.expected_cost(tok, q.n_images)
+                Chat[i, j] = spec.payload_cost(p)
     config = {"mode": "router", "router": str(router_dir), "encoder": router.pipeline.spec.encoder_spec,
               "baseline_folds": k, "seed": seed, "feature_dim": int(X.shape[1]),
               "seconds": {"encode": round(t_enc, 2), "router_predict": round(t_pred, 3),

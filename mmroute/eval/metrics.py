@@ -22,32 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..policy import CostAwarePolicy, argmax_utility
+from ..policy import default_model as _policy_default_model
 
 _EPS = 1e-12
 
 
 # --------------------------------------------------------------------------------------------- choice
 def choose(P: np.ndarray, Chat: np.ndarray, lam: float) -> np.ndarray:
-    """Per-query model index maximising ``P - lam * Chat``; ties go to the cheaper model.
-
-    Ties matter: a feature-free model predicts the same gap for every query, and binary outcomes
-    make the oracle tie on most queries; breaking them towards the cheaper model is what a
-    cost-aware policy should do and makes the curves deterministic. ``lam = inf`` picks the
-    cheapest model (ties by predicted quality).
+    """Per-query model index maximising ``P - lam * Chat``: :meth:`CostAwarePolicy.choose`, the
+    served rule and its tie rule (ties go to the cheaper model). ``lam = inf`` picks the cheapest
+    model (ties by predicted quality).
     """
-    P = np.asarray(P, dtype=np.float64)
-    Chat = np.asarray(Chat, dtype=np.float64)
     if np.isinf(lam):
-        u = -Chat
-        tie_key = -P
-    else:
-        u = P - lam * Chat
-        tie_key = Chat
-    best = u.max(axis=1, keepdims=True)
-    scale = np.maximum(np.abs(best), 1.0)
-    near = u >= best - 1e-9 * scale
-    key = np.where(near, tie_key, np.inf)
-    return key.argmin(axis=1)
+        return argmax_utility(-np.asarray(Chat, dtype=np.float64), -np.asarray(P, dtype=np.float64))
+    return CostAwarePolicy(float(lam)).choose(P, Chat)
 
 
 def realised(Q: np.ndarray, C: np.ndarray, choice: np.ndarray) -> tuple[float, float]:
@@ -164,14 +153,8 @@ def _switch_curve(Q: np.ndarray, C: np.ndarray, frm: np.ndarray, to: np.ndarray,
 
 
 def default_model(P: np.ndarray, Chat: np.ndarray) -> int:
-    """The model a margin policy falls back to: best mean predicted quality, the cheaper on ties.
-
-    Read from the predictions alone (no outcome), as a deployed router can: it is the model the
-    router itself rates best over the queries it routes.
-    """
-    mean_p = np.asarray(P, dtype=np.float64).mean(axis=0)
-    mean_c = np.asarray(Chat, dtype=np.float64).mean(axis=0)
-    return int(np.lexsort((mean_c, -np.round(mean_p, 12)))[0])
+    """The model a margin policy falls back to: :func:`mmroute.policy.default_model` over all queries."""
+    return _policy_default_model(P, Chat)
 
 
 def margin_sweep(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray | None = None) -> Curve:

@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
-from ..cascade import current_router
+from ..router import current_router
 from ..data.store import FeedbackStore
 from ..errors import ConfigError
 from ..llm.breaker import CircuitBreaker

@@ -28,12 +28,14 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SkipValidation
 
-from ..cascade import current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
+from ..cascade import escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
+from ..constraints import Constraints
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
+from ..router import current_router
 from ..data.store import FeedbackStore
 from ..verify.base import Verifier
 from .nodes import RouterLike, thread_id
@@ -82,6 +84,8 @@ class RoutedChatModel(BaseChatModel):
         decision: a decision already made for this call (what the routing middleware passes):
             its order is used and escalation follows it, without routing again.
         include_context: route on the whole conversation rather than the last user turn.
+        constraints: per-call limits (cost cap, quality floor, required tags, excluded models),
+            the same :class:`~mmroute.constraints.Constraints` the server takes per request.
         feedback_store: where escalations the verifier accepted are stored as judgments
             (``record_escalations``); none is stored without one (the router owns no feedback).
         llm_kwargs: extra kwargs for ``mmroute.llm.complete`` (``max_retries``, ``timeout``, ...).
@@ -97,6 +101,7 @@ class RoutedChatModel(BaseChatModel):
     candidates: list[str] | None = None
     decision: RouteDecision | None = None
     include_context: bool = False
+    constraints: Constraints | None = None
     record_escalations: bool = True
     feedback_store: SkipValidation[FeedbackStore | None] = None
     llm_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -134,16 +139,20 @@ class RoutedChatModel(BaseChatModel):
         return Query.from_messages(messages, include_context=self.include_context, image_policy=policy)
 
     def _pool(self) -> ModelPool:
-        return self.pool if self.pool is not None else current_router(self.router).pool
+        if self.pool is not None:
+            return self.pool
+        assert self.router is not None  # __init__ refuses neither pool nor router
+        return current_router(self.router).pool
 
     def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[RouteDecision | None, list[str]]:
         """The decision and the models to try. Routing filters on the whole call (every turn, every
         image, the bound tools); fixed candidates are checked the same way by ``mmroute.llm``."""
         if self.decision is not None:
             return self.decision, self.decision.ordered
-        if self.candidates:
-            return None, list(self.candidates)
-        decision = route_call(self.router, messages, tools=kwargs.get("tools"), include_context=self.include_context)
+        if self.candidates or self.router is None:
+            return None, list(self.candidates or [])
+        decision = route_call(self.router, messages, tools=kwargs.get("tools"), include_context=self.include_context,
+                              constraints=self.constraints)
         return decision, decision.ordered
 
     def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:

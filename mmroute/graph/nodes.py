@@ -16,15 +16,16 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.types import Command, Overwrite, interrupt
 
-from ..cascade import (RATINGS, WINNERS, Rating, answer_from_state, answer_state, best_answer, current_router,
+from ..cascade import (RATINGS, WINNERS, Rating, answer_from_state, answer_state, best_answer,
                        escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
                        verdict_state, within_budget)
+from ..constraints import Constraints
 from ..data.store import FeedbackStore
 from ..errors import ConfigError, InvalidInputError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
-from ..router import LiveRouter, Router
+from ..router import LiveRouter, Router, current_router
 from ..verify.base import Verifier
 from .state import AnswerState, AttemptState, decision_from_state, decision_to_state, query_state
 
@@ -48,13 +49,14 @@ def latest_query(state: Mapping[str, Any], router: RouterLike | None = None, *, 
     return Query.from_messages(messages, **kwargs)
 
 
-def route_state(router: RouterLike, state: Mapping[str, Any], *, include_context: bool = False) -> RouteDecision:
+def route_state(router: RouterLike, state: Mapping[str, Any], *, include_context: bool = False,
+                constraints: Constraints | None = None) -> RouteDecision:
     """Route ``state["messages"]``: features from the latest user turn (or all, with
     ``include_context``), hard filters over every message the model will be sent."""
     messages = state.get("messages") if isinstance(state, Mapping) else None
     if not messages:
         raise InvalidInputError("the state has no messages to route (expected a 'messages' list with a user turn)")
-    return current_router(router).route(list(messages), include_context=include_context)
+    return current_router(router).route(list(messages), include_context=include_context, constraints=constraints)
 
 
 def thread_id(config: RunnableConfig | None) -> str:
@@ -122,7 +124,8 @@ def resolve_goto(goto: GotoSpec, decision: RouteDecision, pool: ModelPool) -> st
 
 
 def create_router_node(router: RouterLike, *, goto: GotoSpec | None = None, include_context: bool = False,
-                       key: str = "route") -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
+                       key: str = "route", constraints: Constraints | None = None
+                       ) -> Callable[[dict[str, Any]], dict[str, Any] | Command]:
     """A node that routes the latest user turn and stores the decision under ``state[key]``.
 
     The vision / context / cost filters see the whole conversation (an image three turns back
@@ -131,12 +134,13 @@ def create_router_node(router: RouterLike, *, goto: GotoSpec | None = None, incl
     With ``goto`` the node returns ``Command(goto=node)``: a mapping ``{model or tag: node}``
     (tags are a model's ``tags`` in the pool, e.g. tiers like ``"cheap"``; ``"*"`` is the
     default) or a callable ``decision -> node``. Add the node with ``destinations=`` to draw it.
+    ``constraints`` limits every decision (cost cap, quality floor, required tags, exclusions).
     """
     _check_goto(goto, current_router(router).pool)
 
     def route(state: dict[str, Any]) -> dict[str, Any] | Command:
         r = current_router(router)
-        decision = route_state(r, state, include_context=include_context)
+        decision = route_state(r, state, include_context=include_context, constraints=constraints)
         update = {key: decision_to_state(decision)}
         if goto is None:
             return update

@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ConfigError, NoEligibleModelError
-from ..policy import RouteDecision, Scored, decide
+from ..policy import CostAwarePolicy, Policy, RouteDecision, Scored, decide
 
 #: Posterior draws per decision for Thompson / Beta-bandit choice probabilities.
 DEFAULT_SAMPLES = 256
@@ -126,9 +126,20 @@ def _eligible(s: Scored, cost_cap: float | None) -> np.ndarray:
     return ok
 
 
-def _greedy(s: Scored, ok: np.ndarray, lam: float) -> int:
-    u = np.where(ok, np.asarray(s.quality, float) - lam * np.asarray(s.cost, float), -np.inf)
-    return int(np.argmax(u))
+def greedy_policy(policy: "ExplorationPolicy") -> CostAwarePolicy:
+    """The deterministic policy an exploration policy departs from: the served cost-aware rule with
+    the exploration policy's ``lam``, ``margin`` and ``default`` (one rule, :meth:`CostAwarePolicy.choose`)."""
+    return CostAwarePolicy(policy.lam, margin=policy.margin if policy.default else 0.0, default=policy.default)
+
+
+def follow(policy: "ExplorationPolicy", served: Policy) -> None:
+    """Make ``policy``'s greedy step the served router's policy (lambda, margin, default model)."""
+    if isinstance(served, CostAwarePolicy):
+        policy.lam, policy.margin, policy.default = served.lam, served.margin, served.default
+
+
+def _greedy(s: Scored, ok: np.ndarray, policy: "ExplorationPolicy") -> int:
+    return int(greedy_policy(policy).choose(s.quality, s.cost, ok, s.models))
 
 
 def _constrain(p: np.ndarray, greedy: int, ok: np.ndarray, cost: np.ndarray, budget: ExplorationBudget,
@@ -157,6 +168,8 @@ class ExplorationPolicy(Protocol):
 
     name: str
     lam: float
+    margin: float
+    default: str | None
     budget: ExplorationBudget
 
     def choose(self, s: Scored, belief: Belief | None, rng: np.random.Generator) -> Choice: ...
@@ -174,9 +187,11 @@ class GreedyPolicy:
     cost_cap: float | None = None
     budget: ExplorationBudget = field(default_factory=ExplorationBudget)
     name: str = "greedy"
+    margin: float = 0.0  # the served policy's margin and default model (see follow())
+    default: str | None = None
 
     def choose(self, s: Scored, belief: Belief | None, rng: np.random.Generator) -> Choice:
-        g = _greedy(s, _eligible(s, self.cost_cap), self.lam)
+        g = _greedy(s, _eligible(s, self.cost_cap), self)
         c = Choice(g, np.eye(len(s.models))[g], g)
         self.budget.charge(c, np.asarray(s.cost, float))
         return c
@@ -194,6 +209,8 @@ class EpsilonGreedyPolicy:
     cost_cap: float | None = None
     budget: ExplorationBudget = field(default_factory=ExplorationBudget)
     name: str = "epsilon"
+    margin: float = 0.0  # the served policy's margin and default model (see follow())
+    default: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
@@ -201,7 +218,7 @@ class EpsilonGreedyPolicy:
 
     def choose(self, s: Scored, belief: Belief | None, rng: np.random.Generator) -> Choice:
         ok = _eligible(s, self.cost_cap)
-        g = _greedy(s, ok, self.lam)
+        g = _greedy(s, ok, self)
         cost = np.asarray(s.cost, float)
         p = np.where(ok, self.epsilon / ok.sum(), 0.0)
         p[g] += 1.0 - self.epsilon
@@ -247,6 +264,8 @@ class ThompsonPolicy:
     new_min: int = 20
     floor: float = 0.0
     name: str = "thompson"
+    margin: float = 0.0  # the served policy's margin and default model (see follow())
+    default: str | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -258,7 +277,7 @@ class ThompsonPolicy:
         if belief is None:
             raise ConfigError("Thompson sampling needs the score posterior (a Belief)")
         ok = _eligible(s, self.cost_cap)
-        g = _greedy(s, ok, self.lam)
+        g = _greedy(s, ok, self)
         cost = np.asarray(s.cost, float)
         new = is_new(np.asarray(belief.n_seen), ok, self.new_min)
         mean = np.asarray(belief.mean, float).copy()
@@ -269,7 +288,7 @@ class ThompsonPolicy:
             mean = np.where(new, np.maximum(mean, top), mean)
             sd = np.where(new, self.prior_sd, sd)
         draws = mean[None, :] + sd[None, :] * rng.standard_normal((self.samples, len(mean)))
-        u = np.where(ok[None, :], quality_from_scores(draws) - self.lam * cost[None, :], -np.inf)
+        u = np.where(ok[None, :], greedy_policy(self).utility(quality_from_scores(draws), cost, s.models), -np.inf)
         p = np.bincount(np.argmax(u, axis=1), minlength=len(mean)) / self.samples
         if self.floor:
             p = (1 - self.floor) * p + self.floor * ok / ok.sum()
@@ -293,6 +312,8 @@ class BetaBandit:
     prior: tuple[float, float] = (1.0, 1.0)
     max_count: float | None = None
     name: str = "beta-bandit"
+    margin: float = 0.0  # the served policy's margin and default model (see follow())
+    default: str | None = None
     alpha: dict[str, float] = field(default_factory=dict)
     beta: dict[str, float] = field(default_factory=dict)
 
@@ -314,11 +335,11 @@ class BetaBandit:
         ok = _eligible(s, self.cost_cap)
         cost = np.asarray(s.cost, float)
         mean = self.mean(s.models)
-        g = int(np.argmax(np.where(ok, mean - self.lam * cost, -np.inf)))
+        g = int(greedy_policy(self).choose(mean, cost, ok, s.models))
         a = np.array([self.alpha.get(m, self.prior[0]) for m in s.models])
         b = np.array([self.beta.get(m, self.prior[1]) for m in s.models])
         draws = rng.beta(a[None, :], b[None, :], size=(self.samples, len(a)))
-        u = np.where(ok[None, :], draws - self.lam * cost[None, :], -np.inf)
+        u = np.where(ok[None, :], greedy_policy(self).utility(draws, cost, s.models), -np.inf)
         p = np.bincount(np.argmax(u, axis=1), minlength=len(a)) / self.samples
         p = _constrain(p, g, ok, cost, self.budget, None)
         c = Choice(_draw(p, g, rng), p, g)
@@ -327,17 +348,16 @@ class BetaBandit:
 
 
 def exploring_decision(s: Scored, choice: Choice, policy_name: str, knob: float, filtered: dict[str, str], *,
-                       prompt_tokens: int, n_images: int, decision_id: str | None = None) -> RouteDecision:
+                       prompt_tokens: int, n_images: int, decision_id: str | None = None,
+                       base: CostAwarePolicy | None = None) -> RouteDecision:
     """A :class:`RouteDecision` for an exploring choice: the usual explanation and candidates, the
     drawn model, its propensity and the whole distribution, under a fresh decision id."""
-    from ..policy import CostAwarePolicy
-
-    base = decide(s, CostAwarePolicy(knob), filtered, prompt_tokens=prompt_tokens, n_images=n_images)
+    made = decide(s, base or CostAwarePolicy(knob), filtered, prompt_tokens=prompt_tokens, n_images=n_images)
     chosen = s.models[choice.index]
     probs = {m: float(p) for m, p in zip(s.models, choice.probabilities) if p > 0}
-    reason = base.reason if not choice.explored else (
+    reason = made.reason if not choice.explored else (
         f"exploring ({policy_name}, p={choice.propensity:.3f}): {chosen} instead of {s.models[choice.greedy]}; "
-        + base.reason)
-    return base.model_copy(update={"model": chosen, "reason": reason, "policy": policy_name,
+        + made.reason)
+    return made.model_copy(update={"model": chosen, "reason": reason, "policy": policy_name,
                                    "decision_id": decision_id or uuid.uuid4().hex,
                                    "propensity": choice.propensity, "probabilities": probs})

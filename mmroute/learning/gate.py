@@ -43,10 +43,8 @@ class GateResult(BaseModel):
     agreement: float | None = None  # share of logged queries where both routers choose the same model
 
 
-def _choices(router: "Router", X: np.ndarray, eligible: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
-    q = router.quality_from_features(X)
-    u = np.where(eligible, q - lam * cost, -np.inf)
-    return np.argmax(u, axis=1)
+def _choices(router: "Router", X: np.ndarray, eligible: np.ndarray, cost: np.ndarray, policy: CostAwarePolicy) -> np.ndarray:
+    return policy.choose(router.quality_from_features(X), cost, eligible, router.pool.names)
 
 
 def logged_arrays(decisions: "list[LoggedDecision]", models: list[str]) -> tuple[ope.LoggedBandit, np.ndarray, np.ndarray, np.ndarray]:
@@ -85,10 +83,14 @@ def ope_gate(served: "Router", candidate: "Router", log: "DecisionLog", *, confi
     queries = [d.query.to_query() for d in rows]  # type: ignore[union-attr]
     X = served.pipeline.transform(queries)
     bandit, eligible, exp_cost, real_cost = logged_arrays(rows, models)
-    lam = float(served.policy.lam) if isinstance(served.policy, CostAwarePolicy) else 0.0
+    # each router chooses as it would serve (its own lambda, margin, default model); the utility that
+    # judges them is the served router's objective
+    rule = served.policy if isinstance(served.policy, CostAwarePolicy) else CostAwarePolicy(0.0)
+    cand_rule = candidate.policy if isinstance(candidate.policy, CostAwarePolicy) else rule
+    lam = rule.lam
     M = len(models)
-    new = ope.onehot(_choices(candidate, X, eligible, exp_cost, lam), M)
-    old = ope.onehot(_choices(served, X, eligible, exp_cost, lam), M)
+    new = ope.onehot(_choices(candidate, X, eligible, exp_cost, cand_rule), M)
+    old = ope.onehot(_choices(served, X, eligible, exp_cost, rule), M)
     agreement = float((new.argmax(1) == old.argmax(1)).mean())
 
     def diff(rewards: np.ndarray) -> ope.Estimate:

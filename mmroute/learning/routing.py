@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..policy import RouteDecision, Scored, hard_filters
 from ..preference.metrics import expected_quality_from_win
-from .explore import Belief, ExplorationPolicy, exploring_decision
+from .explore import Belief, ExplorationPolicy, exploring_decision, follow, greedy_policy
 
 if TYPE_CHECKING:
     from ..data.decisions import DecisionLog
@@ -75,9 +75,11 @@ class ExploringRouter:
         s = Scored(models=r.pool.names, quality=expected_quality_from_win(win), cost=cost,
                    eligible=np.array([n not in filtered for n in r.pool.names]), win=win)
         with self._lock:
+            follow(self.policy, r.policy)  # the greedy step is the served router's policy, margin included
             choice = self.policy.choose(s, Belief(mean[0], var[0], seen), self.rng)
+            base = greedy_policy(self.policy)
         d = exploring_decision(s, choice, self.policy.name, self.policy.lam, filtered,
-                               prompt_tokens=payload.text_tokens, n_images=payload.n_images)
+                               prompt_tokens=payload.text_tokens, n_images=payload.n_images, base=base)
         if self.log is not None:
             self.log.log(d, q, router_version=r.metadata.get("version_dir"))
         return d

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError, InvalidInputError
 from ..policy import Scored
 from .explore import (Belief, BetaBandit, EpsilonGreedyPolicy, ExplorationBudget, ExplorationPolicy, GreedyPolicy,
-                      ThompsonPolicy, quality_from_scores)
+                      ThompsonPolicy, greedy_policy, quality_from_scores)
 
 if TYPE_CHECKING:
     from ..preference import BradleyTerry
@@ -275,8 +275,8 @@ def run_policy(name: PolicyName, X: np.ndarray, Q: np.ndarray, C: np.ndarray, mo
             if ch.explored:
                 alt = ch.greedy
             else:
-                u = np.where(np.arange(len(names)) == ch.index, -np.inf, quality - cfg.lam * C_hat[active])
-                alt = int(np.argmax(u))
+                others = np.arange(len(names)) != ch.index  # the best other model, by the served rule
+                alt = int(greedy_policy(policy).choose(quality, C_hat[active], others, names))
             b = active[alt]
             if b == a:
                 fb = []

@@ -27,7 +27,7 @@ from ..errors import ConfigError, InvalidInputError, MMRouteError, NoEligibleMod
 from ..llm.breaker import CircuitBreaker
 from ..llm.call import Answer, AnswerStream
 from ..payload import Payload
-from ..policy import CostAwarePolicy, Policy, RouteDecision
+from ..policy import RouteDecision, with_lam
 from ..query import Query
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
@@ -348,18 +348,6 @@ class RouterService:
             raise InvalidInputError(f"the query has {q.n_images} images, over the server's limit of {self.config.max_images}")
         return q
 
-    @staticmethod
-    def _exclusions(router: Router, opts: RouteOptions) -> set[str]:
-        out = set(opts.exclude)
-        for cap in opts.require:
-            if cap == "vision":
-                out |= {m.name for m in router.pool.models if m.supports_vision is not True}
-                continue
-            if not any(cap in m.tags for m in router.pool.models):
-                raise InvalidInputError(f"required capability {cap!r} is neither 'vision' nor a tag of any pool model")
-            out |= {m.name for m in router.pool.models if cap not in m.tags}
-        return out
-
     async def decide(self, messages: Sequence[dict[str, Any]] | None, opts: RouteOptions, *,
                      text: str | None = None, images: Sequence[str] = (),
                      tools: Sequence[dict[str, Any]] | None = None) -> tuple[Router, DecisionRecord]:
@@ -370,25 +358,13 @@ class RouterService:
         finally:
             self.batcher.not_coming()
         x = await self.batcher.features(router.pipeline.transform, q)
-        policy: Policy = CostAwarePolicy(opts.lam) if opts.lam is not None else router.policy
-        exclude = self._exclusions(router, opts)
+        policy = with_lam(router.policy, opts.lam)
         # the features see the last user turn; the filters see everything that will be sent
         payload = Payload.from_messages(messages, tools=tools) if messages is not None else Payload.of_query(q)
         if payload.n_images > self.config.max_images:
             raise InvalidInputError(f"the conversation has {payload.n_images} images, over the server's limit of "
                                     f"{self.config.max_images}")
-        decision = router.route_features(q, x, policy=policy, exclude=sorted(exclude), payload=payload)
-        extra = {c.model for c in decision.candidates if c.eligible and (
-            (opts.max_cost is not None and c.expected_cost > opts.max_cost)
-            or (opts.min_quality is not None and c.quality < opts.min_quality))}
-        if extra:
-            try:
-                decision = router.route_features(q, x, policy=policy, exclude=sorted(exclude | extra), payload=payload)
-            except NoEligibleModelError:
-                raise NoEligibleModelError(
-                    f"no eligible model meets max_cost={opts.max_cost} / min_quality={opts.min_quality} for this query "
-                    f"(cheapest eligible: ${min(c.expected_cost for c in decision.candidates if c.eligible):.6f}, best "
-                    f"predicted quality {max(c.quality for c in decision.candidates if c.eligible):.3f})") from None
+        decision = router.route_features(q, x, policy=policy, constraints=opts.constraints(), payload=payload)
         rec = DecisionRecord(id=DecisionLog.new_id(), query=q, decision=decision, router_version=_version_name(router))
         self.decisions.add(rec)
         self.metrics.decisions_kept.set(len(self.decisions))

@@ -33,12 +33,15 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import CustomRoutingStrategyBase
+from pydantic import ValidationError
 
 from ..errors import InvalidInputError, NoEligibleModelError
 from ..payload import Payload
 from ..query import Query
-from ..router import LiveRouter, Router
+from ..policy import with_lam
+from ..router import LiveRouter, Router, current_router
 from .batching import FeatureBatcher
+from .schemas import RouteOptions
 
 log = logging.getLogger("mmroute.proxy")
 
@@ -51,6 +54,21 @@ def deployment_model(deployment: Deployment) -> str:
     info = deployment.get("model_info") or {}
     name = info.get("mmroute_model") if isinstance(info, dict) else None
     return str(name or (deployment.get("litellm_params") or {}).get("model") or "")
+
+
+def request_options(request_kwargs: dict[str, Any] | None) -> RouteOptions:
+    """The per-request knobs a client sent as ``metadata: {"mmroute": {...}}`` (the server's
+    ``"mmroute"`` options: lam, max_cost, min_quality, require, exclude); none: the router's own."""
+    meta = (request_kwargs or {}).get("metadata")
+    raw = meta.get("mmroute") if isinstance(meta, dict) else None
+    if not isinstance(raw, dict) or "reason" in raw:  # absent, or our own note from a previous pick
+        return RouteOptions()
+    try:
+        return RouteOptions.model_validate(raw)
+    except ValidationError as exc:
+        raise litellm.BadRequestError(f"mmroute: bad metadata.mmroute options: {exc.errors()[0]['msg']} "
+                                      f"({'.'.join(str(x) for x in exc.errors()[0]['loc'])})",
+                                      model=DEFAULT_GROUP, llm_provider="mmroute") from None
 
 
 class MMRouteStrategy(CustomRoutingStrategyBase):
@@ -71,7 +89,7 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
 
     @property
     def router(self) -> Router:
-        return self._source.router if isinstance(self._source, LiveRouter) else self._source
+        return current_router(self._source)
 
     def install(self) -> "MMRouteStrategy":
         self.llm_router.set_custom_routing_strategy(self)
@@ -100,8 +118,10 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
               request_kwargs: dict[str, Any] | None, messages: list[dict[str, Any]]) -> Deployment:
         tools = (request_kwargs or {}).get("tools") if isinstance((request_kwargs or {}).get("tools"), list) else None
         payload = Payload.from_messages(messages, tools=tools)  # the filters see every turn, not only the last
+        opts = request_options(request_kwargs)
         try:
-            decision = router.route_features(q, x, exclude=exclude, payload=payload)
+            decision = router.route_features(q, x, exclude=exclude, payload=payload,
+                                             policy=with_lam(router.policy, opts.lam), constraints=opts.constraints())
         except NoEligibleModelError as exc:
             raise litellm.BadRequestError(f"mmroute: no healthy deployment of {self.model_group} can take this "
                                           f"request: {exc}", model=self.model_group, llm_provider="mmroute") from None

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..constraints import Constraints
+
 ROUTER_MODEL = "mmroute"
 Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
 Rating = Literal["good", "bad"]
@@ -23,24 +25,23 @@ PASS_THROUGH_PARAMS = (
 )
 
 
-class RouteOptions(BaseModel):
-    """Per-request routing knobs, sent as ``"mmroute": {...}`` in the body (OpenAI SDK: ``extra_body``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RouteOptions(Constraints):
+    """Per-request routing knobs, sent as ``"mmroute": {...}`` in the body (OpenAI SDK: ``extra_body``):
+    the core's :class:`~mmroute.constraints.Constraints` plus this request's lambda and cascade switch."""
 
     lam: float | None = Field(None, ge=0, description="quality points per USD for this request (overrides the router's)")
-    max_cost: float | None = Field(None, ge=0, description="USD cap on a candidate's expected cost for this query")
-    min_quality: float | None = Field(None, ge=0, le=1, description="target: only models predicted at least this good")
-    require: tuple[str, ...] = Field((), description="'vision', or pool tags every candidate must carry")
-    exclude: tuple[str, ...] = Field((), description="pool models not to use")
     cascade: bool | None = Field(None, description="verify/escalate (server started with --cascade); default: on there")
 
-    @field_validator("lam", "max_cost", "min_quality")
+    @field_validator("lam")
     @classmethod
-    def _finite(cls, v: float | None) -> float | None:
+    def _finite_lam(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    def constraints(self) -> Constraints:
+        return Constraints(max_cost=self.max_cost, min_quality=self.min_quality, require=self.require,
+                           exclude=self.exclude)
 
 
 class ChatRequest(BaseModel):

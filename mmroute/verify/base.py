@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
-from ..query import Query
+from ..query import MessagesLike, Query, QueryLike
 
 if TYPE_CHECKING:
     from ..pool import ModelPool
@@ -31,7 +31,7 @@ class AnswerLike(Protocol):
 #: what a verifier judges: an answer object (``mmroute.llm.Answer``, a recorded answer), its text, or nothing
 AnswerInput = AnswerLike | str | None
 #: what ``Verifier.verify`` accepts as the query (see ``Query.coerce``)
-QueryInput = Query | str | Mapping[str, Any] | Sequence[Any]
+QueryInput = QueryLike | MessagesLike
 
 
 class Generate(Protocol):
