@@ -148,8 +148,8 @@ class LabelReport:
             f"{self.cannot_take} (query, model) pairs skipped by the hard filters",
             f"judge calls: {self.judge_calls} ({self.judge_failures} failed or unparseable); lines written: "
             f"{self.lines_written}" + (f" ({self.ties} ties); judge-order agreement: {agree}" if self.judge_calls else ""),
-            f"spend: ${self.spent_models_usd + self.spent_judge_usd:.4f} (models ${self.spent_models_usd:.4f}, judge "
-            f"${self.spent_judge_usd:.4f})" + (f" of --max-usd {self.max_usd:g}" if self.max_usd is not None else ""),
+            f"spend: {_usd(self.spent_models_usd + self.spent_judge_usd)} (models {_usd(self.spent_models_usd)}, judge "
+            f"{_usd(self.spent_judge_usd)})" + (f" of --max-usd {self.max_usd:g}" if self.max_usd is not None else ""),
         ]
         if self.unknown_price_calls:
             lines.append(f"note: {self.unknown_price_calls} call(s) had no known price and count $0 (set prices in "
@@ -158,6 +158,10 @@ class LabelReport:
             lines.append("stopped: the budget was reached; the output is valid, and a rerun with a higher "
                          "--max-usd continues where this one stopped")
         return "\n".join(lines + self.notes)
+
+
+def _usd(x: float) -> str:
+    return f"${x:.4f}" if x >= 0.01 or x == 0 else f"${x:.6f}"
 
 
 def _done_ids(out: Path) -> set[str]:
