@@ -142,7 +142,7 @@ def test_unparseable_judge_reply_gives_no_judgment_and_a_rerun_retries(tmp_path)
     replies = iter(["no verdict here"] + ["[[A]]"] * 100)
     _llm(judge=lambda m, p: reply(next(replies)))
     rep = _run(tmp_path, _queries(1), concurrency=1)
-    assert rep.judge_failures == 1 and rep.lines_written == 2
+    assert rep.judge_failures == 1 and rep.lines_written == 2 and "unparseable judge reply" in rep.summary()
     llm = _llm()
     rep2 = _run(tmp_path, _queries(1))
     assert rep2.lines_written == 1 and len(llm.calls_for(JUDGE)) == 2
@@ -298,6 +298,8 @@ def test_for_humans_writes_answer_pairs_without_a_judge(tmp_path):
         assert r["answer_a"].startswith(f"<{r['model_a'].split('/')[1]}>")
         assert r["answer_b"].startswith(f"<{r['model_b'].split('/')[1]}>")
         assert QueryRecord.model_validate(r["query"]).text.startswith("question number")
+    again = label(_queries(3), TEXT_POOL, tmp_path / "pairs.jsonl", judge=None)  # resumes: only the new query
+    assert again.lines_written == 3 and again.queries_done_before == 2
 
 
 def test_output_trains_a_router(tmp_path):

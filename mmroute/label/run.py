@@ -283,7 +283,6 @@ class Labeler:
     def _judge_pair(self, q: Query, a: str, b: str, ans: dict[str, str]) -> Judgment | None:
         assert self.judge is not None and self.judge_pool is not None
         verdicts: list[Verdict] = []
-        replies: list[str] = []
         for a_first in (True, False):
             first, second = (ans[a], ans[b]) if a_first else (ans[b], ans[a])
             got = self._call(pairwise_messages(q, first, second, rubric=self.rubric), self.judge, self.judge_pool,
@@ -291,12 +290,15 @@ class Labeler:
             if got is None and self.budget.stopped:
                 return None
             self._count(judge_calls=1)
-            v = parse_verdict(got.text) if got is not None else None
-            if v is None:
+            if got is None:
                 self._count(judge_failures=1)
                 return None
+            v = parse_verdict(got.text)
+            if v is None:
+                self._count(judge_failures=1)
+                self._note(f"unparseable judge reply (no [[A]] / [[B]] / [[TIE]]): {' '.join(got.text.split())[:160]!r}")
+                return None
             verdicts.append(to_models(v, a_first=a_first))
-            replies.append(got.text if got is not None else "")
         winner, agreed = combine(verdicts[0], verdicts[1])
         return Judgment(query=QueryRecord.from_query(q), model_a=a, model_b=b, winner=winner, source=self.source,
                         id=pair_id(q.content_hash, a, b, self.source), timestamp=time.time(),
