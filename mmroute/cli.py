@@ -362,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_proxy_arguments(px)
         px.set_defaults(func=proxy_command)
 
+    from .label.cli import add_label_arguments, label_command
+
+    lb = sub.add_parser("label", help="judgments for your own queries: your models answer, an LLM judge compares")
+    add_label_arguments(lb)
+    lb.set_defaults(func=label_command)
+
     from .learning.cli import add_simulate_arguments, simulate_command
 
     sm = sub.add_parser("simulate", help="replay an outcomes file online: exploration policies, regret vs oracle")

@@ -422,6 +422,10 @@ class FeedbackStore:
         images = [self._materialise(s, "data_url", None, cache) for s in q.get("images") or []]
         return QueryRecord(text=q.get("text", ""), images=images), data["decision"], float(row[1])
 
+    def decision_ids(self) -> list[str]:
+        """Ids of the stored served decisions, oldest first (``mmroute label --from-store`` samples them)."""
+        return [str(r[0]) for r in self._db.rows("SELECT id FROM served_decisions ORDER BY created, id")]
+
     def count_decisions(self) -> int:
         return int(self._scalar("SELECT COUNT(*) FROM served_decisions"))
 
