@@ -36,7 +36,8 @@ from mmroute.policy import DEFAULT_QUALITY_TOLERANCE, choose_batch, hard_filters
 from mmroute.tokens import estimate_text_tokens  # noqa: E402
 from mmroute.pool import ModelPool, ModelSpec  # noqa: E402
 from mmroute.preference.selection import holdout_mask  # noqa: E402
-from mmroute.training import describe_policy_choice, resolve_image_paths, train_router  # noqa: E402
+from mmroute.data.formats import resolve_image_paths  # noqa: E402
+from mmroute.training import describe_policy_choice, train_router  # noqa: E402
 
 
 def mean_cost_pool(outcomes, models: list[str]) -> ModelPool:

@@ -30,7 +30,7 @@ def _offline_defaults() -> None:
 
 def _read_judgment_files(paths: Sequence[str], strict: bool):
     from .data.formats import read_judgments
-    from .training import resolve_image_paths
+    from .data.formats import resolve_image_paths
 
     out = []
     for p in paths:

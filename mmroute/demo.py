@@ -78,7 +78,8 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .llm.convert import query_to_messages
     from .pool import ModelPool
     from .payload import Payload
-    from .training import resolve_image_paths, retrain, train_router
+    from .data.formats import resolve_image_paths
+    from .training import retrain, train_router
     from .verify import AllOf, ConsistencyVerifier, HeuristicVerifier, llm_generate
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mmroute-demo-"))

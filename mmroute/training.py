@@ -29,18 +29,14 @@ from .query import Query
 from .router import Router
 
 if TYPE_CHECKING:
-    from typing import TypeVar
-
     from .data.decisions import DecisionLog
-    from .data.formats import Judgment, Outcome
+    from .data.formats import Judgment
     from .data.store import FeedbackStore
     from .features import EmbeddingCache, FeaturePipeline
     from .policy import Policy
     from .learning.gate import GateResult
     from .preference.families import Family
     from .preference import BradleyTerry
-
-    _Record = TypeVar("_Record", Judgment, Outcome)  # what resolve_image_paths rewrites, returned as given
 
 
 @dataclass
@@ -85,23 +81,6 @@ def encode_judgments(judgments: Sequence["Judgment"], pipeline: "FeaturePipeline
     y = np.array([j.y for j in judgments], dtype=np.float64)
     w = np.array([float(j.weight) for j in judgments], dtype=np.float64)
     return EncodedJudgments(Xq[qidx], pairs, y, w, qidx, Xq, [str(j.id) for j in judgments])
-
-
-def resolve_image_paths(items: Sequence[_Record], base_dir: str | Path | None) -> list[_Record]:
-    """Make relative image paths absolute against the file they came from, so records from
-    several files can be mixed."""
-    if base_dir is None:
-        return list(items)
-    base = Path(base_dir)
-    out = []
-    for it in items:
-        imgs = it.query.images
-        if any(not (s.startswith(("data:", "http://", "https://")) or Path(s).is_absolute()) for s in imgs):
-            new = [s if s.startswith(("data:", "http://", "https://")) or Path(s).is_absolute() else str(base / s)
-                   for s in imgs]
-            it = it.model_copy(update={"query": it.query.model_copy(update={"images": new})})
-        out.append(it)
-    return out
 
 
 def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipeline", pool: ModelPool | None = None,

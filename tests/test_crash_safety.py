@@ -37,7 +37,8 @@ def test_sigkill_during_publish_never_leaves_a_half_router(tmp_path):
     from mmroute.data.formats import read_judgments
     from mmroute.pool import ModelPool
     from mmroute.router import Router
-    from mmroute.training import resolve_image_paths, train_router
+    from mmroute.data.formats import resolve_image_paths
+    from mmroute.training import train_router
 
     res = read_judgments(EXAMPLE / "judgments.jsonl")
     judgments = resolve_image_paths(res.items, res.base_dir)[:300]

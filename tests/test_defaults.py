@@ -20,7 +20,8 @@ from mmroute.errors import ConfigError, DataFormatError, RoutingWarning
 from mmroute.policy import CostAwarePolicy, calibrate_quality_tolerance, routed_stats
 from mmroute.pool import ModelPool, ModelSpec
 from mmroute.router import Router
-from mmroute.training import resolve_image_paths, train_router
+from mmroute.data.formats import resolve_image_paths
+from mmroute.training import train_router
 
 EXAMPLE = example_dir()
 FAST = {"rank": 4, "l2": 1e-2}  # fixed capacity: skips the held-out grid search

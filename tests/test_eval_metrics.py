@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmroute.errors import InvalidInputError
-from mmroute.eval import metrics as m
+from mmroute import curves as m
 
 
 def _two_model_data(n: int = 1000, seed: int = 0):

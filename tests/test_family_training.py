@@ -55,7 +55,7 @@ def test_image_stats_measure_what_they_say():
 @pytest.fixture(scope="module")
 def judgments():
     from mmroute.data.formats import read_judgments
-    from mmroute.training import resolve_image_paths
+    from mmroute.data.formats import resolve_image_paths
 
     res = read_judgments(EXAMPLE / "judgments.jsonl")
     return resolve_image_paths(res.items, res.base_dir)

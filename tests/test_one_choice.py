@@ -85,7 +85,7 @@ def test_a_single_query_costs_what_the_same_chat_turn_costs():
 
 
 def test_batch_choice_evaluation_and_calibration_agree_with_route(router):
-    from mmroute.eval import metrics
+    from mmroute import curves as metrics
     from mmroute.policy import choose_batch
 
     ref = _reference(router)
@@ -125,7 +125,7 @@ def test_exploration_greedy_step_is_the_served_choice(router):
 
 
 def test_ties_go_to_the_cheaper_model_on_every_path():
-    from mmroute.eval import metrics
+    from mmroute import curves as metrics
     from mmroute.policy import Scored, argmax_utility, decide
 
     quality = np.array([0.5, 0.5, 0.5])

@@ -18,7 +18,8 @@ from mmroute.errors import InvalidInputError
 from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.router import Router
-from mmroute.training import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, resolve_image_paths, retrain, train_router
+from mmroute.data.formats import resolve_image_paths
+from mmroute.training import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, retrain, train_router
 
 EXAMPLE = example_dir()  # the packaged example set
 A, B = "replay/math-text", "replay/tiny-text"

@@ -16,7 +16,8 @@ from mmroute.errors import CheckpointError, FeatureSpecMismatchError, NoEligible
 from mmroute.policy import CostAwarePolicy, ThresholdPolicy
 from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
-from mmroute.training import resolve_image_paths, retrain, train_router
+from mmroute.data.formats import resolve_image_paths
+from mmroute.training import retrain, train_router
 
 EXAMPLE = example_dir()  # the packaged example set
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -414,3 +414,23 @@ def models_in(items: Iterable[Judgment | Outcome]) -> list[str]:
         for n in (it.pair if isinstance(it, Judgment) else it.scores):
             seen.setdefault(n, None)
     return list(seen)
+
+
+_Record = TypeVar("_Record", Judgment, Outcome)  # what resolve_image_paths rewrites, returned as given
+
+
+def resolve_image_paths(items: Sequence[_Record], base_dir: str | Path | None) -> list[_Record]:
+    """Make relative image paths absolute against the file they came from, so records from
+    several files can be mixed."""
+    if base_dir is None:
+        return list(items)
+    base = Path(base_dir)
+    out = []
+    for it in items:
+        imgs = it.query.images
+        if any(not (s.startswith(("data:", "http://", "https://")) or Path(s).is_absolute()) for s in imgs):
+            new = [s if s.startswith(("data:", "http://", "https://")) or Path(s).is_absolute() else str(base / s)
+                   for s in imgs]
+            it = it.model_copy(update={"query": it.query.model_copy(update={"images": new})})
+        out.append(it)
+    return out

@@ -24,6 +24,7 @@ from .formats import (
     outcomes_to_judgments,
     read_judgments,
     read_outcomes,
+    resolve_image_paths,
 )
 from .names import NameCanonicaliser, rename_judgments
 
@@ -92,7 +93,6 @@ class SourceSet:
 def read_source(spec: SourceSpec, *, strict: bool = False, check_images: bool = False) -> tuple[list[Judgment], int, str]:
     """One source's judgments (source = file name, weight × the source's), its bad-line count and
     the reader's one-line summary."""
-    from ..training import resolve_image_paths
 
     kind = spec.kind or detect_kind(spec.path)
     if kind == "outcomes":

@@ -1,7 +1,7 @@
 """Evaluation harness: quality-vs-cost curves of a router against baselines, on the same queries.
 
-``metrics`` (pure numpy: sweeps, monotone curves, auc / pgr_hull / cost_to_match_best, RouteLLM's
-APGR and CPT), ``baselines`` (random, knn, mf, sw_ranking, global), ``harness`` (outcomes ->
+``mmroute.curves`` (pure numpy: sweeps, monotone curves, auc / pgr_hull / cost_to_match_best,
+RouteLLM's APGR and CPT), ``baselines`` (random, knn, mf, sw_ranking, global), ``harness`` (outcomes ->
 arrays, cross-validation, router evaluation, the JSON report), ``plot`` (PNG, optional
 matplotlib) and ``cli`` (``mmroute eval``). See docs/evaluation.md. The package exports what
 evaluating a router takes; the baseline classes and metric helpers are in their modules.
@@ -9,7 +9,7 @@ evaluating a router takes; the baseline classes and metric helpers are in their 
 
 from .baselines import make_baselines
 from .harness import EvalReport, EvalSet, cross_validate, evaluate_router, load_eval_set
-from .metrics import Curve, summarize
+from ..curves import Curve, summarize
 
 __all__ = ["Curve", "EvalReport", "EvalSet", "cross_validate", "evaluate_router", "load_eval_set", "make_baselines",
            "summarize"]

@@ -4,7 +4,7 @@
 They are not routers (no pool, no filters, no policy): each estimates per-query, per-model quality
 and the harness routes on it, hence the ``*Quality`` names (``KNNQuality``, ``RandomQuality``,
 ``BTQuality``, ...). Every baseline outputs a per-query, per-model expected quality so the *same* cost-aware sweep
-(:mod:`mmroute.eval.metrics`) turns each into a curve; only what they learn from differs. Judgments
+(:mod:`mmroute.curves`) turns each into a curve; only what they learn from differs. Judgments
 travel as arrays (:class:`JudgmentArrays`): the row of the training query in ``X``, the two model
 indices, the outcome ``y`` (1 a wins, 0 b wins, 0.5 tie) and a weight. They are the index-only
 form of :class:`mmroute.training.EncodedJudgments` (features gathered per judgment, model names),

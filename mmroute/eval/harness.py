@@ -31,7 +31,7 @@ from ..errors import ConfigError, DataFormatError, InvalidInputError
 from ..payload import Payload
 from ..pool import ModelPool
 from ..query import Query
-from . import metrics as mx
+from .. import curves as mx
 from .baselines import Baseline, BTQuality, FamilyQuality, JudgmentArrays, make_baselines
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ def build_report(data: EvalSet, router_pred: np.ndarray, baseline_preds: dict[st
     five differently fitted models under one threshold would rank queries partly by which fold
     they were in (a feature-free model would switch whole folds at once). The stored curves are
     the pooled ones, for the picture. ``margin`` (N models): every curve, the oracle's too, holds
-    the default-model margin sweep's points besides the ``lam`` sweep's (``mmroute.eval.metrics``).
+    the default-model margin sweep's points besides the ``lam`` sweep's (``mmroute.curves``).
     """
     ref = mx.reference(data.Q, data.C, n_points=n_points, margin=margin)
     groups = [np.arange(data.n)] if folds is None else [np.nonzero(folds == f)[0] for f in np.unique(folds)]

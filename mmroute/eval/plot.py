@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .harness import EvalReport
-from .metrics import curve_at, pareto_front
+from ..curves import curve_at, pareto_front
 
 _STYLE: dict[str, dict[str, Any]] = {
     "router": dict(color="C3", lw=2.4, zorder=5),

@@ -3,7 +3,7 @@
 Log-loss on pairwise judgments is not what a router is judged by: the reported figure is the
 area under the quality-vs-cost curve. So every candidate family is fitted on part of the
 training queries and its predictions on the rest are swept exactly as the evaluation sweeps
-them (:mod:`mmroute.eval.metrics`); the candidate with the largest mean area over the inner
+them (:mod:`mmroute.curves`); the candidate with the largest mean area over the inner
 folds is refitted on all training queries. The feature-free ``global`` and ``mean`` families are
 always candidates, so when held-out queries say the features do not help, the router is the
 leaderboard. ``mmroute train`` and ``mmroute eval --cv`` call the same :func:`select_family`.
@@ -78,7 +78,7 @@ def inner_folds(keys: Sequence[Any], k: int, seed: int = 0) -> np.ndarray:
 
 def routing_area(P: np.ndarray, Q: np.ndarray, C: np.ndarray, Chat: np.ndarray) -> float:
     """Area under the monotone quality-vs-cost curve of predictions ``P`` (the evaluation's ``auc``)."""
-    from ..eval import metrics as mx
+    from .. import curves as mx
 
     ref = mx.reference(Q, C)
     return float(mx.evaluate_predictions(P, Q, C, ref, Chat=Chat)[1]["auc"])

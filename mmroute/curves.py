@@ -1,4 +1,7 @@
-"""Quality-vs-cost metrics for routers, as pure numpy over per-query matrices.
+"""Quality-vs-cost curves of routers, as pure numpy over per-query matrices.
+
+Below both the preference package (family selection scores candidates by them) and the
+evaluation harness, so neither imports the other for them.
 
 Everything here works on three arrays over the same ``n`` queries and ``M`` models:
 
@@ -21,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..policy import CostAwarePolicy, argmax_utility
-from ..policy import default_model as _policy_default_model
+from .errors import InvalidInputError
+from .policy import CostAwarePolicy, argmax_utility
+from .policy import default_model as _policy_default_model
 
 _EPS = 1e-12
 
