@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -314,11 +313,6 @@ def judgment_digest(judgment_id: str) -> str:
     return hashlib.sha256(judgment_id.encode("utf-8")).hexdigest()[:16]
 
 
-def _query_key(j: "Judgment") -> str:
-    # held out by query, so the gate measures new queries, not new pairs on queries trained on
-    return hashlib.sha256(json.dumps([j.query.text, list(j.query.images)]).encode("utf-8")).hexdigest()
-
-
 def fit_family_model(judgments: Sequence["Judgment"], arrays: EncodedJudgments, pipeline: "FeaturePipeline",
                      pool: ModelPool, names: list[str], *, seed: int = 0,
                      model_params: dict[str, Any] | None = None) -> tuple["BradleyTerry | Family", dict[str, Any]]:
@@ -473,7 +467,7 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
         return kept(RetrainReport(False, f"the router's {type(router.model).__name__} cannot be warm-started on new "
                                   "judgments; train a new router with `mmroute train` on all judgments",
                                   n_new, 0, 0, None, None, store_id=sid, note=note))
-    held = holdout_mask([_query_key(j) for _, j in fresh], holdout_fraction, seed)
+    held = holdout_mask([j.query.key for _, j in fresh], holdout_fraction, seed)  # by query: the gate measures new queries
     n_held = int(held.sum())
     if n_held < min_holdout:
         need = math.ceil(min_holdout / holdout_fraction) if holdout_fraction > 0 else None

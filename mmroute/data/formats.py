@@ -78,6 +78,13 @@ class QueryRecord(BaseModel):
             raise PydanticCustomError("empty_query", "query has neither text nor images")
         return self
 
+    @property
+    def key(self) -> str:
+        """Identity of a stored query without loading its images (text and image references): what
+        retraining holds out by and what dataset conversions group by. :attr:`Query.content_hash`
+        is the identity of a loaded query (image bytes)."""
+        return hashlib.sha256(json.dumps([self.text, list(self.images)]).encode("utf-8")).hexdigest()
+
     def to_query(self, base_dir: str | Path | None = None, image_policy: ImagePolicy = DEFAULT_POLICY) -> Query:
         """Load the images (relative paths against ``base_dir``) into a checked :class:`Query`."""
         return Query.build(self.text, self.images, image_policy=image_policy, base_dir=base_dir)

@@ -109,7 +109,7 @@ def outcomes_from_anchor(judgments: Iterable[Any], anchor: str) -> list[Any]:
             continue
         other = j.model_b if j.model_a == anchor else j.model_a
         won = j.y if j.model_a == other else 1.0 - j.y
-        k = j.query.text + "\x00" + "\x00".join(j.query.images)
+        k = j.query.key
         records.setdefault(k, j.query)
         wins.setdefault(k, {}).setdefault(other, []).append(float(won))
     if not wins:
