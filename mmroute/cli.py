@@ -50,7 +50,11 @@ def _report_skipped(path: str, res) -> None:
 def _warnings_to_stderr():
     """Library warnings as one ``warning: ...`` line each, as they happen (not Python's two-line form)."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
-        print(f"warning: {message}", file=sys.stderr)
+        from .errors import UnknownPricesWarning
+
+        # unknown prices break the cost trade-off itself: an error-level line, not one warning among many
+        level = "error" if isinstance(category, type) and issubclass(category, UnknownPricesWarning) else "warning"
+        print(f"{level}: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RoutingWarning)
@@ -68,12 +72,14 @@ def _train(args: argparse.Namespace) -> int:
     from .pool import ModelPool
     from .training import describe_policy_choice, train_router
 
+    if args.pool and not (args.judgments or args.outcomes):
+        return _train_priors(args)
     judgments = _read_training_sources(args)
     if not judgments:
         from .errors import InvalidInputError
 
         raise InvalidInputError("no judgments to train on: give at least one --judgments or --outcomes file "
-                                "with valid lines")
+                                "with valid lines (or only --pool, for a router with priors only)")
     pool = ModelPool.load(args.pool) if args.pool else None
     params = {"rank": args.rank, "l2": args.l2}
     policy_kw = {"target_cost": args.target_cost, "target_strong_share": args.target_strong_share}
@@ -106,6 +112,28 @@ def _train(args: argparse.Namespace) -> int:
         print(f"adapted to {adapt['n_target_queries']} target queries: domain classifier AUC {adapt['domain_auc']:.3f}, "
               f"weights keep {adapt['effective_share']:.0%} of the training queries' effective count")
     print(f"policy: {_policy_text(router.policy)} ({describe_policy_choice(router.metadata.get('policy_choice'))})")
+    return 0
+
+
+def _train_priors(args: argparse.Namespace) -> int:
+    """``mmroute train --pool`` without judgments: a router with priors only, to serve with exploration."""
+    from .policy import CostAwarePolicy
+    from .pool import ModelPool
+    from .router import Router
+    from .training import unknown_prices_message
+
+    pool = ModelPool.load(args.pool, require_prices=False)
+    unpriced = [m.name for m in pool.models if not m.prices_known]
+    if unpriced:
+        print(f"error: {unknown_prices_message(unpriced, len(pool))}", file=sys.stderr)
+    router = Router.from_pool(pool, encoder=args.encoder, seed=args.seed,
+                              policy=CostAwarePolicy(args.lam) if args.lam is not None else None)
+    folder = router.save(args.out)
+    ratings = router.metadata["prior"]["ratings"]
+    print(f"no judgments: a router with priors only for {len(pool)} models; saved {folder}")
+    print("prior ratings (from prices): " + ", ".join(f"{n} {r:+.2f}" for n, r in ratings.items()))
+    print(f"policy: {_policy_text(router.policy)}. Serve it with exploration and retrain it on the feedback "
+          "(`mmroute retrain`); the first retrain chooses lambda by the default rule")
     return 0
 
 
@@ -256,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a router from judgments / outcomes")
+    t = sub.add_parser("train", help="train a router from judgments / outcomes (only --pool: priors only)")
     t.add_argument("--judgments", action="append", metavar="FILE.jsonl",
                    help="pairwise judgments JSONL (repeatable; FILE@W weighs its judgments by W)")
     t.add_argument("--outcomes", action="append", metavar="FILE.jsonl",

@@ -61,3 +61,8 @@ class ProviderError(MMRouteError):
 
 class RoutingWarning(UserWarning):
     """Something will route worse than the user probably expects (unknown prices, untrained names)."""
+
+
+class UnknownPricesWarning(RoutingWarning):
+    """Models whose prices neither LiteLLM nor the pool file know count as $0: the router cannot
+    trade cost for them (one warning for all of them; ``mmroute train`` prints it as an error)."""

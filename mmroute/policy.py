@@ -436,6 +436,14 @@ rounding in a win-rate table, buys most of the savings on the example and Router
 (docs/evaluation.md, "The default policy")."""
 
 
+STABLE_WINDOW = 0.10
+"""Relative change of lambda the default choice must survive: about what message framing tokens do
+to a short prompt's expected cost, or one small retrain to a predicted quality gap."""
+MAX_FLIP_SHARE = 0.05
+"""Share of the training queries allowed to switch model within that window: single queries near
+their own switch point are unavoidable; a cluster of them (a query type) is what must not flip."""
+
+
 class QualityCalibration(BaseModel):
     """How a train-time lambda was chosen, with its effect on the sample queries (kept in the router)."""
 
@@ -451,6 +459,11 @@ class QualityCalibration(BaseModel):
     quality_at_zero: float
     cost_at_zero: float
     n_queries: int
+    boundary: float = Field(0.0, description="the largest lambda within tolerance (or, when every lambda is, the "
+                            "last switch point): lam stays clear of it")
+    window: float = Field(0.0, description="relative lambda change the choice was checked against")
+    flip_share: float = Field(0.0, description="share of the queries whose choice a change of lam by the window "
+                              "either way would switch")
 
 
 def routed_stats(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, lam: float) -> tuple[float, float]:
@@ -461,12 +474,20 @@ def routed_stats(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, la
 
 
 def calibrate_quality_tolerance(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None, *,
-                                tolerance: float = DEFAULT_QUALITY_TOLERANCE, iters: int = 60) -> QualityCalibration:
-    """The largest lambda (least cost) whose routed mean predicted quality on these queries stays
-    within ``tolerance`` of the best single model's.
+                                tolerance: float = DEFAULT_QUALITY_TOLERANCE, iters: int = 60,
+                                window: float = STABLE_WINDOW, max_flip_share: float = MAX_FLIP_SHARE
+                                ) -> QualityCalibration:
+    """The least-cost lambda whose routed mean predicted quality on these queries stays within
+    ``tolerance`` of the best single model's, kept clear of a lambda where many queries switch.
 
     Per query, the chosen model's cost and quality both fall as lambda grows, so the mean quality is
-    monotone in lambda and bisection finds the boundary. Queries no model can take are left out.
+    monotone in lambda and bisection finds the boundary. The boundary itself is a knife edge: it
+    is where the next query switches model, and queries of one kind (same length, same predicted
+    qualities) all switch at nearly the same lambda, so a 0.1 % change of a cost or a quality -
+    message framing tokens, one retrain - flipped a whole query type. So the lambda returned is
+    :func:`stable_lambda` below the boundary: the largest one whose choices a change of ``window``
+    (relative, either way) leaves alone for all but ``max_flip_share`` of the queries. Queries no
+    model can take are left out.
     """
     quality, cost = np.asarray(quality, float), np.asarray(cost, float)
     eligible = np.ones_like(quality, bool) if eligible is None else np.asarray(eligible, bool)
@@ -483,11 +504,14 @@ def calibrate_quality_tolerance(quality: np.ndarray, cost: np.ndarray, eligible:
     target = float(single[ref]) - tolerance
     quality_at_zero, cost_at_zero = routed_stats(quality, cost, eligible, 0.0)
 
-    def result(lam: float) -> QualityCalibration:
+    def result(boundary: float, upper: float | None = None) -> QualityCalibration:
+        lam = stable_lambda(quality, cost, eligible, upper if upper is not None else boundary, window=window,
+                            max_flip_share=max_flip_share) if boundary > 0 else 0.0
         q, c = routed_stats(quality, cost, eligible, lam)
         return QualityCalibration(lam=lam, tolerance=tolerance, reference_model=ref, reference_quality=float(single[ref]),
                                   quality=q, cost=c, quality_at_zero=quality_at_zero, cost_at_zero=cost_at_zero,
-                                  n_queries=len(quality))
+                                  n_queries=len(quality), boundary=boundary, window=window,
+                                  flip_share=flip_share(quality, cost, eligible, lam, window))
 
     if not (cost > 0).any():  # nothing to save: quality alone decides
         return result(0.0)
@@ -508,15 +532,50 @@ def calibrate_quality_tolerance(quality: np.ndarray, cost: np.ndarray, eligible:
                 hi = mid
             else:
                 lo = mid
-        return result(hi * 1.001)
+        # every lambda past the last switch is within tolerance: start the search beyond its window
+        return result(hi, upper=hi * (1 + window) ** 2)
     for _ in range(iters):
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
         if ok(mid):
             lo = mid
         else:
             hi = mid
-    # Stop 0.1 % short of the boundary so last-bit feature differences cannot cross it.
-    return result(lo / 1.001)
+    return result(lo)
+
+
+def flip_share(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, lam: float, window: float) -> float:
+    """Share of the queries whose cost-aware choice differs between ``lam / (1 + window)`` and
+    ``lam * (1 + window)``: each query's choice moves monotonically along lambda, so these are
+    exactly the queries with a switch point within the window."""
+    if lam <= 0:
+        return 0.0
+    lo = choose_batch(quality, cost, eligible, lam / (1 + window))
+    hi = choose_batch(quality, cost, eligible, lam * (1 + window))
+    return float(np.mean(lo != hi))
+
+
+def stable_lambda(quality: np.ndarray, cost: np.ndarray, eligible: np.ndarray, upper: float, *,
+                  window: float = STABLE_WINDOW, max_flip_share: float = MAX_FLIP_SHARE,
+                  decades: float = 3.0) -> float:
+    """The largest lambda <= ``upper`` (on a grid of quarter-window steps down ``decades`` decades)
+    whose :func:`flip_share` is at most ``max_flip_share``; where none is, the one with the least.
+
+    Why not the midpoint between switch points: with thousands of queries every gap between
+    switch points is tiny, though each holds one query; what matters is how many switch at once."""
+    if not (window > 0 and 0 <= max_flip_share <= 1):
+        raise ConfigError(f"need window > 0 and 0 <= max_flip_share <= 1; got {window}, {max_flip_share}")
+    if upper <= 0:
+        return 0.0
+    step = (1 + window) ** 0.25
+    k = int(math.ceil(decades * math.log(10) / math.log(step)))
+    best, best_share = upper, math.inf
+    for lam in upper * step ** -np.arange(k + 1):
+        share = flip_share(quality, cost, eligible, float(lam), window)
+        if share <= max_flip_share:
+            return float(lam)
+        if share < best_share:
+            best, best_share = float(lam), share
+    return best
 
 
 PolicyName = Literal["cost-aware", "threshold"]

@@ -185,7 +185,12 @@ class Router:
                 payload: Payload | None = None) -> RouteDecision:
         p = payload or Payload.of_query(q)
         scored, filtered = self.score(x, p, constraints)
-        return decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
+        d = decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
+        if self.metadata.get("routing") == "priors-only":  # say so: these choices rest on no evidence
+            from .coldstart import PRIORS_REASON
+
+            d = d.model_copy(update={"reason": d.reason + PRIORS_REASON})
+        return d
 
     def calibrate(self, queries: Sequence[QueryLike | MessagesLike], *, target_cost: float | None = None,
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
@@ -200,6 +205,15 @@ class Router:
                                target_strong_share=target_strong_share)
         self.policy = CostAwarePolicy(lam)
         return self.policy
+
+    @classmethod
+    def from_pool(cls, pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: Policy | None = None,
+                  image_policy: ImagePolicy = DEFAULT_POLICY, seed: int = 0) -> "Router":
+        """A router with prior ratings only, for a pool with no judgments yet: serve it with
+        exploration and retrain it on the feedback (:func:`mmroute.coldstart.priors_router`)."""
+        from .coldstart import priors_router
+
+        return priors_router(pool, encoder=encoder, policy=policy, image_policy=image_policy, seed=seed)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:

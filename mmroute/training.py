@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError, RoutingWarning
+from .errors import ConfigError, InvalidInputError, RoutingWarning, UnknownPricesWarning
 from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
 from .policy import (DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy, calibrate_lambda,
@@ -223,8 +223,25 @@ def _complete_pool(pool: ModelPool, arrays: EncodedJudgments, judgments: Sequenc
                    + (" (it gets no image queries)" if spec.supports_vision is None else "")
                    + "; set them in the pool file")
             notes.append(msg)
-            warnings.warn(msg, RoutingWarning, stacklevel=3)
+            rest = [w for w in unknown if w != "prices"]  # prices: the one warning below, for every model at once
+            if rest:
+                warnings.warn(f"{spec.name}: {', '.join(rest)} unknown to LiteLLM and the pool file"
+                              + (" (it gets no image queries)" if spec.supports_vision is None else "")
+                              + "; set them in the pool file", RoutingWarning, stacklevel=3)
+    unpriced = [spec.name for spec in pool.models if not spec.prices_known]
+    if unpriced:
+        warnings.warn(unknown_prices_message(unpriced, len(pool)), UnknownPricesWarning, stacklevel=3)
     return pool, notes
+
+
+def unknown_prices_message(unpriced: Sequence[str], n_models: int) -> str:
+    """The one message for models nobody knows the price of: what it breaks and the fix."""
+    scope = "every model" if len(unpriced) == n_models else f"{len(unpriced)} of {n_models} models"
+    effect = ("the router cannot trade cost at all (lambda has nothing to act on)" if len(unpriced) == n_models
+              else "the router treats them as free and cannot steer traffic to or away from them on cost")
+    return (f"prices unknown for {scope} ({_few(unpriced)}): LiteLLM does not know them and no pool file set them, "
+            f"so they count as $0 and {effect}. Fix: a pool file (--pool) that sets input_cost_per_token and "
+            "output_cost_per_token for each model (training names under 'aliases')")
 
 
 def _few(names: Sequence[str], k: int = 4) -> str:
@@ -286,12 +303,17 @@ def describe_policy_choice(choice: dict[str, Any] | None) -> str:
     method = choice.get("method")
     if method == "given":
         return "given explicitly at training"
+    if method == "prior":
+        return "priors only, no judgments yet: chosen by the default rule at the first retrain"
     figures = (f"on {choice.get('n_queries')} training queries: predicted quality {choice['quality']:.3f} at "
                f"${choice['cost']:.6f}/query vs {choice['quality_at_zero']:.3f} at ${choice['cost_at_zero']:.6f} "
                "with lambda=0")
     if method == "quality-tolerance":
         head = (f"least cost keeping predicted quality within {choice['tolerance']:g} of the best single model "
                 f"{choice['reference_model']} ({choice['reference_quality']:.3f})")
+        if choice.get("boundary"):
+            head += (f", {choice['window']:.0%} clear of a lambda switching more than a few queries at once "
+                     f"(edge {choice['boundary']:.4g})")
     elif method == "target-cost":
         head = f"calibrated to ${choice['target_cost']:g}/query"
     elif method == "target-strong-share":
@@ -496,16 +518,17 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
             return kept(RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
                                       f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
                                       store_id=sid, n_carried=len(carried), note=note))
-    ope_result = _ope_check(router, candidate, feedback, decisions, ope_confidence, seed)
+    policy, choice = _rechosen_policy(router, candidate, arrays, [j for _, j in rows])
+    ope_result = _ope_check(router, candidate, feedback, decisions, ope_confidence, seed, policy=policy)
     if ope_result is not None and not ope_result.accepted:
         return kept(RetrainReport(False, ope_result.reason, n_new, len(train), len(test), old_ll, new_ll,
                                   store_id=sid, n_carried=len(carried), note=note, ope=ope_result))
     trained = sorted(set(router.metadata.get(TRAINED_KEY) or []) | {judgment_digest(i) for i in train.ids})
     bookmark = {"store_id": sid, "seq": covered, "held_out": list(test.ids)}
-    fresh_router = Router(router.pipeline, candidate, router.pool, router.policy,
+    fresh_router = Router(router.pipeline, candidate, router.pool, policy,
                           metadata={**{k: v for k, v in router.metadata.items()
                                        if k not in ("version_dir", "store_watermark")},
-                                    BOOKMARK_KEY: bookmark, TRAINED_KEY: trained,
+                                    **choice, BOOKMARK_KEY: bookmark, TRAINED_KEY: trained,
                                     "retrained_from": router.metadata.get("version_dir"),
                                     "n_retrain_judgments": len(train)})
     why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s), trained on {len(train)}"
@@ -515,6 +538,34 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
     return RetrainResult(fresh_router, RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, None,
                                                      covered, store_id=sid, n_carried=len(carried), note=note,
                                                      ope=ope_result))
+
+
+#: Policy-choice methods a retrain re-applies: lambda follows the new predictions (see _rechosen_policy).
+RECHOSEN_METHODS = ("quality-tolerance", "prior")
+
+
+def _rechosen_policy(router: Router, candidate: "BradleyTerry", arrays: EncodedJudgments,
+                     judgments: Sequence["Judgment"]) -> tuple["Policy", dict[str, Any]]:
+    """The candidate's policy, and the metadata to update: lambda chosen again, by the same rule
+    and tolerance, on the queries of this retrain, when the router's lambda came from the default
+    rule (or from priors only); any other policy (given, or a cost or share target) is kept.
+
+    Why: the default lambda is derived from the predictions; kept after they move, it no longer
+    means "within the tolerance of the best model", and feedback saying the cheap choice loses
+    on some queries would raise that model's predicted gap there without changing the choice.
+    The queries of the new judgments are the most recent sample of the traffic there is."""
+    choice = router.metadata.get("policy_choice") or {}
+    if choice.get("method") not in RECHOSEN_METHODS or not isinstance(router.policy, CostAwarePolicy):
+        return router.policy, {}
+    cand = Router(router.pipeline, candidate, router.pool, router.policy)
+    new = choose_default_policy(cand, arrays, judgments,
+                                quality_tolerance=float(choice.get("tolerance", DEFAULT_QUALITY_TOLERANCE)),
+                                margin=router.policy.margin)
+    new["rechosen_from"] = {"method": choice.get("method"), "lam": router.policy.lam}
+    meta: dict[str, Any] = {"policy_choice": new}
+    if router.metadata.get("routing") == "priors-only":
+        meta["routing"] = "trained"
+    return cand.policy, meta
 
 
 def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,
@@ -535,7 +586,8 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
 
 
 def _ope_check(router: Router, candidate: "BradleyTerry", feedback: "FeedbackStore | Sequence[Judgment]",
-               decisions: "DecisionLog | None", confidence: float | None, seed: int) -> "GateResult | None":
+               decisions: "DecisionLog | None", confidence: float | None, seed: int,
+               policy: "Policy | None" = None) -> "GateResult | None":
     """The off-policy gate when decisions were logged (passed in, or in a SQLite store's file); else None."""
     if confidence is None:
         return None
@@ -547,5 +599,5 @@ def _ope_check(router: Router, candidate: "BradleyTerry", feedback: "FeedbackSto
         if not isinstance(path, Path) or not has_decisions(path):
             return None
         decisions = DecisionLog(path)
-    cand = Router(router.pipeline, candidate, router.pool, router.policy)
+    cand = Router(router.pipeline, candidate, router.pool, policy or router.policy)
     return ope_gate(router, cand, decisions, confidence=confidence, seed=seed)

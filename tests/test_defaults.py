@@ -17,7 +17,7 @@ from mmroute.cli import main
 from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments
 from mmroute.errors import ConfigError, DataFormatError, RoutingWarning
-from mmroute.policy import CostAwarePolicy, calibrate_quality_tolerance, routed_stats
+from mmroute.policy import CostAwarePolicy, calibrate_quality_tolerance, choose_batch, routed_stats
 from mmroute.pool import ModelPool, ModelSpec
 from mmroute.router import Router
 from mmroute.data.formats import resolve_image_paths
@@ -49,8 +49,10 @@ def test_quality_tolerance_calibration_on_known_numbers():
     assert loose.quality == pytest.approx(0.80) and loose.cost == pytest.approx(0.1)  # cheap everywhere
     tight = calibrate_quality_tolerance(quality, cost, tolerance=0.01)
     assert tight.quality == pytest.approx(0.85) and tight.cost == pytest.approx(1.0)   # strong everywhere
-    assert tight.lam > 0  # as far as it can go without switching: 0.05 / 0.9 quality points per USD
-    assert tight.lam == pytest.approx(0.05 / 0.9, rel=0.01) and tight.lam < 0.05 / 0.9
+    # the edge is where both queries switch (0.05 / 0.9 quality points per USD); the lambda stays a
+    # window (10 %) below it, so a small change of a cost or a quality gap cannot flip them
+    assert tight.boundary == pytest.approx(0.05 / 0.9, rel=1e-6)
+    assert tight.boundary / 1.1 / 1.03 < tight.lam <= tight.boundary / 1.1 and tight.flip_share == 0.0
     assert routed_stats(quality, cost, np.ones_like(quality, bool), 0.05 / 0.9 * 1.01)[0] < 0.85 - 0.01
 
 
@@ -62,10 +64,32 @@ def test_quality_tolerance_stays_within_tolerance_of_best_single_model():
     cal = calibrate_quality_tolerance(quality, cost, eligible, tolerance=0.02)
     assert cal.quality >= cal.reference_quality - 0.02 - 1e-9
     assert cal.cost < cal.cost_at_zero
-    # a little more lambda would break the tolerance: this is the least cost that keeps it
-    assert routed_stats(quality, cost, eligible, cal.lam * 1.05)[0] < cal.reference_quality - 0.02
+    # a little more lambda than the edge would break the tolerance; lambda is at or below the edge, where
+    # a 10 % change of lambda either way switches at most 5 % of the queries
+    assert routed_stats(quality, cost, eligible, cal.boundary * 1.05)[0] < cal.reference_quality - 0.02
+    assert cal.lam <= cal.boundary and cal.flip_share <= 0.05 and cal.window == 0.1
     with pytest.raises(ConfigError, match="tolerance"):
         calibrate_quality_tolerance(quality, cost, tolerance=-1)
+
+
+def test_default_lambda_keeps_clear_of_a_query_type_switching_at_once():
+    # 60 queries of one type (same predicted qualities and costs up to 0.2 %) and 40 others: at the edge
+    # of the tolerance the whole type switches at once; the boundary lambda left it one rounding error
+    # from flipping (issue 19: "a utility gap of 0.0005")
+    rng = np.random.default_rng(1)
+    typed = np.tile([0.95, 0.60], (60, 1)), np.c_[np.full(60, 1.2e-3) * rng.uniform(1, 1.002, 60), np.full(60, 1.8e-4)]
+    other = np.tile([0.50, 0.90], (40, 1)), np.tile([1.2e-3, 1.8e-4], (40, 1))
+    quality, cost = np.vstack([typed[0], other[0]]), np.vstack([typed[1], other[1]])
+    cal = calibrate_quality_tolerance(quality, cost)
+    ok = np.ones_like(quality, bool)
+    assert routed_stats(quality, cost, ok, cal.boundary * 1.01)[0] < cal.reference_quality - 0.02  # the edge
+    assert 0 < (choose_batch(quality, cost, ok, cal.boundary)[:60] == 1).sum() < 60  # inside the type
+    assert cal.flip_share == 0.0 and cal.lam <= cal.boundary / 1.1
+    # the choice survives a 5 % change of every cost either way: the utility gap is not a rounding error
+    for f in (0.95, 1.05):
+        assert np.array_equal(choose_batch(quality, cost * f, ok, cal.lam), choose_batch(quality, cost, ok, cal.lam))
+    pick = choose_batch(quality, cost, ok, cal.lam)
+    assert (pick[:60] == 0).all() and (pick[60:] == 1).all()
 
 
 def test_default_policy_trades_cost_and_says_how(default_router: Router):
@@ -117,7 +141,7 @@ def _synthetic_judgments() -> list[Judgment]:
 
 
 def test_vision_is_inferred_from_judgments_on_image_queries():
-    with pytest.warns(RoutingWarning, match="acme/words: prices, vision support, context window unknown"):
+    with pytest.warns(RoutingWarning, match="acme/words: vision support, context window unknown"):
         r = train_router(_synthetic_judgments(), encoder="clip:tiny", model_params=FAST)
     assert r.pool["acme/eye-big"].supports_vision is True and r.pool["acme/eye-small"].supports_vision is True
     assert r.pool["acme/words"].supports_vision is None  # never judged on an image: still unknown
@@ -345,7 +369,10 @@ def test_cli_train_warns_on_stderr_and_reports_inferred_vision(tmp_path: Path, c
                  "--rank", "4", "--l2", "0.01", "--quiet"]) == 0
     cap = capsys.readouterr()
     assert "inferred: acme/eye-big: supports_vision=True inferred" in cap.out
-    assert "warning: acme/words: prices, vision support, context window unknown" in cap.err
+    assert "warning: acme/words: vision support, context window unknown" in cap.err
+    # unknown prices: one error-level line for every model at once, with the fix, not one per model
+    assert cap.err.count("error: prices unknown for every model") == 1 and "sets input_cost_per_token" in cap.err
+    assert "warning: acme/words: prices" not in cap.err
 
 
 def test_train_records_the_best_rated_model_and_a_margin_keeps_queries_on_it(default_router: Router):

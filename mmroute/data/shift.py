@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ..errors import ConfigError, DataFormatError, InvalidInputError
+from ..preference.metrics import sigmoid
 from ..query import Query
 
 
@@ -79,7 +80,7 @@ def shift_weights(X_train: np.ndarray, X_target: np.ndarray, *, components: int 
     beta = np.zeros(F.shape[1])
     for _ in range(iters):
         z = F @ beta
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = sigmoid(z)
         g = F.T @ (cw * (p - y)) + reg * beta
         H = (F * (cw * p * (1 - p))[:, None]).T @ F + np.diag(reg + 1e-9)
         step = np.linalg.solve(H, g)
@@ -87,7 +88,7 @@ def shift_weights(X_train: np.ndarray, X_target: np.ndarray, *, components: int 
         if np.max(np.abs(step)) < 1e-8:
             break
     logit = F @ beta
-    w = np.exp(logit[: len(Xs)])
+    w = np.exp(np.minimum(logit[: len(Xs)], 700.0))  # clipped below anyway; no overflow
     med = float(np.median(w))
     w = np.clip(w, med / clip, med * clip)
     w = w / w.mean()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..preference.metrics import expected_quality_from_scores
+from ..preference.metrics import expected_quality_from_scores, sigmoid
 
 if TYPE_CHECKING:
     from ..training import EncodedJudgments
@@ -262,7 +262,7 @@ class MatrixFactorization:
         U = F @ p["W"].T                                # (B, d)
         dp = Ph[win] - Ph[lose]                         # (B, d)
         z = (dp * U) @ p["w2"]                          # (B,)
-        g = (w * (1.0 / (1.0 + np.exp(-z)) - 1.0) / w.sum()).astype(np.float32)  # d mean-BCE / dz
+        g = (w * (sigmoid(z) - 1.0) / w.sum()).astype(np.float32)  # d mean-BCE / dz
         gw2 = (g[:, None] * dp * U).sum(axis=0)
         gU = g[:, None] * (p["w2"][None, :] * dp)
         gW = gU.T @ F
@@ -338,7 +338,7 @@ def bt_newton(A: np.ndarray, ridge: float = 1e-4, steps: int = 30) -> np.ndarray
     eye = np.eye(M)[None]
     for _ in range(steps):
         d = theta[:, :, None] - theta[:, None, :]
-        p = 1.0 / (1.0 + np.exp(-d))
+        p = sigmoid(d)
         grad = (A - N * p).sum(axis=2) - lam * theta
         Wt = N * p * (1.0 - p)
         H = Wt.sum(axis=2)[:, :, None] * eye - Wt + lam[:, :, None] * eye   # negative Hessian

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ConfigError, NoEligibleModelError
 from ..policy import CostAwarePolicy, Policy, RouteDecision, Scored, decide
+from ..preference.metrics import expected_quality_from_scores
 
 #: Posterior draws per decision for Thompson / Beta-bandit choice probabilities.
 DEFAULT_SAMPLES = 256
@@ -230,11 +231,7 @@ class EpsilonGreedyPolicy:
 
 def quality_from_scores(S: np.ndarray) -> np.ndarray:
     """(..., M) scores -> each model's mean win probability against the others (0.5 for one model)."""
-    M = S.shape[-1]
-    if M == 1:
-        return np.full_like(S, 0.5)
-    P = 1.0 / (1.0 + np.exp(-(S[..., :, None] - S[..., None, :])))
-    return (P.sum(axis=-1) - 0.5) / (M - 1)
+    return expected_quality_from_scores(S)
 
 
 def is_new(n_seen: np.ndarray, eligible: np.ndarray, new_min: int) -> np.ndarray:

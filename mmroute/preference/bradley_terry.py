@@ -64,7 +64,7 @@ from mmroute.preference.calibration import fit_temperature, pairwise_nll
 from mmroute.preference.config import BradleyTerryConfig
 from mmroute.preference.laplace import accumulate_curvature, anchored_update
 from mmroute.preference.loss import l2_of
-from mmroute.preference.metrics import expected_quality_from_scores, pairwise_accuracy, win_probabilities
+from mmroute.preference.metrics import expected_quality_from_scores, pairwise_accuracy, sigmoid, win_probabilities
 from mmroute.preference.pairs import Judgments, Params, margins
 from mmroute.preference.solvers import minimise
 from mmroute.preference.validation import check_features, check_labels, check_pairs, check_weights
@@ -339,7 +339,38 @@ class BradleyTerry:
                           f"{time.perf_counter() - t0:.2f}s")
         return self
 
-    # ------------------------------------------------------------------ incremental
+    @classmethod
+    def from_ratings(cls, ratings: dict[str, float], n_features: int, *, strength: float = 1.0,
+                     **params: Any) -> BradleyTerry:
+        """A fitted model from prior ratings alone: no judgments yet, ``v = 0`` (no feature
+        dependence), each rating anchored with curvature ``strength`` (in judgments' units: one
+        judgment at even odds adds 1/4), so :meth:`partial_fit` treats the prior like old data and
+        :meth:`score_variance` is wide. ``weight_seen_`` is 0 until the first judgments, which
+        also set the feature standardisation (there were no features to take it from)."""
+        model = cls(**params)
+        model._cfg = model._config()
+        names = [str(m) for m in ratings]
+        if not names or len(set(names)) != len(names) or not all(names):
+            raise InvalidInputError(f"ratings need distinct, non-empty model names; got {names}")
+        vals = [float(ratings[m]) for m in names]
+        if not all(math.isfinite(v) for v in vals) or not (strength > 0 and math.isfinite(strength)):
+            raise InvalidInputError(f"ratings and strength must be finite (strength > 0); got {vals}, {strength}")
+        if n_features < 1:
+            raise InvalidInputError(f"n_features must be >= 1, got {n_features}")
+        model.models_ = names
+        model._index = {m: i for i, m in enumerate(names)}
+        model._mean, model._inv_scale = torch.zeros(n_features), torch.ones(n_features)
+        model._init_params(n_features, len(names), torch.Generator().manual_seed(int(model._cfg.seed)))
+        model._b = torch.tensor(vals, dtype=torch.float32)
+        model._precision = {k: torch.zeros_like(v) for k, v in model._params().named().items()}
+        model._precision["b"] = torch.full((len(names),), float(strength))
+        model.n_features_in_ = n_features
+        model.temperature_ = 1.0
+        model.n_seen_ = {m: 0 for m in names}
+        model.weight_seen_ = 0.0
+        model._fitted = True
+        return model
+
     # ------------------------------------------------------------------ incremental
     def add_models(self, names: Iterable[str]) -> BradleyTerry:
         """Add models with no judgments yet: rating = mean rating, ``v = 0`` (so, until judged, they
@@ -389,8 +420,12 @@ class BradleyTerry:
         self._cfg = cfg
         X, pairs, y, w = self._usable(X, pairs, y, sample_weight)
         self.add_models(list(pairs[:, 0]) + list(pairs[:, 1]))
+        steps = cfg
+        if self.weight_seen_ == 0:  # priors only (from_ratings): the first features standardise, a full solve
+            self._mean, self._inv_scale = self._standardisation(X)
+            steps = cfg.model_copy(update={"update_steps": max(cfg.update_steps, cfg.max_epochs)})
         data = Judgments(X, *self._indices(pairs), y, w)
-        new = anchored_update(self._params(), self._precision, data, cfg, self.weight_seen_)
+        new = anchored_update(self._params(), self._precision, data, steps, self.weight_seen_)
         self._b, self._V = new["b"], new["V"]
         self._head = {k[5:]: v for k, v in new.items() if k.startswith("head.")}
         self.weight_seen_ = self.weight_seen_ + data.weight
@@ -427,7 +462,7 @@ class BradleyTerry:
     def predict_proba(self, X: ArrayLike, pairs: ArrayLike) -> np.ndarray:
         """``P(a beats b | q)`` for each row: shape (n,), temperature applied."""
         z = self._pair_margins(X, pairs) / self.temperature_
-        return 1.0 / (1.0 + np.exp(-z))
+        return sigmoid(z)
 
     def win_matrix(self, x: ArrayLike) -> np.ndarray:
         """(M, M) matrix of ``P(row model beats column model)`` for one query; diagonal 0.5,

@@ -14,6 +14,8 @@ import numpy as np
 #: Temperatures outside this range mean the scores are useless (T -> inf) or the data are
 #: separable (T -> 0); clamping keeps the probabilities finite either way.
 T_BOUNDS: tuple[float, float] = (0.02, 50.0)
+#: Weight of the pseudo-ties :func:`fit_temperature` adds (one pseudo-win and one pseudo-loss).
+PRIOR_TIES = 2.0
 
 
 def pairwise_nll(margins: np.ndarray, y: np.ndarray, w: np.ndarray, temperature: float) -> float:
@@ -34,20 +36,33 @@ def fit_temperature(
     w: np.ndarray,
     bounds: tuple[float, float] = T_BOUNDS,
     tol: float = 1e-6,
+    prior_ties: float = PRIOR_TIES,
 ) -> float:
-    """Temperature minimising held-out NLL, by golden-section search on ``log T``.
+    """Temperature minimising held-out NLL plus a weak prior, by golden-section search on ``log T``.
 
-    The NLL is convex in ``1/T`` (a one-parameter logistic regression through the origin), hence
-    unimodal in ``log T``, so a bracketing search finds the global optimum inside ``bounds``
-    without gradients or scipy.
+    The prior is ``prior_ties`` pseudo-judgments, ties, spread over the held-out margins (each
+    margin gets its weight's share). Why: when every held-out judgment is predicted right (a few
+    dozen judgments from a consistent judge often are) the plain NLL falls all the way to
+    ``T -> 0`` - the calibration *sharpened* scores that were already saturated, and predictions
+    came out as exactly 1.000 / 0.000, which no later feedback could move. With the pseudo-ties,
+    ``n`` right held-out judgments give ``P ~ 1 - 1/(n + 2)`` (Laplace's rule of succession) and
+    large held-out sets are barely affected. The objective stays convex in ``1/T``, hence
+    unimodal in ``log T``, so a bracketing search finds the optimum inside ``bounds`` without
+    gradients or scipy.
     """
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     margins = np.asarray(margins, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
 
+    total = float(np.sum(w))
+    share = w / total if total > 0 else w
+    half = np.full_like(y, 0.5)
+
     def f(log_t: float) -> float:
-        return pairwise_nll(margins, y, w, math.exp(log_t))
+        t = math.exp(log_t)
+        return (total * pairwise_nll(margins, y, w, t) + prior_ties * pairwise_nll(margins, half, share, t)) / (
+            total + prior_ties)
 
     inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = lo, hi

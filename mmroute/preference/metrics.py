@@ -9,10 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow for any finite ``z`` (``exp`` only of ``-|z|``)."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def win_probabilities(scores: np.ndarray) -> np.ndarray:
     """``P(row beats column) = sigmoid(s_row - s_col)`` for (..., M) scores -> (..., M, M)."""
     diff = scores[..., :, None] - scores[..., None, :]
-    return 1.0 / (1.0 + np.exp(-diff))
+    return sigmoid(diff)
 
 
 def expected_quality_from_win(P: np.ndarray) -> np.ndarray:
