@@ -56,10 +56,13 @@ def route_call(router: Any, messages: Sequence[Any], *, tools: Sequence[Any] | N
     """Route one model call: features from the latest user turn (all turns with
     ``include_context``), hard filters on everything sent (``system``: a prompt string or a system
     message of any dialect; every turn and image; the bound tools)."""
+    from .learning.routing import ExploringRouter
+
     r = current_router(router)
     query = Query.from_messages(messages, include_context=include_context, image_policy=r.image_policy)
     head = [{"role": "system", "content": system} if isinstance(system, str) else system] if system is not None else []
-    return r.route(query, payload=Payload.from_messages(head + list(messages), tools=tools))
+    chooser = router if isinstance(router, ExploringRouter) else r  # an exploring router draws, with its propensity
+    return chooser.route(query, payload=Payload.from_messages(head + list(messages), tools=tools))
 
 
 def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:

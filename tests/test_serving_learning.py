@@ -323,3 +323,19 @@ def test_budget_is_shared_across_router_versions(folder):
         assert er.route(f"r {i}").knob == 0.0  # the new version's lambda
     budget = er.policy.budget
     assert budget.decisions == 40 and budget.explored <= 0.25 * 40 + 1
+
+
+def test_routed_chat_model_explores_and_logs_with_the_same_setting(folder, tmp_path, scripted):
+    from mmroute.graph import RoutedChatModel
+
+    image = {"role": "user", "content": [{"type": "text", "text": "what is it?"},
+                                         {"type": "image_url", "image_url": {"url": png_url((1, 2, 3))}}]}
+    with FeedbackStore(tmp_path / "fb.sqlite") as store:
+        chat = RoutedChatModel(router=LiveRouter(folder), explore=epsilon(1.0), feedback_store=store, llm_kwargs=FAST)
+        text = [chat.invoke(f"question {i}").response_metadata for i in range(12)]
+        images = [chat.invoke([image]).response_metadata for _ in range(6)]
+        logged = {d.id: d for d in store.decisions.iter()}
+    assert {m["routed_model"] for m in text} - {CHEAP} and all(0 < m["propensity"] <= 1 for m in text)
+    assert all(m["routed_model"] != CHEAP for m in images)
+    assert set(logged) == {m["decision_id"] for m in text + images}
+    assert all(logged[m["decision_id"]].propensity == m["propensity"] for m in text)

@@ -158,6 +158,7 @@ def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=4000, help="port the proxy listens on (default 4000)")
     p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
+    add_explore_arguments(p)
 
 
 def proxy_command(args: argparse.Namespace) -> int:
@@ -168,7 +169,7 @@ def proxy_command(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.config):
         raise ConfigError(f"LiteLLM config not found: {args.config}")
     router = load_router(args.router)
-    app = proxy_app(os.path.abspath(args.config), router, model_group=args.model_group)
+    app = proxy_app(os.path.abspath(args.config), router, model_group=args.model_group, explore=explore_settings(args))
     print(f"mmroute: LiteLLM proxy on http://{args.host}:{args.port} (model group {args.model_group!r} routed by "
           "mmroute)", file=sys.stderr)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
