@@ -339,3 +339,41 @@ def test_routed_chat_model_explores_and_logs_with_the_same_setting(folder, tmp_p
     assert all(m["routed_model"] != CHEAP for m in images)
     assert set(logged) == {m["decision_id"] for m in text + images}
     assert all(logged[m["decision_id"]].propensity == m["propensity"] for m in text)
+
+
+def test_two_replicas_on_one_postgres_store_retrain_once_and_both_reload(folder, postgres_url, scripted, monkeypatch):
+    """Two servers on one PostgreSQL store and one router folder, both with ``--retrain-every 4``:
+    the advisory lock lets exactly one retrain and publish; both serve the new version after.
+    Each retrain is slowed by a second, so without the lock both would retrain v0001 and publish."""
+    import mmroute.training
+
+    real = mmroute.training.retrain_router
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmroute.training, "retrain_router", slow)
+    stores = [FeedbackStore(postgres_url) for _ in range(2)]
+    apps = [create_app(LiveRouter(folder), store=s, config=ServerConfig(reload_interval_s=0.2), llm_kwargs=FAST,
+                       retrainer=Retrainer(folder, s, RetrainSettings(every=4, poll_s=0.1, **UNGATED)))
+            for s in stores]
+    try:
+        with BackgroundServer(apps[0]) as a, BackgroundServer(apps[1]) as b:
+            for srv in (a, b, a, b):  # judgments arrive through both replicas
+                _judge(srv, 1)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(
+                    httpx.get(s.url + "/healthz").json()["router_version"] != "v0002" for s in (a, b)):
+                time.sleep(0.1)
+            time.sleep(1.0)  # let a late second attempt show itself
+            versions = [httpx.get(s.url + "/healthz").json()["router_version"] for s in (a, b)]
+            published = [_metric_lines(s, 'mmroute_retrains_total{outcome="published"}') for s in (a, b)]
+            metric = [_metric_lines(s, 'mmroute_router_version{version="v0002"}') for s in (a, b)]
+    finally:
+        for s in stores:
+            s.close()
+    assert versions == ["v0002", "v0002"]
+    assert sum(float(p[0].split()[-1]) for p in published if p) == 1.0, published
+    assert all(m and m[0].endswith(" 1.0") for m in metric)
+    assert sorted(p.name for p in (folder / "versions").iterdir()) == ["v0001", "v0002"]
