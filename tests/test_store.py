@@ -254,6 +254,7 @@ def test_decisions_are_kept_once_with_their_images_and_rewards(new_store, tmp_pa
     assert got.probabilities == {"a": 0.25, "b": 0.75} and got.decision == d1 and got.router_version == "v0003"
     assert got.answered_by == "a" and got.reward is None and time.time() - got.added_at == pytest.approx(100, abs=5)
     assert log.find("dec-none") is None and len(log) == 2 and s.count() == 0  # not judgments
+    assert log.ids() == ["dec-1", "dec-2"]
     log.record_outcome("dec-2", 0.8, judgment_id="j-1")
     rewarded = list(log.iter(rewarded_only=True))
     assert [(d.id, d.reward, d.cost, d.judgment_id) for d in rewarded] == [("dec-2", 0.8, 0.002, "j-1")]

@@ -213,6 +213,10 @@ class DecisionLog:
             raise InvalidInputError(f"no logged decision with id {decision_id!r} in {self.path}")
         return found
 
+    def ids(self) -> list[str]:
+        """Every stored decision's id, oldest first (``mmroute label --from-store`` samples them)."""
+        return [str(r[0]) for r in self.store._db.rows("SELECT id FROM decisions ORDER BY seq")]
+
     def iter(self, since: int = 0, *, rewarded_only: bool = False) -> Iterator[LoggedDecision]:
         """Decisions with ``seq > since`` in log order (only those with a reward, if asked), in pages."""
         where = "seq > ?" + (" AND reward IS NOT NULL" if rewarded_only else "")
