@@ -250,7 +250,11 @@ def test_cli_serve_wires_exploration_and_retraining(folder, tmp_path):
     with pytest.raises(ConfigError, match="--store"):
         build_served(no_store)
     bad = build_parser().parse_args(["serve", "--router", str(folder), "--explore", "thompson", "--explore-share", "2"])
-    with pytest.raises(ConfigError, match="share"):
+    with pytest.raises(ConfigError, match="bad exploration option: share: Input should be less than or equal to 1"):
+        build_served(bad)
+    bad = build_parser().parse_args(["serve", "--router", str(folder), "--store", str(tmp_path / "s.db"),
+                                     "--retrain-every", "0"])
+    with pytest.raises(ConfigError, match="bad retraining option: every: Input should be greater than or equal to 1"):
         build_served(bad)
 
 

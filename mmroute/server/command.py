@@ -81,8 +81,13 @@ def explore_settings(args: argparse.Namespace) -> Any:
         return ExploreSettings(strategy=args.explore, share=args.explore_share, usd=args.explore_usd,
                                new_model_share=args.new_model_share)
     except ValidationError as exc:
-        raise ConfigError("bad exploration option: " + "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise ConfigError(option_error("exploration", exc)) from None
+
+
+def option_error(what: str, exc: Any) -> str:
+    """One line naming each bad field of a pydantic ``ValidationError``."""
+    return f"bad {what} option: " + "; ".join(
+        (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + str(e["msg"]) for e in exc.errors())
 
 
 def build_served(args: argparse.Namespace) -> Any:
@@ -118,6 +123,8 @@ def build_served(args: argparse.Namespace) -> Any:
                                        feedback_store=store)
     retrainer = None
     if args.retrain_every is not None or args.retrain_interval is not None:
+        from pydantic import ValidationError
+
         from ..errors import ConfigError
         from .retrainer import Retrainer, RetrainSettings
 
@@ -126,8 +133,8 @@ def build_served(args: argparse.Namespace) -> Any:
                               "--store (the judgments to retrain on)")
         try:
             settings = RetrainSettings(every=args.retrain_every, interval_s=args.retrain_interval)
-        except ValueError as exc:  # pydantic's ValidationError is one
-            raise ConfigError(f"bad retraining option: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(option_error("retraining", exc)) from None
         retrainer = Retrainer(args.router, store, settings)
     explore = explore_settings(args)
     if explore is not None:
