@@ -381,3 +381,21 @@ def test_two_replicas_on_one_postgres_store_retrain_once_and_both_reload(folder,
     assert sum(float(p[0].split()[-1]) for p in published if p) == 1.0, published
     assert all(m and m[0].endswith(" 1.0") for m in metric)
     assert sorted(p.name for p in (folder / "versions").iterdir()) == ["v0001", "v0002"]
+
+
+def test_retrain_interval_and_a_kept_router_wait_for_new_judgments(folder, tmp_path):
+    serving = Router.load(folder)
+    with FeedbackStore(tmp_path / "fb.sqlite") as store:
+        r = Retrainer(folder, store, RetrainSettings(interval_s=0.2))
+        time.sleep(0.3)
+        assert not r.due(serving)  # the interval passed, but nothing is new
+        store.record("a judged question", STRONG, CHEAP, "model_a")
+        assert r.new_judgments(serving) == 1 and r.due(serving)
+        kept = r.run_once(serving)  # one judgment is too few for the held-out gate: the router is kept
+        assert kept.outcome == "kept" and "held-out" in kept.message and kept.report is not None
+        assert r.new_judgments(serving) == 0 and not r.due(serving)  # not retried on the same judgments
+        store.record("another judged question", STRONG, MID, "model_a")
+        assert not r.due(serving)  # new, but the interval has not passed since the last attempt
+        time.sleep(0.3)
+        assert r.due(serving)
+    assert sorted(p.name for p in (folder / "versions").iterdir()) == ["v0001"]
