@@ -23,6 +23,7 @@ from .policy import RouteDecision
 from .router import LiveRouter, Router, current_router
 
 if TYPE_CHECKING:
+    from .learning.routing import ExploringRouter
     from .graph.state import AnswerState, VerdictState
     from .llm.call import Answer
     from .verify.base import Verdict
@@ -46,16 +47,19 @@ class CascadeStep:
         return self.status == "escalating"
 
 
-def route_call(router: "Router | LiveRouter", messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
+def route_call(router: "Router | LiveRouter | ExploringRouter", messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
                system: Any = None, include_context: bool = False,
                constraints: Constraints | None = None) -> RouteDecision:
     """Route one model call: features from the latest user turn (all turns with
     ``include_context``), hard filters on everything sent (``system``: a prompt string or a system
     message of any dialect; every turn and image; the bound tools)."""
-    r = current_router(router)
+    from .learning.routing import ExploringRouter
+
+    r = router.router if isinstance(router, ExploringRouter) else current_router(router)
     query, payload = to_request(list(messages), include_context=include_context, image_policy=r.image_policy,
                                 tools=tools, system=system)
-    return r.route(query, payload=payload, constraints=constraints)
+    chooser = router if isinstance(router, ExploringRouter) else r  # an exploring router draws, with its propensity
+    return chooser.route(query, payload=payload, constraints=constraints)
 
 
 def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, cap: float | None) -> list[str]:

@@ -462,8 +462,8 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
     by more than ``tolerance``. Fewer than ``min_holdout`` held-out judgments: the router is kept
     untouched and every judgment still counts as new next time; nothing is accepted ungated
     (``min_holdout=0`` with ``holdout_fraction=0`` opts out of the gate).
-    When routing decisions were logged (``decisions``, or a decision log in a SQLite store's own
-    file) the off-policy gate (:func:`mmroute.learning.gate.ope_gate`) must pass too, at
+    When routing decisions were logged (``decisions``, or the store's own decisions: every request
+    ``mmroute serve`` answered) the off-policy gate (:func:`mmroute.learning.gate.ope_gate`) must pass too, at
     ``ope_confidence``; ``ope_confidence=None`` switches it off.
     """
     from .data.store import FeedbackStore
@@ -588,16 +588,16 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
 def _ope_check(router: Router, candidate: "BradleyTerry", feedback: "FeedbackStore | Sequence[Judgment]",
                decisions: "DecisionLog | None", confidence: float | None, seed: int,
                policy: "Policy | None" = None) -> "GateResult | None":
-    """The off-policy gate when decisions were logged (passed in, or in a SQLite store's file); else None."""
+    """The off-policy gate when decisions were logged (passed in, or the store's own decisions:
+    those ``mmroute serve`` and exploring routers write); else None."""
     if confidence is None:
         return None
-    from .data.decisions import DecisionLog, has_decisions
+    from .data.store import FeedbackStore
     from .learning.gate import ope_gate
 
     if decisions is None:
-        path = getattr(feedback, "path", None)  # a SQLite store's file; a PostgreSQL URL has no decision log
-        if not isinstance(path, Path) or not has_decisions(path):
+        if not isinstance(feedback, FeedbackStore) or len(feedback.decisions) == 0:
             return None
-        decisions = DecisionLog(path)
+        decisions = feedback.decisions
     cand = Router(router.pipeline, candidate, router.pool, policy or router.policy)
     return ope_gate(router, cand, decisions, confidence=confidence, seed=seed)

@@ -17,6 +17,7 @@ from _local_http import LocalHTTPServer
 from PIL import Image
 
 from mmroute.cli import main
+from mmroute.policy import RouteDecision
 from mmroute.data.formats import QueryRecord, read_judgments
 from mmroute.data.store import FeedbackStore
 from mmroute.errors import ConfigError
@@ -362,7 +363,9 @@ def test_cli_from_store_and_errors(tmp_path, capsys):
     _llm()
     store = FeedbackStore(tmp_path / "fb.sqlite")
     for i in range(5):
-        store.put_decision(f"d{i}", QueryRecord(text=f"served {i % 3}"), {"route_decision": {}})
+        d = RouteDecision(model="scripted/weak", reason="served", policy="cost-aware", knob=0.0, candidates=(),
+                          prompt_tokens=3, n_images=0, decision_id=f"d{i}")
+        store.decisions.log(d, QueryRecord(text=f"served {i % 3}"))
     store.close()
     pool = _pool_file(tmp_path, [{"name": f"scripted/{m}", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
                                  for m in ("strong", "weak")])

@@ -257,3 +257,34 @@ def test_strategy_in_litellms_sdk_router_sync_and_async(upstreams, router_dir):
     assert upstreams.take() == [("text", False), ("vision", True), ("text", False)] and strategy.decisions == 3
     with pytest.raises(InvalidInputError, match="no model group 'routed'"):
         install(litellm.Router(model_list=config["model_list"]), LiveRouter(router_dir), model_group="routed")
+
+
+def test_strategy_explores_among_healthy_deployments_within_the_filters(upstreams, router_dir):
+    """``install(..., explore=...)``: the strategy draws from the exploration policy (some text
+    requests leave the router's choice), says with what probability, and never sends an image to
+    the text-only deployment."""
+    import litellm
+
+    from mmroute.learning.routing import ExploreSettings
+    from mmroute.router import LiveRouter
+    from mmroute.server.litellm_proxy import install
+
+    config = yaml.safe_load(write_config(Path(str(router_dir)) / "explore-config.yaml", upstreams.url).read_text())
+    llm = litellm.Router(model_list=config["model_list"], num_retries=0)
+    install(llm, LiveRouter(router_dir), explore=ExploreSettings(strategy="epsilon", share=1.0, seed=0))
+    upstreams.take()
+    upstreams.failing.clear()
+    metas = []
+    for i in range(12):
+        meta: dict = {}
+        llm.completion(model="mmroute", messages=[{"role": "user", "content": f"hello {i}"}], metadata=meta)
+        metas.append(meta.get("mmroute"))
+    image = {"role": "user", "content": [{"type": "text", "text": "colour?"},
+                                         {"type": "image_url", "image_url": {"url": png_url((5, 6, 7))}}]}
+    for _ in range(8):
+        llm.completion(model="mmroute", messages=[image])
+    calls = upstreams.take()
+    text_calls, image_calls = [n for n, img in calls if not img], [n for n, img in calls if img]
+    assert len(text_calls) == 12 and len(set(text_calls)) > 1, text_calls
+    assert len(image_calls) == 8 and "text" not in image_calls
+    assert all(m is not None and 0 < m["propensity"] <= 1 and m["decision_id"] for m in metas), metas[:2]

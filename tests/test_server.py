@@ -341,7 +341,7 @@ def test_decisions_are_bounded(live, tmp_path):
     app = create_app(live.router, store=store, config=ServerConfig(remember_decisions=2))
     with BackgroundServer(app) as srv:
         ids = [post(srv, "/v1/route", {"text": f"q{i}"}).json()["decision_id"] for i in range(3)]
-        assert len(app.state.service.decisions) == 2 and store.count_decisions() == 3
+        assert len(app.state.service.decisions) == 2 and len(store.decisions) == 3
         assert post(srv, "/v1/feedback", {"decision_id": ids[0], "rating": "good"}).status_code == 200
     store.close()
 
@@ -564,7 +564,7 @@ def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripte
             chat = post(srv, "/v1/chat/completions", {"messages": [image_message()]})
             routed = post(srv, "/v1/route", {"text": "hello"})
         assert chat.status_code == 200 and routed.status_code == 200
-        assert s1.count_decisions() == 2
+        assert len(s1.decisions) == 2
     with FeedbackStore(path) as s2:
         app = create_app(live.router, store=s2, llm_kwargs=FAST)  # a new server: empty memory
         with BackgroundServer(app) as srv:
@@ -582,8 +582,12 @@ def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripte
         assert len(stored) == 2
         img = next(j for j in stored if j.query.images)
         assert img.query.images == [image_message()["content"][1]["image_url"]["url"]]  # the image, via the blobs
-        assert s2.put_decision(routed.json()["decision_id"], stored[0].query, {"x": 1}) is False  # idempotent
-        assert s2.prune_decisions(0.0) == 2 and s2.count_decisions() == 0
+        assert s2.decisions.get(routed.json()["decision_id"]).decision.model == routed.json()["model"]
+        # the "bad" rating of the chosen model's answer is that decision's reward; a pairwise comparison is not
+        rewarded = s2.decisions.get(chat.headers["x-mmroute-decision-id"])
+        assert rewarded.reward == 0.0 and rewarded.judgment_id == fb.json()["judgment_id"] and fb.json()["reward"] == 0.0
+        assert s2.decisions.get(routed.json()["decision_id"]).reward is None and fb2.json()["reward"] is None
+        assert s2.decisions.prune(0.0) == 1 and [d.id for d in s2.decisions.iter()] == [rewarded.id]
 
 
 def test_decision_max_age_refuses_and_prunes_old_decisions(live, tmp_path):
@@ -591,15 +595,15 @@ def test_decision_max_age_refuses_and_prunes_old_decisions(live, tmp_path):
 
     store = FeedbackStore(tmp_path / "fb.sqlite")
     old = live.route("hello")
-    body = {"route_decision": old.model_dump(mode="json"), "answered_by": CHEAP, "router_version": None}
-    store.put_decision("dec-old", QueryRecord(text="hello"), body, created=time.time() - 7200)
-    store.put_decision("dec-recent", QueryRecord(text="hello"), body, created=time.time() - 60)
+    for did, age in (("dec-old", 7200), ("dec-recent", 60)):
+        store.decisions.log(old.model_copy(update={"decision_id": did}), QueryRecord(text="hello"), answered_by=CHEAP,
+                            added_at=time.time() - age)
     app = create_app(live.router, store=store, config=ServerConfig(decision_max_age_s=3600))
     with BackgroundServer(app) as srv:
         assert post(srv, "/v1/feedback", {"decision_id": "dec-old", "rating": "good"}).status_code == 404
         assert post(srv, "/v1/feedback", {"decision_id": "dec-recent", "rating": "good"}).status_code == 200
         deadline = time.monotonic() + 10
-        while store.get_decision("dec-old") is not None and time.monotonic() < deadline:
+        while store.decisions.find("dec-old") is not None and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert store.get_decision("dec-old") is None and store.get_decision("dec-recent") is not None
+    assert store.decisions.find("dec-old") is None and store.decisions.find("dec-recent") is not None
     store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ from PIL import Image
 from mmroute.data import Judgment, read_judgments, write_jsonl
 from mmroute.data.formats import DataLineError
 from mmroute.data.store import SCHEMA_VERSION, FeedbackStore, StoreError
-from mmroute.errors import DataFormatError
+from mmroute.errors import DataFormatError, InvalidInputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,40 +221,102 @@ def test_record_builds_and_stores_a_judgment(tmp_path):
     assert s.count() == 2
 
 
-def test_served_decisions_are_kept_once_with_their_images(new_store, tmp_path):
-    """``mmroute serve``'s decisions (both backends): idempotent by id, images in the shared blobs, prunable."""
+def _decision(decision_id: str, model: str = "m", probs: dict[str, float] | None = None):
+    from mmroute.policy import CandidateScore, RouteDecision
+
+    probs = probs or {model: 1.0}
+    cands = tuple(CandidateScore(model=m, quality=0.5, expected_cost=0.001, utility=0.5, eligible=True)
+                  for m in sorted(set(probs) | {model}))
+    return RouteDecision(model=model, reason="r", policy="thompson", knob=0.0, candidates=cands, prompt_tokens=3,
+                         n_images=0, decision_id=decision_id, propensity=probs[model], probabilities=probs)
+
+
+def test_decisions_are_kept_once_with_their_images_and_rewards(new_store, tmp_path):
+    """One decision table on both backends: idempotent by id, the whole decision with its probabilities,
+    the query (images in the shared blobs, plus its content hash), rewards attached later, prunable."""
     import base64
 
     from mmroute.data import QueryRecord
+    from mmroute.query import Query
 
     s = new_store()
     img = _png(tmp_path / "a.png")
     url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
-    q = QueryRecord(text="what is this?", images=[url, "https://example.com/x.png"])
-    assert s.put_decision("dec-1", q, {"route_decision": {"model": "m"}}, created=time.time() - 100) is True
-    assert s.put_decision("dec-1", QueryRecord(text="other"), {"route_decision": {"model": "x"}}) is False
-    assert s.put_decision("dec-2", q, {"n": 2}) is True
-    got = s.get_decision("dec-1")
-    assert got is not None
-    query, body, created = got
-    assert query.text == "what is this?" and query.images == q.images and body == {"route_decision": {"model": "m"}}
-    assert time.time() - created == pytest.approx(100, abs=5)
-    assert s.get_decision("dec-none") is None
-    assert s.count_decisions() == 2 and s.count() == 0  # not judgments: retraining never sees them
-    assert s.prune_decisions(50) == 1 and s.get_decision("dec-1") is None and s.get_decision("dec-2") is not None
+    q = QueryRecord(text="what is this?", images=[url])
+    log = s.decisions
+    d1 = _decision("dec-1", "a", {"a": 0.25, "b": 0.75})
+    assert log.log(d1, q, router_version="v0003", answered_by="a", added_at=time.time() - 100) == "dec-1"
+    log.log(_decision("dec-1", "x"), QueryRecord(text="other"))  # the first write wins
+    log.log(_decision("dec-2", "b"), Query.build("plain"), cost=0.002)
+    got = log.get("dec-1")
+    assert got.query is not None and got.query.text == "what is this?" and got.query.images == [url]
+    assert got.query_hash == q.to_query().content_hash and got.model == "a" and got.propensity == 0.25
+    assert got.probabilities == {"a": 0.25, "b": 0.75} and got.decision == d1 and got.router_version == "v0003"
+    assert got.answered_by == "a" and got.reward is None and time.time() - got.added_at == pytest.approx(100, abs=5)
+    assert log.find("dec-none") is None and len(log) == 2 and s.count() == 0  # not judgments
+    assert log.ids() == ["dec-1", "dec-2"]
+    log.record_outcome("dec-2", 0.8, judgment_id="j-1")
+    rewarded = list(log.iter(rewarded_only=True))
+    assert [(d.id, d.reward, d.cost, d.judgment_id) for d in rewarded] == [("dec-2", 0.8, 0.002, "j-1")]
+    with pytest.raises(InvalidInputError, match="no logged decision"):
+        log.record_outcome("dec-none", 1.0)
+    with pytest.raises(InvalidInputError, match="propensity"):
+        log.log(_decision("dec-4", "a", {"a": 0.5, "b": 0.5}).model_copy(update={"propensity": 0.9}))
     with pytest.raises(DataFormatError, match="decision 'dec-3': image 0"):
-        s.put_decision("dec-3", QueryRecord(text="bad", images=["data:image/png;base64,bm90IGFuIGltYWdl"]), {})
+        log.log(_decision("dec-3"), QueryRecord(text="bad", images=["data:image/png;base64,bm90IGFuIGltYWdl"]))
+    assert log.prune(50) == 1 and log.find("dec-1") is None  # old and unrewarded
+    assert log.prune(0) == 0 and log.find("dec-2") is not None  # a rewarded decision stays for the off-policy gate
     s.close()
 
 
-def test_served_decisions_do_not_clash_with_the_decision_log(tmp_path):
-    """The learning loop's DecisionLog may share the SQLite file: its ``decisions`` table is another table."""
-    from mmroute.data import QueryRecord
-    from mmroute.data.decisions import DecisionLog
+def _v1_file(path, tmp_path) -> str:
+    """A version-1 SQLite store: judgments, a ``served_decisions`` table and the old decision log's table."""
+    import base64
 
-    path = tmp_path / "both.sqlite"
-    DecisionLog(path).close()
-    with FeedbackStore(path) as s:
-        assert s.put_decision("dec-1", QueryRecord(text="hi"), {"a": 1}) is True
+    url = "data:image/png;base64," + base64.b64encode(_png(tmp_path / "old.png").read_bytes()).decode()
+    digest = __import__("hashlib").sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+CREATE TABLE judgments (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, added_at REAL NOT NULL,
+    model_a TEXT NOT NULL, model_b TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE images (sha256 TEXT PRIMARY KEY, mime TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('store_id', 'old-store');
+CREATE TABLE served_decisions (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, added_at REAL NOT NULL,
+    policy TEXT NOT NULL, model TEXT NOT NULL, propensity REAL NOT NULL, record TEXT NOT NULL, reward REAL,
+    cost REAL, judgment_id TEXT, rewarded_at REAL);
+""")
+    conn.execute("INSERT INTO images VALUES (?, 'image/png', ?)", (digest, base64.b64decode(url.split(",", 1)[1])))
+    served = {"query": {"text": "served q", "images": ["sha256:" + digest]},
+              "decision": {"route_decision": _decision("dec-s").model_dump(mode="json"), "answered_by": "m",
+                           "router_version": "v0001"}}
+    conn.execute("INSERT INTO served_decisions VALUES ('dec-s', 1000.0, ?)", (json.dumps(served),))
+    logged = {"probabilities": {"a": 0.5, "b": 0.5}, "knob": 0.0, "query": {"text": "logged q", "images": []},
+              "router_version": None, "candidates": [{"model": m, "quality": 0.5, "expected_cost": 0.001,
+                                                      "eligible": True} for m in "ab"]}
+    conn.execute("INSERT INTO decisions(id, added_at, policy, model, propensity, record, reward) "
+                 "VALUES ('dec-l', 900.0, 'epsilon', 'a', 0.5, ?, 1.0)", (json.dumps(logged),))
+    conn.commit()
+    conn.close()
+    return url
+
+
+def test_a_version_1_store_is_migrated_without_losing_a_decision(tmp_path):
+    """Opening a version-1 file copies its served decisions into the one table, keeps the old log's
+    rows (now with the new column) and drops ``served_decisions``; reopening changes nothing."""
+    path = tmp_path / "v1.sqlite"
+    url = _v1_file(path, tmp_path)
+    for _ in range(2):
+        with FeedbackStore(path) as s:
+            assert s.schema_version == SCHEMA_VERSION and s.store_id == "old-store"
+            rows = {d.id: d for d in s.decisions.iter()}
+            assert set(rows) == {"dec-l", "dec-s"}
+            served = rows["dec-s"]
+            assert served.decision == _decision("dec-s") and served.answered_by == "m"
+            assert served.router_version == "v0001" and served.added_at == 1000.0
+            assert served.query is not None and served.query.images == [url]
+            logged = rows["dec-l"]
+            assert logged.reward == 1.0 and logged.probabilities == {"a": 0.5, "b": 0.5} and logged.decision is None
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"decisions", "served_decisions", "judgments"} <= tables
+    assert "served_decisions" not in tables and {"decisions", "judgments", "images"} <= tables

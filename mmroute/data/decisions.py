@@ -1,58 +1,36 @@
 """The decision log: every routing decision with its propensity, next to the feedback it gets.
 
-Off-policy evaluation needs, per served query, which model the policy chose, with what
-probability, what it could have chosen instead, and (later) the reward and cost that came back.
-Rows live in a ``decisions`` table of the *same* SQLite file as the feedback store (WAL, write
-lock taken up front, retried while busy), so a decision and the judgment it produced are backed
-up and moved together; ``judgment_id`` links the two. Images are stored once by content hash in
-the store's ``images`` table (same layout, ``sha256:<hex>`` references), so a logged query can
-be re-encoded for evaluation after its files are gone. Nothing is pickled: records are JSON.
+Off-policy evaluation needs, per query, which model the policy chose, with what probability,
+what it could have chosen instead, and (later) the reward and cost that came back; a server
+needs the same record to turn feedback on a response into a judgment. Both live in ONE table,
+``decisions``, of the feedback store (SQLite or PostgreSQL, :mod:`.store`): a decision served by
+any replica, a decision an :class:`~mmroute.learning.routing.ExploringRouter` logged in a
+notebook, and the judgment it produced (``judgment_id``) are backed up and moved together, and
+``mmroute retrain`` gates a retrained router on them. The query is kept as the store keeps a
+judgment's (text, images once each by content hash in the store's ``images`` table) plus its
+:attr:`~mmroute.query.Query.content_hash`. Nothing is pickled: records are JSON.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MMRouteError
 from ..policy import RouteDecision
 from ..query import Query
 from .formats import QueryRecord
-from .store import StoreError, sqlite_retry, sqlite_transaction
+from .store import INSERT_DECISION, FeedbackStore
 
-_BLOB_PREFIX = "sha256:"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT NOT NULL UNIQUE,
-    added_at    REAL NOT NULL,
-    policy      TEXT NOT NULL,
-    model       TEXT NOT NULL,
-    propensity  REAL NOT NULL,
-    record      TEXT NOT NULL,
-    reward      REAL,
-    cost        REAL,
-    judgment_id TEXT,
-    rewarded_at REAL
-);
-CREATE INDEX IF NOT EXISTS decisions_judgment ON decisions(judgment_id);
-CREATE TABLE IF NOT EXISTS images (
-    sha256 TEXT PRIMARY KEY,
-    mime   TEXT NOT NULL,
-    data   BLOB NOT NULL
-)
-"""
+if TYPE_CHECKING:
+    from .store import SQLParam
 
 
 class LoggedCandidate(BaseModel):
@@ -65,7 +43,7 @@ class LoggedCandidate(BaseModel):
 
 
 class LoggedDecision(BaseModel):
-    """One row of the log, as off-policy evaluation reads it."""
+    """One row of the log, as off-policy evaluation and the server's feedback read it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -79,56 +57,62 @@ class LoggedDecision(BaseModel):
     candidates: tuple[LoggedCandidate, ...]
     knob: float
     query: QueryRecord | None = None
+    query_hash: str | None = None
     router_version: str | None = None
+    answered_by: str | None = None  # the model whose answer the client got (a fallback may differ from ``model``)
+    decision: RouteDecision | None = None  # the whole decision (None on rows logged before version 2)
     reward: float | None = None
     cost: float | None = None
     judgment_id: str | None = None
 
 
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _check(decision: RouteDecision) -> str:
+    """The decision's id, after checking its probabilities: wrong propensities bias every estimate."""
+    if not decision.decision_id:
+        raise InvalidInputError("decision has no decision_id: route through an ExploringRouter, or set one")
+    probs = decision.choice_probabilities()
+    total = sum(probs.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6) or any(p < 0 for p in probs.values()):
+        raise InvalidInputError(f"decision {decision.decision_id}: probabilities sum to {total:.6f}, not 1")
+    if not math.isclose(probs.get(decision.model, 0.0), decision.propensity, abs_tol=1e-9):
+        raise InvalidInputError(f"decision {decision.decision_id}: propensity {decision.propensity} != "
+                                f"probability {probs.get(decision.model, 0.0)} of the chosen model {decision.model}")
+    return decision.decision_id
+
+
+def legacy_served_row(decision_id: str, created: float, record: str) -> tuple["SQLParam", ...]:
+    """A version-1 ``served_decisions`` row as an ``INSERT_DECISION`` row (the store's migration)."""
+    old = json.loads(record)
+    body = old.get("decision") or {}
+    d = body.get("route_decision") or {}
+    new = {"query": old.get("query"), "router_version": body.get("router_version"),
+           "answered_by": body.get("answered_by"), "decision": d}
+    return (decision_id, created, str(d.get("policy", "unknown")), str(d.get("model", "")),
+            float(d.get("propensity", 1.0)), None, _dumps(new), None)
+
+
 class DecisionLog:
-    """Append-only decisions plus their later outcome, in the feedback store's SQLite file."""
+    """Decisions plus their later outcome, in a feedback store's ``decisions`` table.
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 60.0) -> None:
-        self.path = Path(path)
-        self.timeout_s = float(timeout_s)
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
-        self._connect()
+    ``DecisionLog(store)`` shares an open :class:`FeedbackStore` (``store.decisions`` is one);
+    ``DecisionLog(path_or_url)`` opens (and then owns) one."""
 
-    # ------------------------------------------------------------------ connection
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None and self._pid == os.getpid():
-            return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open decision log {self.path}: {exc}") from None
-        self._conn, self._pid = conn, os.getpid()
-        with self._write() as c:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                c.execute(stmt)
-        return conn
+    def __init__(self, store: FeedbackStore | str | os.PathLike[str], *, timeout_s: float = 60.0) -> None:
+        self._owned = not isinstance(store, FeedbackStore)
+        self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(
+            store if isinstance(store, str) else Path(store), timeout_s=timeout_s)
 
-    def _retry(self, fn: Callable[[], Any]) -> Any:
-        return sqlite_retry(fn, timeout_s=self.timeout_s, what=f"decision log {self.path}")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn if self._conn is not None and self._pid == os.getpid() else self._connect()
-            with sqlite_transaction(conn, self._retry) as c:
-                yield c
+    @property
+    def path(self) -> Path | str:
+        return self.store.path
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        if self._owned:
+            self.store.close()
 
     def __enter__(self) -> "DecisionLog":
         return self
@@ -137,99 +121,121 @@ class DecisionLog:
         self.close()
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        return int(self.store._scalar("SELECT COUNT(*) FROM decisions"))
+
+    def n_rewarded(self) -> int:
+        return int(self.store._scalar("SELECT COUNT(*) FROM decisions WHERE reward IS NOT NULL"))
 
     # ------------------------------------------------------------------ writing
     def log(self, decision: RouteDecision, query: Query | QueryRecord | None = None, *,
-            router_version: str | None = None) -> str:
-        """Store one decision (idempotent by ``decision_id``); returns its id.
+            router_version: str | None = None, answered_by: str | None = None, cost: float | None = None,
+            added_at: float | None = None) -> str:
+        """Store one decision (idempotent by ``decision_id``: the first write wins); returns its id.
 
+        ``cost``: the real cost of the answer when already known (else set by :meth:`record_outcome`).
         Raises InvalidInputError when the decision has no id, or its probabilities do not sum to 1
-        or disagree with its propensity: a log with wrong propensities would bias every estimate."""
-        if not decision.decision_id:
-            raise InvalidInputError("decision has no decision_id: route through an ExploringRouter, or set one")
-        probs = decision.choice_probabilities()
-        total = sum(probs.values())
-        if not math.isclose(total, 1.0, abs_tol=1e-6) or any(p < 0 for p in probs.values()):
-            raise InvalidInputError(f"decision {decision.decision_id}: probabilities sum to {total:.6f}, not 1")
-        if not math.isclose(probs.get(decision.model, 0.0), decision.propensity, abs_tol=1e-9):
-            raise InvalidInputError(f"decision {decision.decision_id}: propensity {decision.propensity} != "
-                                    f"probability {probs.get(decision.model, 0.0)} of the chosen model {decision.model}")
-        blobs: list[tuple[str, str, bytes]] = []
-        rec_query = None
+        or disagree with its propensity."""
+        did = _check(decision)
+        rec_query: QueryRecord | None = None
+        qhash: str | None = None
         if isinstance(query, Query):
-            refs = []
-            for im in query.images:
-                if im.data is None:
-                    refs.append(im.url or "")
-                else:
-                    refs.append(_BLOB_PREFIX + im.sha256)
-                    blobs.append((im.sha256, im.mime, im.data))
-            rec_query = {"text": query.text, "images": refs}
+            rec_query, qhash = QueryRecord.from_query(query), query.content_hash
         elif isinstance(query, QueryRecord):
-            rec_query = query.model_dump(mode="json")
-        record = {"probabilities": probs, "knob": decision.knob, "query": rec_query, "router_version": router_version,
-                  "candidates": [{"model": c.model, "quality": c.quality, "expected_cost": c.expected_cost,
-                                  "eligible": c.eligible} for c in decision.candidates]}
-        with self._write() as c:
-            c.executemany("INSERT OR IGNORE INTO images(sha256, mime, data) VALUES (?, ?, ?)", blobs)
-            c.execute("INSERT OR IGNORE INTO decisions(id, added_at, policy, model, propensity, record) "
-                      "VALUES (?, ?, ?, ?, ?, ?)",
-                      (decision.decision_id, time.time(), decision.policy, decision.model, float(decision.propensity),
-                       json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
-        return decision.decision_id
+            rec_query = query
+            try:
+                qhash = query.to_query(image_policy=self.store.image_policy).content_hash
+            except MMRouteError:  # a remote or missing image: the row keeps the query, without a hash
+                qhash = None
+        refs: list[str] = []
+        blobs: list[tuple[str, str, bytes]] = []
+        if rec_query is not None:
+            refs, blobs = self.store.query_blobs(rec_query, f"decision {did!r}", None)
+        record = {"query": None if rec_query is None else {"text": rec_query.text, "images": refs},
+                  "router_version": router_version, "answered_by": answered_by,
+                  "decision": decision.model_dump(mode="json")}
+        row = (did, time.time() if added_at is None else float(added_at), decision.policy, decision.model,
+               float(decision.propensity), qhash, _dumps(record), None if cost is None else float(cost))
+        self.store._db.write(sorted({b[0]: b for b in blobs}.values()), INSERT_DECISION, [row])
+        return did
 
     def record_outcome(self, decision_id: str, reward: float, *, cost: float | None = None,
                        judgment_id: str | None = None) -> None:
-        """Attach the reward (quality in [0, 1]) and real cost the chosen model's answer earned."""
+        """Attach the reward (quality in [0, 1]) the chosen model's answer earned, and its real cost
+        (kept when ``None``); a later outcome replaces an earlier one."""
         if not (0.0 <= float(reward) <= 1.0):
             raise InvalidInputError(f"decision {decision_id}: reward must be in [0, 1], got {reward}")
         if cost is not None and not (float(cost) >= 0 and math.isfinite(float(cost))):
             raise InvalidInputError(f"decision {decision_id}: cost must be a finite number >= 0, got {cost}")
-        with self._write() as c:
-            n = c.execute("UPDATE decisions SET reward = ?, cost = ?, judgment_id = COALESCE(?, judgment_id), "
-                          "rewarded_at = ? WHERE id = ?",
-                          (float(reward), cost, judgment_id, time.time(), decision_id)).rowcount
+        n = self.store._db.write([], "UPDATE decisions SET reward = ?, cost = COALESCE(?, cost), "
+                                 "judgment_id = COALESCE(?, judgment_id), rewarded_at = ? WHERE id = ?",
+                                 [(float(reward), cost, judgment_id, time.time(), decision_id)])
         if n == 0:
             raise InvalidInputError(f"no logged decision with id {decision_id!r} in {self.path}")
 
-    # ------------------------------------------------------------------ reading
-    def _image_url(self, ref: str) -> str:
-        if not ref.startswith(_BLOB_PREFIX):
-            return ref
-        row = self._connect().execute("SELECT mime, data FROM images WHERE sha256 = ?", (ref[len(_BLOB_PREFIX):],)).fetchone()
-        if row is None:
-            raise StoreError(f"decision log {self.path}: image {ref} is referenced but not stored")
-        return f"data:{row[0]};base64," + base64.b64encode(row[1]).decode("ascii")
+    def prune(self, max_age_s: float) -> int:
+        """Drop decisions older than ``max_age_s`` seconds that got no reward (feedback on them is
+        then refused); rewarded ones stay for the off-policy gate, images stay (judgments may share
+        them). Returns how many were dropped."""
+        if max_age_s < 0:
+            raise ValueError(f"max_age_s must be >= 0, got {max_age_s}")
+        return self.store._db.write([], "DELETE FROM decisions WHERE added_at < ? AND reward IS NULL",
+                                    [(time.time() - max_age_s,)])
 
-    def _row(self, r: tuple[int, str, float, str, str, float, str, float | None, float | None, str | None]) -> LoggedDecision:
-        seq, id_, added, policy, model, prop, record, reward, cost, jid = r
+    # ------------------------------------------------------------------ reading
+    _COLS = "seq, id, added_at, policy, model, propensity, query_hash, record, reward, cost, judgment_id"
+
+    def _row(self, r: tuple, cache: dict[str, str]) -> LoggedDecision:
+        seq, id_, added, policy, model, prop, qhash, record, reward, cost, jid = r
         rec = json.loads(record)
         q = rec.get("query")
-        query = None if q is None else QueryRecord(text=q.get("text", ""), images=[self._image_url(s) for s in q.get("images", [])])
-        return LoggedDecision(seq=seq, id=id_, added_at=added, policy=policy, model=model, propensity=prop,
-                              probabilities=rec["probabilities"], knob=rec.get("knob", 0.0),
-                              candidates=tuple(LoggedCandidate(**c) for c in rec["candidates"]), query=query,
-                              router_version=rec.get("router_version"), reward=reward, cost=cost, judgment_id=jid)
+        query = None if q is None else QueryRecord(
+            text=q.get("text", ""), images=[self.store.materialise(s, "data_url", None, cache) for s in q.get("images", [])])
+        common = {"seq": int(seq), "id": id_, "added_at": float(added), "policy": policy, "model": model,
+                  "propensity": float(prop), "query": query, "query_hash": qhash,
+                  "router_version": rec.get("router_version"), "answered_by": rec.get("answered_by"),
+                  "reward": reward, "cost": cost, "judgment_id": jid}
+        if rec.get("decision"):  # version 2: the whole decision
+            d = RouteDecision.model_validate(rec["decision"])
+            return LoggedDecision(**common, decision=d, probabilities=d.choice_probabilities(), knob=d.knob,
+                                  candidates=tuple(LoggedCandidate(model=c.model, quality=c.quality,
+                                                                   expected_cost=c.expected_cost, eligible=c.eligible)
+                                                   for c in d.candidates))
+        return LoggedDecision(**common, probabilities=rec["probabilities"], knob=rec.get("knob", 0.0),  # version 1's log
+                              candidates=tuple(LoggedCandidate(**c) for c in rec["candidates"]))
 
-    _COLS = "seq, id, added_at, policy, model, propensity, record, reward, cost, judgment_id"
+    def find(self, decision_id: str) -> LoggedDecision | None:
+        rows = self.store._db.rows(f"SELECT {self._COLS} FROM decisions WHERE id = ?", (decision_id,))
+        return self._row(rows[0], {}) if rows else None
 
     def get(self, decision_id: str) -> LoggedDecision:
-        r = self._connect().execute(f"SELECT {self._COLS} FROM decisions WHERE id = ?", (decision_id,)).fetchone()
-        if r is None:
+        found = self.find(decision_id)
+        if found is None:
             raise InvalidInputError(f"no logged decision with id {decision_id!r} in {self.path}")
-        return self._row(r)
+        return found
+
+    def ids(self) -> list[str]:
+        """Every stored decision's id, oldest first (``mmroute label --from-store`` samples them)."""
+        return [str(r[0]) for r in self.store._db.rows("SELECT id FROM decisions ORDER BY seq")]
 
     def iter(self, since: int = 0, *, rewarded_only: bool = False) -> Iterator[LoggedDecision]:
-        """Decisions with ``seq > since`` in log order (only those with a reward, if asked)."""
+        """Decisions with ``seq > since`` in log order (only those with a reward, if asked), in pages."""
         where = "seq > ?" + (" AND reward IS NOT NULL" if rewarded_only else "")
-        rows = self._connect().execute(f"SELECT {self._COLS} FROM decisions WHERE {where} ORDER BY seq", (int(since),)).fetchall()
-        for r in rows:
-            yield self._row(r)
+        last = int(since)
+        cache: dict[str, str] = {}
+        while True:
+            rows = self.store._db.rows(f"SELECT {self._COLS} FROM decisions WHERE {where} ORDER BY seq LIMIT 1000",
+                                       (last,))
+            if not rows:
+                return
+            for r in rows:
+                yield self._row(r, cache)
+                last = int(r[0])
 
 
 def has_decisions(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a SQLite file that holds a non-empty decision log (without creating one)."""
+    import sqlite3
+
     p = Path(path)
     if not p.is_file():
         return False
@@ -251,4 +257,4 @@ def stored_cost(decision: LoggedDecision) -> float:
     return next(c.expected_cost for c in decision.candidates if c.model == decision.model)
 
 
-__all__ = ["DecisionLog", "LoggedCandidate", "LoggedDecision", "has_decisions", "stored_cost"]
+__all__ = ["DecisionLog", "LoggedCandidate", "LoggedDecision", "has_decisions", "legacy_served_row", "stored_cost"]

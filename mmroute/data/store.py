@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import images as _img
 from ..errors import DataFormatError, ImageError, MMRouteError
@@ -40,7 +40,10 @@ from ..images import DEFAULT_POLICY, ImagePolicy
 from ..query import Query
 from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .decisions import DecisionLog
+
+SCHEMA_VERSION = 2  # 2: one ``decisions`` table (served decisions and the decision log) replaces ``served_decisions``
 _BLOB_PREFIX = "sha256:"  # image reference inside a stored record: "sha256:<hex digest>"
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
         "image/bmp": ".bmp", "image/tiff": ".tiff"}
@@ -68,12 +71,20 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS served_decisions (
-    id      TEXT PRIMARY KEY,
-    created {real} NOT NULL,
-    record  TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS decisions (
+    seq         {seq},
+    id          TEXT NOT NULL UNIQUE,
+    added_at    {real} NOT NULL,
+    policy      TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    propensity  {real} NOT NULL,
+    query_hash  TEXT,
+    record      TEXT NOT NULL,
+    reward      {real},
+    cost        {real},
+    judgment_id TEXT,
+    rewarded_at {real}
 );
-CREATE INDEX IF NOT EXISTS served_decisions_created ON served_decisions(created);
 """
 
 
@@ -130,8 +141,13 @@ SQLParam = str | int | float | bytes | None
 INSERT_IMAGE = "INSERT INTO images(sha256, mime, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 INSERT_JUDGMENT = ("INSERT INTO judgments(id, added_at, model_a, model_b, record) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT DO NOTHING")
-# a served decision (``mmroute serve``), kept so feedback sent to any replica finds it; not in judgments' seq order
-INSERT_DECISION = "INSERT INTO served_decisions(id, created, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+# one routing decision (served over HTTP or logged by a notebook): see mmroute.data.decisions
+INSERT_DECISION = ("INSERT INTO decisions(id, added_at, policy, model, propensity, query_hash, record, cost) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+# created after the migration, which may first have to add ``query_hash`` to an old decision log's table
+_DECISION_INDEXES = ("CREATE INDEX IF NOT EXISTS decisions_added_at ON decisions(added_at)",
+                     "CREATE INDEX IF NOT EXISTS decisions_judgment ON decisions(judgment_id)",
+                     "CREATE INDEX IF NOT EXISTS decisions_query_hash ON decisions(query_hash)")
 
 
 def is_postgres_url(location: str | Path) -> bool:
@@ -211,7 +227,10 @@ class SQLiteBackend(StoreBackend):
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 c.execute(stmt)
             row = c.execute("SELECT version FROM schema_version").fetchone()
-            setup_meta(row[0] if row else None, self.location, c.execute)
+            columns = {str(r[1]) for r in c.execute("PRAGMA table_info(decisions)")}
+            legacy = c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'served_decisions'").fetchone()
+            setup_meta(row[0] if row else None, self.location, c.execute, lambda sql, a: c.execute(sql, a).fetchall(),
+                       decision_columns=columns, legacy_served=legacy is not None)
         return conn
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
@@ -255,16 +274,40 @@ class SQLiteBackend(StoreBackend):
             self._conn = None
 
 
-def setup_meta(version: int | None, location: str, execute: Callable[[str, tuple], object]) -> None:
-    """Inside the schema transaction: record or check the schema version, give the store its id."""
+def setup_meta(version: int | None, location: str, execute: Callable[[str, tuple], object],
+               fetch: Callable[[str, tuple], list[tuple]], *, decision_columns: set[str], legacy_served: bool) -> None:
+    """Inside the schema transaction: record or check the schema version, migrate an older store
+    (``decision_columns``: the ``decisions`` table's columns now; ``legacy_served``: a version-1
+    ``served_decisions`` table exists), give the store its id."""
     if version is None:
         execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
     elif version > SCHEMA_VERSION:
         raise StoreError(f"feedback store {location} has schema version {version}; this mmroute "
                          f"reads up to {SCHEMA_VERSION} (upgrade mmroute)")
+    _migrate_decisions(execute, fetch, decision_columns, legacy_served)
+    if version is not None and version < SCHEMA_VERSION:
+        execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     # the store's identity, created with it (stores from before it get one on first open):
     # a retrain bookmark names the store it counts rows in
     execute("INSERT INTO meta(key, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+
+
+def _migrate_decisions(execute: Callable[[str, tuple], object], fetch: Callable[[str, tuple], list[tuple]],
+                       columns: set[str], legacy_served: bool) -> None:
+    """Version 1 kept served decisions in ``served_decisions`` and a separate decision log (a
+    ``decisions`` table without ``query_hash``) in the same SQLite file: give the log's table the
+    new column and copy every served decision over (same id, time, query and images), then drop
+    the old table - in the schema transaction, so a failed migration leaves the store as it was."""
+    from .decisions import legacy_served_row
+
+    if "query_hash" not in columns:
+        execute("ALTER TABLE decisions ADD COLUMN query_hash TEXT", ())
+    if legacy_served:
+        for id_, created, record in fetch("SELECT id, created, record FROM served_decisions ORDER BY created", ()):
+            execute(INSERT_DECISION, legacy_served_row(str(id_), float(created), str(record)))
+        execute("DROP TABLE served_decisions", ())
+    for stmt in _DECISION_INDEXES:
+        execute(stmt, ())
 
 
 class FeedbackStore:
@@ -282,6 +325,7 @@ class FeedbackStore:
         self.synchronous = synchronous
         self.image_policy = image_policy
         self._tmp_images: Path | None = None
+        self._decisions: DecisionLog | None = None
         self._db: StoreBackend
         if is_postgres_url(path):
             from .store_postgres import PostgresBackend
@@ -336,9 +380,11 @@ class FeedbackStore:
 
     def _blob_refs(self, judgment: Judgment, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
         """Replace each local/data-URL image by a content reference; remote URLs stay as they are."""
-        return self._query_blobs(judgment.query, f"judgment {judgment.id!r}", base_dir)
+        return self.query_blobs(judgment.query, f"judgment {judgment.id!r}", base_dir)
 
-    def _query_blobs(self, query: QueryRecord, what: str, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
+    def query_blobs(self, query: QueryRecord, what: str, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
+        """``query``'s images as ``sha256:`` references and the blobs to store once each (judgments
+        and decisions share the images table); ``what`` names the record in errors."""
         refs: list[str] = []
         blobs: list[Blob] = []
         for i, src in enumerate(query.images):
@@ -396,45 +442,17 @@ class FeedbackStore:
         # each image once, in digest order (two writers' overlapping image sets cannot lock each other out)
         return self._db.insert(sorted({b[0]: b for b in all_blobs}.values()), rows)
 
-    # ------------------------------------------------------------------ served decisions
+    # ------------------------------------------------------------------ routing decisions
 
-    def put_decision(self, decision_id: str, query: QueryRecord, decision: dict[str, Any], *,
-                     created: float | None = None) -> bool:
-        """Keep one served decision (``mmroute serve``: the query and the decision as JSON) so that
-        feedback sent to any replica sharing this store finds it; images go into the content-addressed
-        images as judgments' do. Idempotent by id: False when it was already stored (the first wins)."""
-        if not decision_id:
-            raise ValueError("a served decision needs an id")
-        refs, blobs = self._query_blobs(query, f"decision {decision_id!r}", None)
-        record = json.dumps({"query": {"text": query.text, "images": refs}, "decision": decision},
-                            ensure_ascii=False, separators=(",", ":"))
-        row = (decision_id, time.time() if created is None else float(created), record)
-        return self._db.write(sorted({b[0]: b for b in blobs}.values()), INSERT_DECISION, [row]) == 1
+    @property
+    def decisions(self) -> "DecisionLog":
+        """The store's routing decisions (served over HTTP or logged by an exploring router), with
+        their propensities and the rewards that came back: :class:`~mmroute.data.decisions.DecisionLog`."""
+        if self._decisions is None:
+            from .decisions import DecisionLog
 
-    def get_decision(self, decision_id: str) -> tuple[QueryRecord, dict[str, Any], float] | None:
-        """``(query with images as data URLs, decision JSON, created Unix time)`` of a stored decision, or None."""
-        row = self._one("SELECT record, created FROM served_decisions WHERE id = ?", (decision_id,))
-        if row is None:
-            return None
-        data = json.loads(row[0])
-        q = data["query"]
-        cache: dict[str, str] = {}
-        images = [self._materialise(s, "data_url", None, cache) for s in q.get("images") or []]
-        return QueryRecord(text=q.get("text", ""), images=images), data["decision"], float(row[1])
-
-    def decision_ids(self) -> list[str]:
-        """Ids of the stored served decisions, oldest first (``mmroute label --from-store`` samples them)."""
-        return [str(r[0]) for r in self._db.rows("SELECT id FROM served_decisions ORDER BY created, id")]
-
-    def count_decisions(self) -> int:
-        return int(self._scalar("SELECT COUNT(*) FROM served_decisions"))
-
-    def prune_decisions(self, max_age_s: float) -> int:
-        """Drop served decisions older than ``max_age_s`` seconds (feedback on them is then refused);
-        their images stay (judgments may share them). Returns how many were dropped."""
-        if max_age_s < 0:
-            raise ValueError(f"max_age_s must be >= 0, got {max_age_s}")
-        return self._db.write([], "DELETE FROM served_decisions WHERE created < ?", [(time.time() - max_age_s,)])
+            self._decisions = DecisionLog(self)
+        return self._decisions
 
     # ------------------------------------------------------------------ reading
 
@@ -471,7 +489,8 @@ class FeedbackStore:
             self._tmp_images = Path(tempfile.mkdtemp(prefix="mmroute-store-images-"))
         return self._tmp_images
 
-    def _materialise(self, ref: str, images: str, folder: Path | None, cache: dict[str, str]) -> str:
+    def materialise(self, ref: str, images: str, folder: Path | None, cache: dict[str, str]) -> str:
+        """A stored reference as a data URL (``images="data_url"``) or a file under ``folder``; other sources as given."""
         if not ref.startswith(_BLOB_PREFIX):
             return ref
         if ref in cache:
@@ -529,7 +548,7 @@ class FeedbackStore:
                 cache: dict[str, str]) -> Judgment:
         j = Judgment.model_validate_json(record)
         if any(s.startswith(_BLOB_PREFIX) for s in j.query.images):
-            new = [self._materialise(s, images, folder, cache) for s in j.query.images]
+            new = [self.materialise(s, images, folder, cache) for s in j.query.images]
             j = j.model_copy(update={"query": QueryRecord(text=j.query.text, images=new)})
         return j
 

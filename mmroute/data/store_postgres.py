@@ -96,8 +96,13 @@ class PostgresBackend(StoreBackend):
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(stmt)
                 row = conn.execute("SELECT version FROM schema_version").fetchone()
-                setup_meta(row[0] if row else None, self.location,
-                           lambda sql, args: conn.execute(_pg(sql), args))
+                columns = {str(r[0]) for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'decisions' "
+                    "AND table_schema = current_schema()").fetchall()}
+                legacy = conn.execute("SELECT to_regclass('served_decisions')").fetchone()
+                setup_meta(row[0] if row else None, self.location, lambda sql, args: conn.execute(_pg(sql), args),
+                           lambda sql, args: conn.execute(_pg(sql), args).fetchall(),
+                           decision_columns=columns, legacy_served=bool(legacy and legacy[0] is not None))
         except psycopg.Error as exc:
             raise StoreError(f"cannot open feedback store {self.location}: {str(exc).strip()}") from None
 

@@ -26,12 +26,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, SkipValidation
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from ..cascade import escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
 from ..constraints import Constraints
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
+from ..learning.routing import ExploreSettings, ExploringRouter
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
@@ -88,6 +89,10 @@ class RoutedChatModel(BaseChatModel):
             the same :class:`~mmroute.constraints.Constraints` the server takes per request.
         feedback_store: where escalations the verifier accepted are stored as judgments
             (``record_escalations``); none is stored without one (the router owns no feedback).
+            With ``explore``, every exploring decision is logged in its decision table too.
+        explore: route through an exploration policy (``ExploreSettings``, as ``mmroute serve
+            --explore``, or a ready ``ExploringRouter``): each decision carries its propensity
+            (``response_metadata["propensity"]``, ``["decision_id"]``); hard filters still hold.
         llm_kwargs: extra kwargs for ``mmroute.llm.complete`` (``max_retries``, ``timeout``, ...).
     """
 
@@ -105,6 +110,8 @@ class RoutedChatModel(BaseChatModel):
     record_escalations: bool = True
     feedback_store: SkipValidation[FeedbackStore | None] = None
     llm_kwargs: dict[str, Any] = Field(default_factory=dict)
+    explore: SkipValidation[ExploreSettings | ExploringRouter | None] = None
+    _explorer: ExploringRouter | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         # checked before pydantic runs, so the caller gets mmroute's ConfigError, not a ValidationError
@@ -151,9 +158,23 @@ class RoutedChatModel(BaseChatModel):
             return self.decision, self.decision.ordered
         if self.candidates or self.router is None:
             return None, list(self.candidates or [])
-        decision = route_call(self.router, messages, tools=kwargs.get("tools"), include_context=self.include_context,
+        decision = route_call(self._chooser(), messages, tools=kwargs.get("tools"), include_context=self.include_context,
                               constraints=self.constraints)
         return decision, decision.ordered
+
+    def _chooser(self) -> Any:
+        """The router to route with: the exploring wrapper (built once, so its budget is shared) or the router."""
+        if self.explore is None:
+            return self.router
+        if self._explorer is None:
+            if isinstance(self.explore, ExploringRouter):
+                self._explorer = self.explore
+            else:
+                if self.router is None:
+                    raise ConfigError("RoutedChatModel(explore=...) needs a router to explore with")
+                log = self.feedback_store.decisions if self.feedback_store is not None else None
+                self._explorer = self.explore.wrap(self.router, log=log)
+        return self._explorer
 
     def _kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = {**self.llm_kwargs, **kwargs, "pool": self._pool()}
@@ -185,6 +206,8 @@ class RoutedChatModel(BaseChatModel):
             "finish_reason": answer.finish_reason,
             "routed_model": decision.model if decision else None,
             "route_reason": decision.reason if decision else "fixed candidates",
+            "decision_id": decision.decision_id if decision else None,
+            "propensity": decision.propensity if decision else None,
             "attempts": [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for h in history for a in h["attempts"]],
             "answers": [{k: h[k] for k in ("model", "cost_usd", "verdict")} for h in history],
         }

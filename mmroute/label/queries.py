@@ -32,15 +32,15 @@ def sample_store_queries(store: FeedbackStore, k: int, *, seed: int = 0) -> list
     """Up to ``k`` distinct queries of served decisions, a seeded random sample (images as stored)."""
     if k < 1:
         raise InvalidInputError(f"--sample must be >= 1, got {k}")
-    ids = store.decision_ids()
+    ids = store.decisions.ids()
     random.Random(seed).shuffle(ids)
     seen: dict[str, Query] = {}
     for decision_id in ids:
-        got = store.get_decision(decision_id)
-        if got is None:  # pruned meanwhile
+        got = store.decisions.find(decision_id)
+        if got is None or got.query is None:  # pruned meanwhile, or logged without its query
             continue
         try:
-            q = got[0].to_query()
+            q = got.query.to_query()
         except InvalidInputError:  # e.g. an image the current policy refuses: leave that query out
             continue
         seen.setdefault(q.content_hash, q)

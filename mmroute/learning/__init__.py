@@ -3,7 +3,7 @@ off-policy retrain gate, and the online replay simulator (``mmroute simulate``).
 
 from .explore import (Belief, BetaBandit, Choice, EpsilonGreedyPolicy, ExplorationBudget, ExplorationPolicy,
                       GreedyPolicy, ThompsonPolicy, exploring_decision)
-from .routing import ExploringRouter
+from .routing import ExploreSettings, ExploringRouter
 
 __all__ = ["Belief", "BetaBandit", "Choice", "EpsilonGreedyPolicy", "ExplorationBudget", "ExplorationPolicy",
-           "ExploringRouter", "GreedyPolicy", "ThompsonPolicy", "exploring_decision"]
+           "ExploreSettings", "ExploringRouter", "GreedyPolicy", "ThompsonPolicy", "exploring_decision"]

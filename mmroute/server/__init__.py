@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from .app import FeedbackSink, RouterService, ServerConfig, create_app
 from .batching import FeatureBatcher
-from .decisions import DecisionLog, DecisionRecord
+from .decisions import DecisionRecord, RecentDecisions
 from .metrics import ServerMetrics
 from .runner import BackgroundServer, serve
 
-__all__ = ["BackgroundServer", "DecisionLog", "DecisionRecord", "FeatureBatcher", "FeedbackSink", "RouterService",
-           "ServerConfig", "ServerMetrics", "create_app", "serve"]
+__all__ = ["BackgroundServer", "DecisionRecord", "FeatureBatcher", "FeedbackSink", "RecentDecisions",
+           "RouterService", "ServerConfig", "ServerMetrics", "create_app", "serve"]

@@ -31,7 +31,7 @@ from ..policy import RouteDecision, with_lam
 from ..query import Query
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
-from .decisions import DecisionLog, DecisionRecord
+from .decisions import DecisionRecord, RecentDecisions
 from .metrics import ServerMetrics
 from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
                       RouteOptions, RouteRequest, RouteResponse)
@@ -39,7 +39,10 @@ from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, Fee
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from ..data.formats import Judgment, QueryRecord
+    from ..data.decisions import DecisionLog
+    from ..data.formats import Judgment
+    from ..learning.routing import ExploringRouter
+    from .retrainer import Retrainer
 
 log = logging.getLogger("mmroute.server")
 
@@ -58,13 +61,11 @@ class FeedbackSink(Protocol):
 
 @runtime_checkable
 class DecisionStore(Protocol):
-    """A feedback store that also keeps served decisions (``FeedbackStore``): replicas sharing it
-    accept feedback on each other's decisions and across restarts."""
+    """A feedback store that also keeps the decision log (``FeedbackStore``): replicas sharing it
+    accept feedback on each other's decisions and across restarts, and retraining gates on them."""
 
-    def put_decision(self, decision_id: str, query: "QueryRecord", decision: dict[str, Any], *,
-                     created: float | None = None) -> bool: ...
-
-    def get_decision(self, decision_id: str) -> "tuple[QueryRecord, dict[str, Any], float] | None": ...
+    @property
+    def decisions(self) -> "DecisionLog": ...
 
 
 class ServerConfig(BaseModel):
@@ -230,22 +231,30 @@ _ENDPOINTS = ("/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback",
 class RouterService:
     """Everything one app holds: the router (hot-reloaded), batcher, decisions, metrics, store."""
 
-    def __init__(self, router: Router | LiveRouter, *, store: FeedbackSink | None = None,
+    def __init__(self, router: "Router | LiveRouter | ExploringRouter", *, store: FeedbackSink | None = None,
                  cascade: "CompiledStateGraph | None" = None, config: ServerConfig | None = None,
-                 llm_kwargs: dict[str, Any] | None = None, metrics: ServerMetrics | None = None):
+                 llm_kwargs: dict[str, Any] | None = None, metrics: ServerMetrics | None = None,
+                 retrainer: "Retrainer | None" = None):
+        from ..learning.routing import ExploringRouter
+
         self.config = config or ServerConfig()
-        self.live = router if isinstance(router, LiveRouter) else None
-        self._router: Router = router.router if isinstance(router, LiveRouter) else router
+        # exploring: route through the wrapper, over whichever version of its router is current
+        self.explorer = router if isinstance(router, ExploringRouter) else None
+        source = router.source if isinstance(router, ExploringRouter) else router
+        self.live = source if isinstance(source, LiveRouter) else None
+        self._router: Router = source.router if isinstance(source, LiveRouter) else source
+        self.retrainer = retrainer
         self.store = store
         self.cascade = cascade
         self.metrics = metrics or ServerMetrics()
-        self.decisions = DecisionLog(self.config.remember_decisions)
+        self.decisions = RecentDecisions(self.config.remember_decisions)
         self.batcher = FeatureBatcher(max_batch=self.config.max_batch, max_wait_s=self.config.max_wait_ms / 1000.0,
                                       on_batch=self.metrics.observe_batch)
         self.breaker = CircuitBreaker()
         self.llm_kwargs = dict(llm_kwargs or {})
         self._reload_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
+        self._retrain_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -255,13 +264,18 @@ class RouterService:
 
     async def start(self) -> None:
         await self.batcher.start()
+        self.metrics.serving(_version_name(self._router))
+        log.info("serving router version %s%s", _version_name(self._router),
+                 f" exploring ({self.explorer.policy.name})" if self.explorer is not None else "")
+        if self.retrainer is not None:
+            self._retrain_task = asyncio.create_task(self.retrainer.watch(self), name="mmroute-retrain")
         if self.live is not None:
             self._reload_task = asyncio.create_task(self._watch(), name="mmroute-router-reload")
-        if self.config.decision_max_age_s is not None and hasattr(self.store, "prune_decisions"):
+        if self.config.decision_max_age_s is not None and isinstance(self.store, DecisionStore):
             self._prune_task = asyncio.create_task(self._prune(), name="mmroute-decision-prune")
 
     async def stop(self) -> None:
-        for task in (self._reload_task, self._prune_task):
+        for task in (self._reload_task, self._prune_task, self._retrain_task):
             if task is not None:
                 task.cancel()
                 try:
@@ -275,7 +289,7 @@ class RouterService:
         age = float(self.config.decision_max_age_s or 0.0)
         while True:
             try:
-                n = await asyncio.to_thread(self.store.prune_decisions, age)  # type: ignore[union-attr]
+                n = await asyncio.to_thread(self.store.decisions.prune, age)  # type: ignore[union-attr]
                 if n:
                     log.info("pruned %d served decisions older than %.0f s", n, age)
             except MMRouteError as exc:
@@ -295,6 +309,7 @@ class RouterService:
         if changed:
             self._router = self.live.router
             self.metrics.reloads.inc()
+            self.metrics.serving(_version_name(self._router))
             log.info("now serving router version %s", _version_name(self._router))
         return changed
 
@@ -310,13 +325,9 @@ class RouterService:
         counted, not the request's error: the decision is still in this replica's memory."""
         if not isinstance(self.store, DecisionStore):
             return
-        from ..data.formats import QueryRecord
-
-        body = {"route_decision": rec.decision.model_dump(mode="json"), "answered_by": rec.answered_by,
-                "router_version": rec.router_version}
-        query = QueryRecord(text=rec.query.text, images=[im.to_url() for im in rec.query.images])
         try:
-            await asyncio.to_thread(self.store.put_decision, rec.id, query, body, created=rec.created)
+            await asyncio.to_thread(self.store.decisions.log, rec.decision, rec.query, router_version=rec.router_version,
+                                    answered_by=rec.answered_by, cost=rec.cost_usd, added_at=rec.created)
         except MMRouteError as exc:
             self.metrics.errors.labels("decision_store").inc()
             log.error("could not store decision %s (feedback on it works on this replica only): %s", rec.id, exc)
@@ -328,14 +339,13 @@ class RouterService:
         rec = self.decisions.get(decision_id)
         if rec is not None or not isinstance(self.store, DecisionStore):
             return None if rec is not None and max_age is not None and time.time() - rec.created > max_age else rec
-        found = await asyncio.to_thread(self.store.get_decision, decision_id)
-        if found is None or (max_age is not None and time.time() - found[2] > max_age):
-            return None
-        query, body, created = found
-        q = Query.build(query.text, query.images, image_policy=self._router.image_policy)
-        return DecisionRecord(id=decision_id, query=q, decision=RouteDecision.model_validate(body["route_decision"]),
-                              answered_by=body.get("answered_by"), router_version=body.get("router_version"),
-                              created=created)
+        found = await asyncio.to_thread(self.store.decisions.find, decision_id)
+        if found is None or found.decision is None or found.query is None or (
+                max_age is not None and time.time() - found.added_at > max_age):
+            return None  # decision=None: logged by an old notebook log, which kept no whole decision to rate
+        q = Query.build(found.query.text, found.query.images, image_policy=self._router.image_policy)
+        return DecisionRecord(id=decision_id, query=q, decision=found.decision, answered_by=found.answered_by,
+                              router_version=found.router_version, created=found.added_at, cost_usd=found.cost)
 
     # -- routing -----------------------------------------------------------------------------------------
     def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
@@ -365,7 +375,16 @@ class RouterService:
             raise InvalidInputError(f"the conversation has {payload.n_images} images, over the server's limit of "
                                     f"{self.config.max_images}")
         decision = router.route_features(q, x, policy=policy, constraints=opts.constraints(), payload=payload)
-        rec = DecisionRecord(id=DecisionLog.new_id(), query=q, decision=decision, router_version=_version_name(router))
+        rec_id = RecentDecisions.new_id()
+        if self.explorer is not None:  # the same filters and per-request limits, then a draw from the policy
+            greedy = decision.model
+            decision = self.explorer.route_features(q, x, payload=payload, router=router, lam=opts.lam,
+                                                    decision_id=rec_id, constraints=opts.constraints())
+            if decision.model != greedy:
+                self.metrics.explored.inc()
+        else:
+            decision = decision.model_copy(update={"decision_id": rec_id})
+        rec = DecisionRecord(id=rec_id, query=q, decision=decision, router_version=_version_name(router))
         self.decisions.add(rec)
         self.metrics.decisions_kept.set(len(self.decisions))
         self.metrics.routes.labels(decision.model).inc()
@@ -381,7 +400,8 @@ def route_response(rec: DecisionRecord) -> RouteResponse:
     return RouteResponse(decision_id=rec.id, model=d.model, reason=d.reason, policy=d.policy, knob=d.knob,
                          fallbacks=d.fallbacks, escalation_order=d.escalation_order(),
                          candidates=[Candidate(**c.model_dump()) for c in d.candidates], filtered=d.filtered,
-                         router_version=rec.router_version)
+                         router_version=rec.router_version, propensity=d.propensity,
+                         probabilities=d.choice_probabilities())
 
 
 def _mmroute_meta(rec: DecisionRecord, answer: Answer | None = None, **extra: Any) -> dict[str, Any]:
@@ -395,18 +415,22 @@ def _mmroute_meta(rec: DecisionRecord, answer: Answer | None = None, **extra: An
 
 
 def _headers(rec: DecisionRecord, model: str) -> dict[str, str]:
-    return {"x-mmroute-model": model, "x-mmroute-decision-id": rec.id}
+    return {"x-mmroute-model": model, "x-mmroute-decision-id": rec.id,
+            "x-mmroute-propensity": f"{rec.decision.propensity:.6g}"}
 
 
 # -- the app ----------------------------------------------------------------------------------------------
 
-def create_app(router: Router | LiveRouter, *, store: FeedbackSink | None = None,
+def create_app(router: "Router | LiveRouter | ExploringRouter", *, store: FeedbackSink | None = None,
                cascade: "CompiledStateGraph | None" = None, config: ServerConfig | None = None,
-               llm_kwargs: dict[str, Any] | None = None) -> FastAPI:
-    """The server for ``router`` (a ``LiveRouter`` is hot-reloaded); ``cascade``: a compiled
-    ``create_cascade_graph`` used for chat requests unless a request turns it off;
-    ``store``: where ``/v1/feedback`` writes judgments; ``llm_kwargs``: extra ``mmroute.llm`` kwargs."""
-    service = RouterService(router, store=store, cascade=cascade, config=config, llm_kwargs=llm_kwargs)
+               llm_kwargs: dict[str, Any] | None = None, retrainer: "Retrainer | None" = None) -> FastAPI:
+    """The server for ``router`` (a ``LiveRouter`` is hot-reloaded; an ``ExploringRouter`` explores
+    over its router's current version); ``cascade``: a compiled ``create_cascade_graph`` used for
+    chat requests unless a request turns it off; ``store``: where ``/v1/feedback`` writes judgments
+    and (a ``FeedbackStore``) every decision; ``retrainer``: retrain in the background (a
+    :class:`~mmroute.server.retrainer.Retrainer`); ``llm_kwargs``: extra ``mmroute.llm`` kwargs."""
+    service = RouterService(router, store=store, cascade=cascade, config=config, llm_kwargs=llm_kwargs,
+                            retrainer=retrainer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -547,6 +571,7 @@ def _completion_body(answer: Answer) -> dict[str, Any]:
 def _account(service: RouterService, rec: DecisionRecord, answer: Answer) -> None:
     m = service.metrics
     rec.answered_by = answer.model  # the record persist() writes, even if the LRU dropped it meanwhile
+    rec.cost_usd = answer.total_cost_usd
     service.decisions.set_answered_by(rec.id, answer.model)
     m.answers.labels(answer.model).inc()
     for a in answer.attempts:
@@ -604,15 +629,16 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
                         "supported by the cascade; send mmroute.cascade=false to use them", code="invalid_option",
                         param="mmroute")
     router = service.router
-    decision_id = DecisionLog.new_id()
+    decision_id = RecentDecisions.new_id()
     state = await service.cascade.ainvoke({"messages": req.messages},
                                           config={"configurable": {"thread_id": decision_id}})
     final = state.get("final")
     if final is None:
         raise ProviderError(f"the cascade found no answer ({state.get('status')}): {state.get('error')}")
-    decision: RouteDecision = decision_from_state(state)
+    decision: RouteDecision = decision_from_state(state).model_copy(update={"decision_id": decision_id})
     rec = DecisionRecord(id=decision_id, query=latest_query(state, router), decision=decision,
-                         answered_by=final["model"], router_version=_version_name(router))
+                         answered_by=final["model"], router_version=_version_name(router),
+                         cost_usd=float(state.get("total_cost_usd") or 0.0))
     service.decisions.add(rec)
     await service.persist(rec)
     m = service.metrics
@@ -645,6 +671,7 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
 async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackResponse:
     from ..data.formats import Judgment, QueryRecord
     from ..cascade import judgment_id, rating_judgment
+    from .exploration import attach_reward
 
     rec = await service.lookup(req.decision_id)
     if rec is None:
@@ -658,15 +685,17 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
                         code="no_feedback_store")
     names = {c.model for c in rec.decision.candidates}
     answered = rec.answered_by or rec.decision.model
-    if req.rating is not None:
+    if req.winner is None:  # a rating, or a reward alone (stored as the rating it amounts to)
         rated = req.model or answered
         if rated not in names:
             raise HTTPError(400, f"model {rated!r} was not a candidate of decision {rec.id}", param="model")
-        pair = rating_judgment(rec.decision, rated, req.rating)
+        rating = req.rating or ("good" if float(req.reward or 0.0) >= 0.5 else "bad")
+        pair = rating_judgment(rec.decision, rated, rating)
         if pair is None:
             service.metrics.feedback.labels("rating", "false").inc()
             return FeedbackResponse(decision_id=rec.id, judgment_id=None, stored=False,
-                                    note="no other eligible model to compare with; nothing stored")
+                                    reward=await attach_reward(service, rec, req, None),
+                                    note="no other eligible model to compare with; no judgment stored")
         a, b, winner = pair
         kind = "rating"
     else:
@@ -685,7 +714,7 @@ async def _feedback(service: RouterService, req: FeedbackRequest) -> FeedbackRes
     stored = bool(await asyncio.to_thread(service.store.add, judgment))
     service.metrics.feedback.labels(kind, str(stored).lower()).inc()
     return FeedbackResponse(decision_id=rec.id, judgment_id=jid, stored=stored, model_a=a, model_b=b,
-                            winner=winner)
+                            winner=winner, reward=await attach_reward(service, rec, req, jid))
 
 
 __all__ = ["DecisionStore", "FeedbackSink", "GuardMiddleware", "HTTPError", "RouterService", "ServerConfig", "create_app", "route_response"]

@@ -47,6 +47,47 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default)")
     p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
+    add_explore_arguments(p)
+    p.add_argument("--retrain-every", type=int, default=None, metavar="N",
+                   help="retrain the router inside the server after N new judgments in --store, publish to --router "
+                   "when the gates accept; replicas on one store take turns (one retrains, all reload)")
+    p.add_argument("--retrain-interval", type=float, default=None, metavar="SECONDS",
+                   help="retrain this often when there are new judgments (with or without --retrain-every)")
+
+
+def add_explore_arguments(p: argparse.ArgumentParser) -> None:
+    """The exploration options ``mmroute serve`` and ``mmroute proxy`` share."""
+    p.add_argument("--explore", choices=("thompson", "epsilon"), default=None,
+                   help="explore: route some queries to another eligible model (Thompson sampling from the router's "
+                   "posterior, or epsilon-greedy) and log each decision's propensity (default: no exploration)")
+    p.add_argument("--explore-share", type=float, default=0.1, metavar="S",
+                   help="with --explore: most share of decisions that leave the router's choice (epsilon) (default 0.1)")
+    p.add_argument("--explore-usd", type=float, default=None, metavar="USD",
+                   help="with --explore: most USD exploration may spend beyond the router's choice (default: no cap)")
+    p.add_argument("--new-model-share", type=float, default=1.0, metavar="S",
+                   help="with --explore: most probability a model with (almost) no judgments gets on one query")
+
+
+def explore_settings(args: argparse.Namespace) -> Any:
+    """The ``ExploreSettings`` the options ask for, or None without ``--explore``."""
+    if not getattr(args, "explore", None):
+        return None
+    from pydantic import ValidationError
+
+    from ..errors import ConfigError
+    from ..learning.routing import ExploreSettings
+
+    try:
+        return ExploreSettings(strategy=args.explore, share=args.explore_share, usd=args.explore_usd,
+                               new_model_share=args.new_model_share)
+    except ValidationError as exc:
+        raise ConfigError(option_error("exploration", exc)) from None
+
+
+def option_error(what: str, exc: Any) -> str:
+    """One line naming each bad field of a pydantic ``ValidationError``."""
+    return f"bad {what} option: " + "; ".join(
+        (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + str(e["msg"]) for e in exc.errors())
 
 
 def build_served(args: argparse.Namespace) -> Any:
@@ -80,11 +121,29 @@ def build_served(args: argparse.Namespace) -> Any:
 
         cascade = create_cascade_graph(router, verifier=HeuristicVerifier(), max_escalations=args.max_escalations,
                                        feedback_store=store)
+    retrainer = None
+    if args.retrain_every is not None or args.retrain_interval is not None:
+        from pydantic import ValidationError
+
+        from ..errors import ConfigError
+        from .retrainer import Retrainer, RetrainSettings
+
+        if not args.router or store is None:
+            raise ConfigError("--retrain-every / --retrain-interval need --router (the folder to publish to) and "
+                              "--store (the judgments to retrain on)")
+        try:
+            settings = RetrainSettings(every=args.retrain_every, interval_s=args.retrain_interval)
+        except ValidationError as exc:
+            raise ConfigError(option_error("retraining", exc)) from None
+        retrainer = Retrainer(args.router, store, settings)
+    explore = explore_settings(args)
+    if explore is not None:
+        router = explore.wrap(router)
     config = ServerConfig(api_keys=_api_keys(args), max_body_bytes=args.max_body_bytes, max_images=args.max_images,
                           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, pass_through=args.pass_through,
                           log_prompts=args.log_prompts,
                           decision_max_age_s=None if args.decision_max_age_h is None else args.decision_max_age_h * 3600)
-    return create_app(router, store=store, cascade=cascade, config=config)
+    return create_app(router, store=store, cascade=cascade, config=config, retrainer=retrainer)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -106,6 +165,7 @@ def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=4000, help="port the proxy listens on (default 4000)")
     p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
+    add_explore_arguments(p)
 
 
 def proxy_command(args: argparse.Namespace) -> int:
@@ -116,11 +176,12 @@ def proxy_command(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.config):
         raise ConfigError(f"LiteLLM config not found: {args.config}")
     router = load_router(args.router)
-    app = proxy_app(os.path.abspath(args.config), router, model_group=args.model_group)
+    app = proxy_app(os.path.abspath(args.config), router, model_group=args.model_group, explore=explore_settings(args))
     print(f"mmroute: LiteLLM proxy on http://{args.host}:{args.port} (model group {args.model_group!r} routed by "
           "mmroute)", file=sys.stderr)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
-__all__ = ["add_proxy_arguments", "add_serve_arguments", "build_served", "proxy_command", "serve_command"]
+__all__ = ["add_explore_arguments", "add_proxy_arguments", "add_serve_arguments", "build_served", "explore_settings",
+           "proxy_command", "serve_command"]

@@ -2,8 +2,9 @@
 
 Feedback names a decision id; turning it into a pairwise judgment needs the query, the model
 that answered and the candidates the router scored. Bounded LRU in memory; with a feedback store
-the server also writes each record to the store (``FeedbackStore.put_decision``), so a decision
-this LRU no longer holds, one made before a restart or by another replica is found there.
+the server also writes each record to the store's decision log (``FeedbackStore.decisions``, with
+its propensity, for the off-policy gate), so a decision this LRU no longer holds, one made before
+a restart or by another replica is found there.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ class DecisionRecord:
     decision: RouteDecision
     answered_by: str | None = None  # the model whose answer the client got (None for /v1/route)
     router_version: str | None = None
+    cost_usd: float | None = None  # what the answer cost (None until answered)
     created: float = field(default_factory=time.time)
 
 
-class DecisionLog:
+class RecentDecisions:
     """Thread-safe LRU of ``DecisionRecord`` by id."""
 
     def __init__(self, max_entries: int = 10_000):
@@ -66,4 +68,4 @@ class DecisionLog:
         return len(self._items)
 
 
-__all__ = ["DecisionLog", "DecisionRecord"]
+__all__ = ["DecisionRecord", "RecentDecisions"]

@@ -36,6 +36,7 @@ from litellm.router import CustomRoutingStrategyBase
 from pydantic import ValidationError
 
 from ..errors import InvalidInputError, NoEligibleModelError
+from ..learning.routing import ExploreSettings, ExploringRouter
 from ..payload import Payload
 from ..query import Query
 from ..policy import with_lam
@@ -75,8 +76,10 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
     """Pick the deployment of ``model_group`` that mmroute routes the request to."""
 
     def __init__(self, router: Router | LiveRouter, llm_router: litellm.Router, *, model_group: str = DEFAULT_GROUP,
-                 max_batch: int = 32, max_wait_ms: float = 2.0):
+                 max_batch: int = 32, max_wait_ms: float = 2.0, explore: "ExploreSettings | ExploringRouter | None" = None):
         self._source = router
+        # exploring: draw among the healthy deployments' models, over whichever router version is current
+        self.explorer = explore.wrap(router) if isinstance(explore, ExploreSettings) else explore
         self.llm_router = llm_router
         self.model_group = model_group
         # LiteLLM's own selection, for every other model group
@@ -120,8 +123,12 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         payload = Payload.from_messages(messages, tools=tools)  # the filters see every turn, not only the last
         opts = request_options(request_kwargs)
         try:
-            decision = router.route_features(q, x, exclude=exclude, payload=payload,
-                                             policy=with_lam(router.policy, opts.lam), constraints=opts.constraints())
+            if self.explorer is not None:
+                decision = self.explorer.route_features(q, x, exclude=exclude, payload=payload, router=router,
+                                                        lam=opts.lam, constraints=opts.constraints())
+            else:
+                decision = router.route_features(q, x, exclude=exclude, payload=payload,
+                                                 policy=with_lam(router.policy, opts.lam), constraints=opts.constraints())
         except NoEligibleModelError as exc:
             raise litellm.BadRequestError(f"mmroute: no healthy deployment of {self.model_group} can take this "
                                           f"request: {exc}", model=self.model_group, llm_provider="mmroute") from None
@@ -129,7 +136,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         if request_kwargs is not None:
             meta = request_kwargs.get("metadata")
             if isinstance(meta, dict):
-                meta["mmroute"] = {"model": decision.model, "reason": decision.reason}
+                meta["mmroute"] = {"model": decision.model, "reason": decision.reason,
+                                   "decision_id": decision.decision_id, "propensity": decision.propensity}
         return by_model[decision.model]
 
     async def _features(self, router: Router, q: Query) -> Any:
@@ -212,9 +220,10 @@ class ProxyHook(CustomLogger):
     """A LiteLLM proxy callback that keeps the strategy installed on the proxy's current router."""
 
     def __init__(self, router: Router | LiveRouter | None = None, *, model_group: str | None = None,
-                 router_dir: str | None = None):
+                 router_dir: str | None = None, explore: ExploreSettings | None = None):
         super().__init__()
         self._router = router
+        self.explore = explore
         self._router_dir = router_dir
         self.model_group = model_group or os.environ.get("MMROUTE_MODEL_GROUP", DEFAULT_GROUP)
         self._lock = threading.Lock()
@@ -231,7 +240,7 @@ class ProxyHook(CustomLogger):
         llm_router = getattr(proxy_server, "llm_router", None)
         if llm_router is None:
             return None
-        return install(llm_router, self._get_router(), model_group=self.model_group)
+        return install(llm_router, self._get_router(), model_group=self.model_group, explore=self.explore)
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str) -> dict:
         if data.get("model") == self.model_group:
@@ -250,15 +259,16 @@ proxy_hook = ProxyHook()  # for ``litellm_settings: callbacks: ["mmroute.server.
 
 
 def proxy_app(config_path: str, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,
-              on_install: Callable[[MMRouteStrategy], None] | None = None) -> Any:
-    """LiteLLM's proxy app for ``config_path`` with the mmroute strategy installed at start-up."""
+              on_install: Callable[[MMRouteStrategy], None] | None = None, explore: ExploreSettings | None = None) -> Any:
+    """LiteLLM's proxy app for ``config_path`` with the mmroute strategy installed at start-up
+    (exploring with ``explore``: each request's decision id and propensity go to its ``metadata["mmroute"]``)."""
     # explicit environment write: LiteLLM's proxy reads its config path only from here, at start-up
     os.environ["CONFIG_FILE_PATH"] = str(config_path)  # explicit environment write (mmroute proxy only)
     from litellm.proxy import proxy_server
 
     app = proxy_server.app
     original = app.router.lifespan_context
-    hook = ProxyHook(router, model_group=model_group)
+    hook = ProxyHook(router, model_group=model_group, explore=explore)
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:

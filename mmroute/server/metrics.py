@@ -34,8 +34,18 @@ class ServerMetrics:
         self.batch_latency = Histogram("mmroute_feature_batch_seconds", "time to compute one feature batch",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.reloads = Counter("mmroute_router_reloads", "router versions picked up without a restart", registry=r)
+        self.router_version = Gauge("mmroute_router_version", "the router version serving now (1 on its label)",
+                                    ["version"], registry=r)
+        self.retrains = Counter("mmroute_retrains", "in-server retrains by outcome (published, kept, skipped, failed)",
+                                ["outcome"], registry=r)
+        self.explored = Counter("mmroute_explored", "decisions that left the greedy choice to explore", registry=r)
         self.decisions_kept = Gauge("mmroute_decisions_remembered", "decisions held for feedback", registry=r)
         self.in_flight = Gauge("mmroute_requests_in_flight", "requests being handled now", registry=r)
+
+    def serving(self, version: str | None) -> None:
+        """Say which router version serves: its label 1, no other label left."""
+        self.router_version.clear()
+        self.router_version.labels(version or "unversioned").set(1)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -118,6 +118,8 @@ class RouteResponse(BaseModel):
     candidates: list[Candidate]
     filtered: dict[str, str]
     router_version: str | None = None
+    propensity: float = Field(1.0, description="probability the routing policy gave the chosen model")
+    probabilities: dict[str, float] = Field(default_factory=dict, description="model -> probability of being chosen")
 
 
 class FeedbackRequest(BaseModel):
@@ -125,7 +127,9 @@ class FeedbackRequest(BaseModel):
 
     Rating: ``{"decision_id", "rating": "good"|"bad"}`` (on the model that answered, or ``model``).
     Pairwise: ``{"decision_id", "winner", "model_b"[, "model_a"]}``; ``model_a`` defaults to the
-    model that answered.
+    model that answered. Reward: ``{"decision_id", "reward": 0..1}`` (alone, or with a rating or
+    winner): the quality of the chosen model's answer, attached to the decision for off-policy
+    evaluation; alone it is also stored as a rating (good at 0.5 or more, else bad).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -137,11 +141,15 @@ class FeedbackRequest(BaseModel):
     model_a: str | None = None
     model_b: str | None = None
     weight: float = Field(1.0, gt=0, le=100)
+    reward: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                 description="quality of the chosen model's answer in [0, 1]")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "FeedbackRequest":
-        if (self.rating is None) == (self.winner is None):
-            raise ValueError("give exactly one of 'rating' (good/bad) or 'winner' (model_a/model_b/tie/tie (bothbad))")
+        if self.rating is not None and self.winner is not None:
+            raise ValueError("give one of 'rating' (good/bad) or 'winner' (model_a/model_b/tie/tie (bothbad)), not both")
+        if self.rating is None and self.winner is None and self.reward is None:
+            raise ValueError("give 'rating' (good/bad), 'winner' (model_a/model_b/tie/tie (bothbad)) or 'reward' (0..1)")
         if self.winner is not None and not self.model_b:
             raise ValueError("a pairwise 'winner' needs 'model_b' (the model the answer is compared with)")
         return self
@@ -155,6 +163,7 @@ class FeedbackResponse(BaseModel):
     model_b: str | None = None
     winner: Winner | None = None
     note: str | None = None
+    reward: float | None = Field(None, description="the reward attached to the decision (None: none was)")
 
 
 class ModelCard(BaseModel):
