@@ -161,31 +161,17 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
 def _fit_bradley_terry(arrays: EncodedJudgments, pipeline: "FeaturePipeline", names: list[str], *,
                        calibration_fraction: float, seed: int,
                        model_params: dict[str, Any] | None) -> tuple["BradleyTerry", dict[str, Any]]:
-    """The Bradley-Terry model of :func:`train_router` (capacity chosen on held-out queries unless
-    given, temperature calibrated on others) and its metadata."""
-    from .preference import DEFAULT_GRID, BradleyTerry, select_params
+    """The Bradley-Terry model of :func:`train_router` (:func:`~mmroute.preference.fitting.fit_bradley_terry`,
+    the path every evaluation fold takes too) and its metadata."""
+    from .preference.fitting import fit_bradley_terry
 
-    qkeys = [str(k) for k in arrays.query_index]
-    cal = holdout_mask(qkeys, calibration_fraction, seed) if len(set(qkeys)) >= 20 else np.zeros(len(arrays), bool)
-    train = arrays.subset(~cal)
-    params = {"seed": seed, **{k: v for k, v in (model_params or {}).items() if v is not None}}
-    selection = None
-    if "rank" not in params or "l2" not in params:  # let held-out queries decide the query capacity
-        fixed = {k: v for k, v in params.items()}
-        grid = [{k: v for k, v in g.items() if k not in fixed} for g in DEFAULT_GRID]
-        selection = select_params(train.X, train.pairs, train.y, train.weight, groups=train.query_index.tolist(),
-                                  base=fixed, grid=grid, models=names, seed=seed,
-                                  blocks=[(a, b) for _, a, b in pipeline.spec.blocks()])
-        params = selection.params
-    model = BradleyTerry(**params)
-    model.fit(train.X, train.pairs, train.y, sample_weight=train.weight, models=names)
-    if cal.any():
-        held = arrays.subset(cal)
-        model.calibrate(held.X, held.pairs, held.y, sample_weight=held.weight)
+    fit = fit_bradley_terry(arrays.X, arrays.pairs, arrays.y, arrays.weight, groups=arrays.query_index.tolist(),
+                            models=names, params=model_params, blocks=[(a, b) for _, a, b in pipeline.spec.blocks()],
+                            seed=seed, calibration_fraction=calibration_fraction)
     meta = {"n_judgments": len(arrays), "n_queries": int(arrays.Xq.shape[0]), "seed": seed,
-            "calibration_judgments": int(cal.sum()), "model_params": {k: v for k, v in params.items()},
-            "selection": None if selection is None else [[p, s] for p, s in selection.scores]}
-    return model, meta
+            "calibration_judgments": fit.calibration_judgments, "model_params": dict(fit.params),
+            "selection": None if fit.selection is None else fit.scores}
+    return fit.model, meta
 
 
 def _complete_pool(pool: ModelPool, arrays: EncodedJudgments, judgments: Sequence["Judgment"],

@@ -367,35 +367,26 @@ class BTQuality:
         self.selected: dict[str, Any] | None = None
 
     def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "BTQuality":
-        from ..preference import BradleyTerry, select_params
+        """Exactly as ``mmroute train`` fits (:func:`~mmroute.preference.fitting.fit_bradley_terry`):
+        capacity chosen on held-out queries unless given, temperature calibrated on others."""
+        from ..preference.fitting import fit_bradley_terry
 
         names = [str(i) for i in range(judgments.n_models)]
         arr = np.array(names, dtype=object)
         pairs = np.stack([arr[judgments.ia], arr[judgments.ib]], axis=1)
         Xj = np.asarray(X, dtype=np.float32)[judgments.qi]
-        params = dict(self.bt_params)
-        if params.get("rank") is None or params.get("l2") is None:
-            fixed = {k: v for k, v in params.items() if v is not None}
-            grid = [{k: v for k, v in g.items() if k not in fixed} for g in _grid()]
-            params = select_params(Xj, pairs, judgments.y, judgments.w, groups=judgments.qi.tolist(), base=fixed,
-                                   grid=grid, models=names, seed=int(fixed.get("seed", 0)), blocks=self.blocks).params
-            self.selected = params
-            _log.info("router fold: selected %s", {k: v for k, v in params.items() if k in ("rank", "l2", "ignore_columns")})
-        self.model = BradleyTerry(**params).fit(Xj, pairs, judgments.y, sample_weight=judgments.w, models=names)
+        fit = fit_bradley_terry(Xj, pairs, judgments.y, judgments.w, groups=judgments.qi.tolist(), models=names,
+                                params=self.bt_params, blocks=self.blocks,
+                                seed=int(self.bt_params.get("seed") or 0))
+        if fit.selection is not None:
+            self.selected = fit.params
+            _log.info("router fold: selected %s", {k: v for k, v in fit.params.items()
+                                                   if k in ("rank", "l2", "ignore_columns")})
+        self.model = fit.model
         return self
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
         return self.model.expected_quality(np.asarray(X, dtype=np.float32))
-
-
-def _grid() -> list[dict[str, Any]]:
-    from ..preference import DEFAULT_GRID
-
-    out: list[dict[str, Any]] = []
-    for g in DEFAULT_GRID:
-        if g not in out:
-            out.append(dict(g))
-    return out
 
 
 def make_baselines(n_models: int, seed: int = 0, bt_params: dict[str, Any] | None = None) -> dict[str, Baseline]:

@@ -208,19 +208,18 @@ class BTFamily:
         return data.X[data.qi], np.stack([arr[data.ia], arr[data.ib]], axis=1)
 
     def fit(self, data: RoutingData) -> "BTFamily":
-        from .selection import DEFAULT_GRID, select_params
+        from .fitting import fit_bradley_terry
 
         if not len(data.qi):
             raise InvalidInputError("bt family: no judgments to fit")
         Xj, pairs = self._arrays(data)
-        params = dict(self.params)
-        if "rank" not in params or "l2" not in params:
-            grid = [{k: v for k, v in g.items() if k not in params} for g in (self.grid or DEFAULT_GRID)]
-            params = select_params(Xj, pairs, data.y, data.w, groups=data.qi.tolist(), base=params, grid=grid,
-                                   models=data.models, seed=int(params.get("seed", 0)), blocks=self.blocks).params
-            self.selected = params
-            self.params = params  # a refit (e.g. inside the family selection) reuses the choice
-        self.model = BradleyTerry(**params).fit(Xj, pairs, data.y, sample_weight=data.w, models=data.models)
+        fit = fit_bradley_terry(Xj, pairs, data.y, data.w, groups=data.qi.tolist(), models=data.models,
+                                params=self.params, grid=self.grid, blocks=self.blocks,
+                                seed=int(self.params.get("seed", 0)))
+        if fit.selection is not None:
+            self.selected = fit.params
+            self.params = dict(fit.params)  # a refit (e.g. inside the family selection) reuses the choice
+        self.model = fit.model
         self.models_ = list(data.models)
         return self
 
