@@ -32,7 +32,8 @@ from mmroute.data.formats import outcomes_to_judgments, read_outcomes  # noqa: E
 from mmroute.errors import RoutingWarning  # noqa: E402
 from mmroute.eval.harness import load_eval_set  # noqa: E402
 from mmroute.features import EmbeddingCache, FeaturePipeline  # noqa: E402
-from mmroute.policy import DEFAULT_QUALITY_TOLERANCE, choose_batch, hard_filters  # noqa: E402
+from mmroute.policy import choose_batch, hard_filters  # noqa: E402
+from mmroute.policy_calibration import DEFAULT_QUALITY_TOLERANCE
 from mmroute.tokens import estimate_text_tokens  # noqa: E402
 from mmroute.pool import ModelPool, ModelSpec  # noqa: E402
 from mmroute.preference.selection import holdout_mask  # noqa: E402

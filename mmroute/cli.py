@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rank", type=int, help="rank of the query projection (default: chosen on held-out queries)")
     t.add_argument("--l2", type=float, help="ridge on the query terms (default: chosen on held-out queries)")
     t.add_argument("--seed", type=int, default=0, help="random seed (splits and initialisation; default 0)")
-    from .policy import DEFAULT_QUALITY_TOLERANCE
+    from .policy_calibration import DEFAULT_QUALITY_TOLERANCE
 
     how = t.add_mutually_exclusive_group()
     how.add_argument("--quality-tolerance", type=float, metavar="Q",

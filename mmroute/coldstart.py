@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy
+from .policy import CostAwarePolicy, Policy
+from .policy_calibration import DEFAULT_QUALITY_TOLERANCE
 from .pool import ModelPool
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from .constraints import NO_CONSTRAINTS, Constraints, merge_filters
 from .errors import CheckpointError, ConfigError, InvalidInputError, RoutingWarning
 from .images import DEFAULT_POLICY, ImagePolicy
 from .payload import Payload, to_request
-from .policy import (CostAwarePolicy, Policy, RouteDecision, Scored, calibrate_lambda, decide, hard_filters,
-                     policy_from_json, policy_to_json)
+from .policy import CostAwarePolicy, Policy, RouteDecision, Scored, decide, hard_filters, policy_from_json, policy_to_json
+from .policy_calibration import calibrate_lambda
 from .preference.metrics import expected_quality_from_win, win_probabilities
 from .pool import ModelPool, ModelSpec
 from .query import MessagesLike, Query, QueryLike

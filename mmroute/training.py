@@ -20,8 +20,8 @@ import numpy as np
 from .errors import ConfigError, InvalidInputError, RoutingWarning, UnknownPricesWarning
 from .preference.selection import holdout_mask
 from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import (DEFAULT_QUALITY_TOLERANCE, CostAwarePolicy, Policy, calibrate_lambda,
-                     calibrate_quality_tolerance, default_model, routed_stats)
+from .policy import CostAwarePolicy, Policy, default_model
+from .policy_calibration import DEFAULT_QUALITY_TOLERANCE, calibrate_lambda, calibrate_quality_tolerance, routed_stats
 from .payload import Payload
 from .pool import ModelPool
 from .query import Query

@@ -17,7 +17,8 @@ from mmroute.cli import main
 from mmroute.data.example import example_dir
 from mmroute.data.formats import Judgment, QueryRecord, read_judgments
 from mmroute.errors import ConfigError, DataFormatError, RoutingWarning
-from mmroute.policy import CostAwarePolicy, calibrate_quality_tolerance, choose_batch, routed_stats
+from mmroute.policy import CostAwarePolicy, choose_batch
+from mmroute.policy_calibration import calibrate_quality_tolerance, routed_stats
 from mmroute.pool import ModelPool, ModelSpec
 from mmroute.router import Router
 from mmroute.data.formats import resolve_image_paths

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mmroute.errors import ConfigError, DataFormatError, NoEligibleModelError
-from mmroute.policy import (CostAwarePolicy, Scored, ThresholdPolicy, calibrate_lambda, calibrate_strong_win_threshold,
-                            choose_batch, decide, hard_filters)
+from mmroute.policy import CostAwarePolicy, Scored, ThresholdPolicy, choose_batch, decide, hard_filters
+from mmroute.policy_calibration import calibrate_lambda, calibrate_strong_win_threshold
 from mmroute.pool import ModelPool, ModelSpec
 
 POOL = {"models": [
