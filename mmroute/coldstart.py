@@ -12,14 +12,12 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .images import DEFAULT_POLICY, ImagePolicy
-from .policy import CostAwarePolicy, Policy
+from .policy import Policy
 from .policy_calibration import DEFAULT_QUALITY_TOLERANCE
 from .pool import ModelPool
 
 if TYPE_CHECKING:
-    from .features import FeaturePipeline
-    from .router import Router
+    from .preference import BradleyTerry
 
 PRICE_SLOPE = 0.1
 """Prior rating per e-fold of price (log-odds): a model ten times pricier starts 0.23 ahead, a
@@ -49,11 +47,11 @@ def prior_ratings(pool: ModelPool, *, slope: float = PRICE_SLOPE) -> dict[str, f
     return {m.name: slope * (logs[m.name] - centre) if m.name in logs else 0.0 for m in pool.models}
 
 
-def priors_router(pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: Policy | None = None,
-                  image_policy: ImagePolicy = DEFAULT_POLICY, seed: int = 0,
-                  strength: float = PRIOR_STRENGTH) -> "Router":
-    """A router for ``pool`` with prior ratings only (see :func:`prior_ratings`); what
-    :meth:`Router.from_pool` and ``mmroute train --pool`` without judgments build.
+def priors_model(pool: ModelPool, dim: int, *, policy: Policy | None = None, seed: int = 0,
+                 strength: float = PRIOR_STRENGTH) -> tuple["BradleyTerry", dict[str, Any]]:
+    """The preference model with prior ratings only (see :func:`prior_ratings`) for features of
+    width ``dim``, and the router metadata that says so; :meth:`mmroute.Router.from_pool` (and
+    ``mmroute train --pool`` without judgments) wraps them in a router.
 
     Its posterior is wide (the prior is worth ``strength`` judgments per model, the query terms
     nothing), so Thompson exploration spreads over the pool; its decisions say it routes on priors
@@ -61,16 +59,12 @@ def priors_router(pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: 
     has been measured to trade against cost. The first retrain on judgments
     (:func:`mmroute.training.retrain_router`) fits the query terms, standardises the features on
     those judgments, and chooses lambda by the default rule."""
-    from .features import EmbeddingCache, FeaturePipeline
     from .preference import BradleyTerry
-    from .router import DEFAULT_CACHE_ENTRIES, Router
 
     if not (strength > 0 and math.isfinite(strength)):
         raise ConfigError(f"prior strength must be a finite number > 0, got {strength}")
-    pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
-                if isinstance(encoder, str) else encoder)
     ratings = prior_ratings(pool)
-    model = BradleyTerry.from_ratings(ratings, pipeline.spec.dim, strength=strength, seed=seed, **PRIOR_PARAMS)
+    model = BradleyTerry.from_ratings(ratings, dim, strength=strength, seed=seed, **PRIOR_PARAMS)
     unpriced = [m.name for m in pool.models if not m.prices_known]
     notes = [f"{n}: prices unknown, neutral prior rating 0 (and counted as $0); set them in the pool file"
              for n in unpriced]
@@ -84,8 +78,6 @@ def priors_router(pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: 
                           "tolerance": DEFAULT_QUALITY_TOLERANCE, "default_model": best},
         "default_model": best,
     }
-    return Router(pipeline, model, pool, policy or CostAwarePolicy(0.0), image_policy=image_policy, metadata=meta)
+    return model, meta
 
 
-PRIORS_REASON = ("; routing on priors only (no judgments yet): serve with exploration "
-                 "(mmroute.learning.ExploringRouter) and retrain on the feedback")

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .preference import BradleyTerry
     from .preference.families import Family
 
+PRIORS_REASON = ("; routing on priors only (no judgments yet): serve with exploration "
+                 "(mmroute.learning.ExploringRouter) and retrain on the feedback")
+"""Said by every decision of a router trained on no judgments (:mod:`mmroute.coldstart`)."""
+
 ROUTER_FORMAT = 1
 DEFAULT_CACHE_ENTRIES = 10_000  # a served router remembers this many recent texts/images
 
@@ -187,8 +191,6 @@ class Router:
         scored, filtered = self.score(x, p, constraints)
         d = decide(scored, policy, filtered, prompt_tokens=p.text_tokens, n_images=p.n_images)
         if self.metadata.get("routing") == "priors-only":  # say so: these choices rest on no evidence
-            from .coldstart import PRIORS_REASON
-
             d = d.model_copy(update={"reason": d.reason + PRIORS_REASON})
         return d
 
@@ -210,10 +212,14 @@ class Router:
     def from_pool(cls, pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: Policy | None = None,
                   image_policy: ImagePolicy = DEFAULT_POLICY, seed: int = 0) -> "Router":
         """A router with prior ratings only, for a pool with no judgments yet: serve it with
-        exploration and retrain it on the feedback (:func:`mmroute.coldstart.priors_router`)."""
-        from .coldstart import priors_router
+        exploration and retrain it on the feedback (:func:`mmroute.coldstart.priors_model`)."""
+        from .coldstart import priors_model
+        from .features import EmbeddingCache, FeaturePipeline
 
-        return priors_router(pool, encoder=encoder, policy=policy, image_policy=image_policy, seed=seed)
+        pipeline = (FeaturePipeline.from_spec(encoder, cache=EmbeddingCache(DEFAULT_CACHE_ENTRIES))
+                    if isinstance(encoder, str) else encoder)
+        model, meta = priors_model(pool, pipeline.spec.dim, policy=policy, seed=seed)
+        return cls(pipeline, model, pool, policy or CostAwarePolicy(0.0), image_policy=image_policy, metadata=meta)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:

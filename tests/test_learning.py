@@ -163,7 +163,7 @@ def tiny_router() -> Router:
 def test_exploring_router_logs_propensities_in_the_store_file(tiny_router, tmp_path):
     db = tmp_path / "feedback.db"
     store = FeedbackStore(db)
-    log = DecisionLog(db)
+    log = store.decisions
     er = ExploringRouter(tiny_router, ThompsonPolicy(), log=log, seed=0)
     img = er.route({"text": "What colour is the shape?", "images": [str(IMAGE)]})
     txt = er.route("What is 9 * 7?")
@@ -193,7 +193,7 @@ def test_exploring_router_logs_propensities_in_the_store_file(tiny_router, tmp_p
 
 
 def test_decision_log_rejects_inconsistent_propensities(tiny_router, tmp_path):
-    log = DecisionLog(tmp_path / "d.db")
+    log = FeedbackStore(tmp_path / "d.db").decisions
     d = tiny_router.route("What is 9 * 7?")
     with pytest.raises(InvalidInputError, match="decision_id"):
         log.log(d)
@@ -272,7 +272,7 @@ def _biased_router(router: Router, favourite: str) -> Router:
 
 
 def test_ope_gate_accepts_a_better_router_and_rejects_a_worse_one(tiny_router, tmp_path):
-    log = DecisionLog(tmp_path / "d.db")
+    log = FeedbackStore(tmp_path / "d.db").decisions
     _log_uniform(tiny_router, log, {"replay/math-text": 1.0, "replay/tiny-text": 0.2}, n=80)
     good, bad = _biased_router(tiny_router, "replay/math-text"), _biased_router(tiny_router, "replay/tiny-text")
     up = ope_gate(bad, good, log)
@@ -299,7 +299,7 @@ def test_retrain_is_rejected_by_the_off_policy_gate_even_when_log_loss_improves(
                              model_a="replay/tiny-text", model_b="replay/math-text", winner="model_a", id=f"n{i}")
                     for i in range(60)])
     # ... but logged outcomes say math-text's answers were the good ones
-    log = DecisionLog(db)
+    log = store.decisions
     _log_uniform(served, log, {"replay/math-text": 1.0}, n=80)
     report = retrain(root, store, seed=0, min_holdout=5)  # finds the decision log in the store's own file
     assert report.new_log_loss < report.old_log_loss  # the held-out log-loss gate alone would accept

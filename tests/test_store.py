@@ -17,7 +17,8 @@ from PIL import Image
 
 from mmroute.data import Judgment, read_judgments, write_jsonl
 from mmroute.data.formats import DataLineError
-from mmroute.data.store import SCHEMA_VERSION, FeedbackStore, StoreError
+from mmroute.data._backend import SCHEMA_VERSION
+from mmroute.data.store import FeedbackStore, StoreError
 from mmroute.errors import DataFormatError, InvalidInputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from mmroute.data import Judgment
-from mmroute.data.store import SCHEMA_VERSION, FeedbackStore, StoreError, is_postgres_url
+from mmroute.data._backend import SCHEMA_VERSION, is_postgres_url
+from mmroute.data.store import FeedbackStore, StoreError
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
 from mmroute.data.store_postgres import redact  # noqa: E402

@@ -27,10 +27,11 @@ from ..errors import InvalidInputError, MMRouteError
 from ..policy import RouteDecision
 from ..query import Query
 from .formats import QueryRecord
-from .store import INSERT_DECISION, FeedbackStore
+from ._backend import INSERT_DECISION
 
 if TYPE_CHECKING:
-    from .store import SQLParam
+    from .store import FeedbackStore
+    pass
 
 
 class LoggedCandidate(BaseModel):
@@ -84,41 +85,18 @@ def _check(decision: RouteDecision) -> str:
     return decision.decision_id
 
 
-def legacy_served_row(decision_id: str, created: float, record: str) -> tuple["SQLParam", ...]:
-    """A version-1 ``served_decisions`` row as an ``INSERT_DECISION`` row (the store's migration)."""
-    old = json.loads(record)
-    body = old.get("decision") or {}
-    d = body.get("route_decision") or {}
-    new = {"query": old.get("query"), "router_version": body.get("router_version"),
-           "answered_by": body.get("answered_by"), "decision": d}
-    return (decision_id, created, str(d.get("policy", "unknown")), str(d.get("model", "")),
-            float(d.get("propensity", 1.0)), None, _dumps(new), None)
-
-
 class DecisionLog:
     """Decisions plus their later outcome, in a feedback store's ``decisions`` table.
 
-    ``DecisionLog(store)`` shares an open :class:`FeedbackStore` (``store.decisions`` is one);
-    ``DecisionLog(path_or_url)`` opens (and then owns) one."""
+    A view of an open :class:`FeedbackStore`: ``store.decisions`` is the way to get one
+    (``FeedbackStore("feedback.db").decisions``); the store owns the connection."""
 
-    def __init__(self, store: FeedbackStore | str | os.PathLike[str], *, timeout_s: float = 60.0) -> None:
-        self._owned = not isinstance(store, FeedbackStore)
-        self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(
-            store if isinstance(store, str) else Path(store), timeout_s=timeout_s)
+    def __init__(self, store: "FeedbackStore") -> None:
+        self.store = store
 
     @property
     def path(self) -> Path | str:
         return self.store.path
-
-    def close(self) -> None:
-        if self._owned:
-            self.store.close()
-
-    def __enter__(self) -> "DecisionLog":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __len__(self) -> int:
         return int(self.store._scalar("SELECT COUNT(*) FROM decisions"))
@@ -257,4 +235,4 @@ def stored_cost(decision: LoggedDecision) -> float:
     return next(c.expected_cost for c in decision.candidates if c.model == decision.model)
 
 
-__all__ = ["DecisionLog", "LoggedCandidate", "LoggedDecision", "has_decisions", "legacy_served_row", "stored_cost"]
+__all__ = ["DecisionLog", "LoggedCandidate", "LoggedDecision", "has_decisions", "stored_cost"]

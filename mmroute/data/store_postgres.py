@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors as pg_errors
 
-from .store import INSERT_IMAGE, INSERT_JUDGMENT, Blob, Row, SQLParam, StoreBackend, StoreError, schema_sql, setup_meta
+from ._backend import INSERT_IMAGE, INSERT_JUDGMENT, Blob, Row, SQLParam, StoreBackend, StoreError, schema_sql, setup_meta
 
 T = TypeVar("T")
 

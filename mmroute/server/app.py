@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -31,7 +31,7 @@ from ..policy import RouteDecision, with_lam
 from ..query import Query
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
-from .decisions import DecisionRecord, RecentDecisions
+from .decisions import DecisionStore, DecisionRecord, RecentDecisions
 from .metrics import ServerMetrics
 from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
                       RouteOptions, RouteRequest, RouteResponse)
@@ -39,7 +39,6 @@ from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, Fee
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from ..data.decisions import DecisionLog
     from ..data.formats import Judgment
     from ..learning.routing import ExploringRouter
     from .retrainer import Retrainer
@@ -57,15 +56,6 @@ class FeedbackSink(Protocol):
     """What the server needs of a feedback store (``FeedbackStore`` or any other backend)."""
 
     def add(self, judgment: "Judgment") -> bool: ...
-
-
-@runtime_checkable
-class DecisionStore(Protocol):
-    """A feedback store that also keeps the decision log (``FeedbackStore``): replicas sharing it
-    accept feedback on each other's decisions and across restarts, and retraining gates on them."""
-
-    @property
-    def decisions(self) -> "DecisionLog": ...
 
 
 class ServerConfig(BaseModel):

@@ -14,9 +14,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..policy import RouteDecision
 from ..query import Query
+
+if TYPE_CHECKING:
+    from ..data.decisions import DecisionLog
 
 
 @dataclass
@@ -28,6 +32,15 @@ class DecisionRecord:
     router_version: str | None = None
     cost_usd: float | None = None  # what the answer cost (None until answered)
     created: float = field(default_factory=time.time)
+
+
+@runtime_checkable
+class DecisionStore(Protocol):
+    """A feedback store that also keeps the decision log (``FeedbackStore``): replicas sharing it
+    accept feedback on each other's decisions and across restarts, and retraining gates on them."""
+
+    @property
+    def decisions(self) -> "DecisionLog": ...
 
 
 class RecentDecisions:

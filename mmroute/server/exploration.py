@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import MMRouteError
-from .decisions import DecisionRecord
+from .decisions import DecisionRecord, DecisionStore
 from .schemas import FeedbackRequest
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ async def attach_reward(service: "RouterService", rec: DecisionRecord, req: Feed
     """Write the reward (and the answer's cost) to the store's decision row, from whichever
     replica got the feedback; returns the reward attached, None when there was none to attach.
     A failed write is logged and counted: the judgment is already stored."""
-    from .app import DecisionStore
-
     reward = reward_of(req, rec)
     if reward is None or not isinstance(service.store, DecisionStore):
         return None
