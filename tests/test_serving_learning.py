@@ -239,13 +239,15 @@ def test_cli_serve_wires_exploration_and_retraining(folder, tmp_path):
 
     args = build_parser().parse_args(["serve", "--router", str(folder), "--store", str(tmp_path / "s.db"),
                                       "--explore", "epsilon", "--explore-share", "0.2", "--explore-usd", "0.5",
-                                      "--new-model-share", "0.3", "--retrain-every", "50", "--retrain-interval", "600"])
+                                      "--new-model-share", "0.3", "--retrain-every", "50", "--retrain-interval", "600",
+                                      "--retrain-holdout", "0.3", "--retrain-min-holdout", "5"])
     svc = build_served(args).state.service
     budget = svc.explorer.policy.budget
     assert isinstance(svc.explorer.policy, EpsilonGreedyPolicy) and svc.explorer.policy.epsilon == 0.2
     assert (budget.max_share, budget.max_usd, budget.new_model_share) == (0.2, 0.5, 0.3)
     assert svc.live is not None and svc.explorer.source is svc.live  # the wrapper follows hot reloads
-    assert svc.retrainer.settings.every == 50 and svc.retrainer.settings.interval_s == 600
+    settings = svc.retrainer.settings
+    assert (settings.every, settings.interval_s, settings.holdout_fraction, settings.min_holdout) == (50, 600, 0.3, 5)
     no_store = build_parser().parse_args(["serve", "--router", str(folder), "--retrain-every", "5"])
     with pytest.raises(ConfigError, match="--store"):
         build_served(no_store)

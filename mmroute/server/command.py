@@ -53,6 +53,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    "when the gates accept; replicas on one store take turns (one retrains, all reload)")
     p.add_argument("--retrain-interval", type=float, default=None, metavar="SECONDS",
                    help="retrain this often when there are new judgments (with or without --retrain-every)")
+    p.add_argument("--retrain-holdout", type=float, default=0.2, metavar="F",
+                   help="with --retrain-*: share of the new judgments held out to compare the routers (default 0.2)")
+    p.add_argument("--retrain-min-holdout", type=int, default=None, metavar="N",
+                   help="with --retrain-*: fewest held-out judgments to compare on (default: mmroute retrain's)")
 
 
 def add_explore_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,7 +136,8 @@ def build_served(args: argparse.Namespace) -> Any:
             raise ConfigError("--retrain-every / --retrain-interval need --router (the folder to publish to) and "
                               "--store (the judgments to retrain on)")
         try:
-            settings = RetrainSettings(every=args.retrain_every, interval_s=args.retrain_interval)
+            settings = RetrainSettings(every=args.retrain_every, interval_s=args.retrain_interval,
+                                       holdout_fraction=args.retrain_holdout, min_holdout=args.retrain_min_holdout)
         except ValidationError as exc:
             raise ConfigError(option_error("retraining", exc)) from None
         retrainer = Retrainer(args.router, store, settings)
