@@ -8,7 +8,8 @@ evaluating a router takes; the baseline classes and metric helpers are in their 
 """
 
 from .baselines import make_baselines
-from .harness import EvalReport, EvalSet, cross_validate, evaluate_router, load_eval_set
+from .harness import EvalSet, cross_validate, evaluate_router, load_eval_set
+from .report import EvalReport
 from ..curves import Curve, summarize
 
 __all__ = ["Curve", "EvalReport", "EvalSet", "cross_validate", "evaluate_router", "load_eval_set", "make_baselines",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .harness import EvalReport
+from .report import EvalReport
 from ..curves import curve_at, pareto_front
 
 _STYLE: dict[str, dict[str, Any]] = {

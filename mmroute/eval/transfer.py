@@ -27,14 +27,8 @@ from ..errors import ConfigError, InvalidInputError
 from ..pool import ModelPool
 from ..query import Query
 from .baselines import Baseline, BTQuality, make_baselines
-from .harness import (
-    BASELINE_ORDER,
-    EvalReport,
-    build_report,
-    judgments_to_arrays,
-    load_eval_set,
-    outcomes_from_anchor,
-)
+from .harness import judgments_to_arrays, load_eval_set, outcomes_from_anchor
+from .report import BASELINE_ORDER, EvalReport, build_report
 
 log = logging.getLogger(__name__)
 
