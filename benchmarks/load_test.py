@@ -20,7 +20,7 @@ Reported: completed / failed with a clear error / hung; end-to-end latency p50/p
 latency p50/p99 (the router's ``route`` call, timed inside the route node, so it includes
 contention with everything else running); escalations; escalation judgments the final states
 imply vs. found in the feedback store; total cost; calls to the dead model. Nothing is asserted
-here (``tests/test_load.py`` runs the same harness smaller, with assertions); the exit status is
+here (``tests/system/test_load.py`` runs the same harness smaller, with assertions); the exit status is
 1 when a query hung, raised, or a judgment is missing.
 
 Concurrency knobs: ``--concurrency`` bounds the graph invocations in flight (a semaphore);

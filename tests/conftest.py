@@ -14,6 +14,16 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier (the folder it is in): ``-m unit`` / ``make test-fast`` runs the
+    fast tier, ``-m "not system"`` skips the servers, PostgreSQL, wheel, SIGKILL and load tests."""
+    for item in items:
+        tier = next((t for t in TIERS if t in Path(str(item.fspath)).parts), None)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
 SHARED_DATA = Path(os.environ.get("MMROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

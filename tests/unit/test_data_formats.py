@@ -24,13 +24,9 @@ from mmroute.data import (
 from mmroute.data.example import SOURCE, example_dir, generate_example
 from mmroute.data.formats import ERROR_KINDS
 from mmroute.errors import DataFormatError, ImageError, InvalidInputError
+from _images import png_file as _png
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _png(path: Path, colour=(255, 0, 0)) -> Path:
-    Image.new("RGB", (8, 8), colour).save(path)
-    return path
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _j(**kw) -> dict:

@@ -9,9 +9,7 @@ cheap -> mid -> strong. ``cheap`` is text-only.
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
-import io
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -19,7 +17,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
-from PIL import Image
 
 from mmroute.errors import ConfigError, InvalidInputError
 from mmroute.graph import RouterState, create_cascade_graph, create_router_node, decision_from_state
@@ -28,16 +25,11 @@ from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.testing import ScriptedLLM, fail
 from mmroute.verify import HeuristicVerifier
+from _images import png_url
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
 FAST = {"max_retries": 0}  # no backoff sleeps in tests; the fallback test sets its own
-
-
-def png_url(rgb: tuple[int, int, int]) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def pool() -> ModelPool:
@@ -476,7 +468,7 @@ def test_langgraph_json_serves_the_module_level_cascade_graph(router, scripted, 
 
     import mmroute.graph.served as served
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     path, attr = json.loads((root / "langgraph.json").read_text())["graphs"]["cascade"].rsplit(":", 1)
     assert path == "./graphs/cascade.py" and attr == "graph"
     # langgraph-api loads the file by path (graphs/ is not a package) and reads its namespace:

@@ -7,8 +7,6 @@ to ``up/text`` and images to ``up/vision``.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import secrets
 import socket
@@ -24,23 +22,17 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from PIL import Image
 
 pytest.importorskip("litellm.proxy.proxy_server", reason="litellm[proxy] is not installed (the 'proxy' extra)")
 
 from mmroute.pool import ModelPool  # noqa: E402
 from mmroute.server import BackgroundServer  # noqa: E402
+from _images import png_url
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEXT, VISION, BIG = "up/text", "up/vision", "up/big"
 MASTER_KEY = "sk-" + secrets.token_hex(16)  # the proxy refuses to start without one
 START_TIMEOUT_S = 240  # the proxy imports a lot; the CI machine is small and shared
-
-
-def png_url(rgb: tuple[int, int, int]) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (24, 24), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 class Upstreams:

@@ -4,7 +4,6 @@ one run over HTTP against a local OpenAI-compatible server."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytest
 from _local_http import LocalHTTPServer
-from PIL import Image
 
 from mmroute.cli import main
 from mmroute.policy import RouteDecision
@@ -26,6 +24,7 @@ from mmroute.label.judge import combine, to_models
 from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.testing import ScriptedLLM, fail, reply
+from _images import png_bytes
 
 RANK = {"strong": 3, "mid": 2, "weak": 1, "blind": 0, "vis2": 2}
 JUDGE = "scripted/judge"
@@ -74,12 +73,6 @@ def _llm(judge: Any = _fair_judge, **extra: Any) -> ScriptedLLM:
 
 def _queries(n: int = 4) -> list[Query]:
     return [Query(text=f"question number {i}: what is {i} * 7?") for i in range(n)]
-
-
-def _png(color: str = "red") -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _run(tmp_path: Path, queries: list[Query], pool: ModelPool = TEXT_POOL, name: str = "out.jsonl", **kw: Any):
@@ -190,7 +183,7 @@ def test_image_query_never_reaches_a_text_only_model(tmp_path):
     pool = _pool({"name": "scripted/strong", "supports_vision": True}, {"name": "scripted/vis2", "supports_vision": True},
                  {"name": "scripted/weak", "supports_vision": False}, {"name": "scripted/blind"})  # vision unknown
     llm = _llm()
-    q = Query(text="what colour is this?", images=[_png()])
+    q = Query(text="what colour is this?", images=[png_bytes("red", 8)])
     rep = _run(tmp_path, [q, Query(text="plain text")], pool=pool)
     assert all(isinstance(c.messages[-1]["content"], str)
                for m in ("weak", "blind") for c in llm.calls_for(f"scripted/{m}"))  # text only, never an image
@@ -209,7 +202,7 @@ def test_no_call_is_spent_on_a_query_only_one_model_can_take(tmp_path):
     pool = _pool({"name": "scripted/strong", "supports_vision": True}, {"name": "scripted/weak", "supports_vision": False},
                  {"name": "scripted/mid", "supports_vision": False, "context_window": 400})
     llm = _llm()
-    rep = _run(tmp_path, [Query(text="see", images=[_png()]), Query(text="long " * 300)], pool=pool)
+    rep = _run(tmp_path, [Query(text="see", images=[png_bytes("red", 8)]), Query(text="long " * 300)], pool=pool)
     assert rep.queries_unlabellable == 1 and rep.lines_written == 1
     assert not llm.calls_for("scripted/mid")  # past its context window
     assert len(llm.calls_for("scripted/strong")) == 1  # the long query only: the image query has no pair
@@ -218,7 +211,7 @@ def test_no_call_is_spent_on_a_query_only_one_model_can_take(tmp_path):
 def test_a_judge_that_cannot_see_images_judges_no_image_query(tmp_path):
     llm = _llm()
     two = _pool({"name": "scripted/strong", "supports_vision": True}, {"name": "scripted/vis2", "supports_vision": True})
-    rep = _run(tmp_path, [Query(text="see", images=[_png()])], pool=two,
+    rep = _run(tmp_path, [Query(text="see", images=[png_bytes("red", 8)])], pool=two,
                judge_pool=_pool({"name": JUDGE, "supports_vision": False}))
     assert rep.lines_written == 0 and not llm.calls and "judge cannot take" in rep.summary()
 
@@ -337,9 +330,9 @@ def _pool_file(tmp_path: Path, models: list[dict[str, Any]]) -> Path:
 
 def test_cli_queries_file_with_images_and_resume(tmp_path, capsys):
     _llm()
-    (tmp_path / "cat.png").write_bytes(_png("blue"))
+    (tmp_path / "cat.png").write_bytes(png_bytes("blue", 8))
     qfile = tmp_path / "queries.jsonl"
-    data_url = "data:image/png;base64," + base64.b64encode(_png("green")).decode()
+    data_url = "data:image/png;base64," + base64.b64encode(png_bytes("green", 8)).decode()
     qfile.write_text("\n".join(json.dumps(r) for r in [
         {"text": "what is 2+2?"}, {"text": "describe", "images": ["cat.png"]},
         {"text": "and this?", "images": [data_url]}, {"text": "what is 2+2?"}]) + "\n")

@@ -3,21 +3,18 @@ route response and the store's one decision table), rewards by decision id from 
 the off-policy gate on served decisions, and continuous retraining inside the server (one
 retrainer at a time, every replica reloads, the version metric follows).
 
-Set-up as tests/test_server.py: cheap (text-only) < mid < strong (vision), a tiny ``clip:tiny``
+Set-up as tests/system/test_server.py: cheap (text-only) < mid < strong (vision), a tiny ``clip:tiny``
 router with a steep cost-aware policy (text to cheap, images to mid).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import shutil
 import threading
 import time
 
 import httpx
 import pytest
-from PIL import Image
 
 from mmroute.data.store import FeedbackStore
 from mmroute.errors import ConfigError
@@ -28,15 +25,10 @@ from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.server import BackgroundServer, ServerConfig, create_app
 from mmroute.server.retrainer import FileRetrainLock, PostgresRetrainLock, Retrainer, RetrainSettings
+from _images import png_url
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 FAST = {"max_retries": 0}
-
-
-def png_url(rgb: tuple[int, int, int], size: int = 32) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")

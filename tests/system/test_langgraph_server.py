@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KNOWN = "What is the capital of Peru?"  # recorded in mmroute/example_data/answers.jsonl
 UNKNOWN = "Which river runs through the city of Atlantis?"
 

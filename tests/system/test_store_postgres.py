@@ -3,7 +3,7 @@ concurrent writer processes lose nothing and duplicate nothing, and a reader res
 largest sequence number it saw never skips a row committed later.
 
 The guarantees both backends share (idempotency, images, export/import, SIGKILL) are checked on
-both by ``tests/test_store.py`` (its ``new_store`` fixture)."""
+both by ``tests/integration/test_store.py`` (its ``new_store`` fixture)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from mmroute.data.store import FeedbackStore, StoreError
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
 from mmroute.data.store_postgres import redact  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _j(text: str, **kw) -> Judgment:

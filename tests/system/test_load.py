@@ -18,7 +18,7 @@ import litellm
 import pytest
 
 litellm.suppress_debug_info = True
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "load_test.py"
 _spec = importlib.util.spec_from_file_location("mmroute_load_test", _PATH)
 lt = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = lt  # dataclasses resolve their module by name

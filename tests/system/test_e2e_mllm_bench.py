@@ -12,7 +12,7 @@ from mmroute.data.importers import IMPORTERS
 from mmroute.pool import ModelPool
 from mmroute.training import encode_judgments, train_router
 
-POOL = Path(__file__).resolve().parents[1] / "benchmarks" / "pools" / "mllm-bench.yaml"
+POOL = Path(__file__).resolve().parents[2] / "benchmarks" / "pools" / "mllm-bench.yaml"
 TEXT_ONLY = "microsoft/phi-3-medium-128k-instruct"
 
 

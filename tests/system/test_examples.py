@@ -6,7 +6,7 @@ import re
 import runpy
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_quickstart_runs(capsys):
@@ -62,7 +62,7 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch, capsys):
     from mmroute import example_dir
 
     blocks = _readme_python_blocks()
-    # the first two are the library's; the later ones talk to a running `mmroute serve` (tests/test_server.py)
+    # the first two are the library's; the later ones talk to a running `mmroute serve` (tests/system/test_server.py)
     assert len(blocks) >= 2 and blocks[0].startswith("from mmroute import ") and "from mmroute import " in blocks[1]
     assert all("127.0.0.1" in b for b in blocks[2:])
     monkeypatch.chdir(tmp_path)

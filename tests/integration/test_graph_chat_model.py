@@ -1,36 +1,28 @@
 """RoutedChatModel (and the agent middleware): a LangChain chat model that routes every call.
 
-Same set-up as tests/test_graph.py: scripted models cheap (text-only) < mid < strong, a tiny
+Same set-up as tests/integration/test_graph.py: scripted models cheap (text-only) < mid < strong, a tiny
 ``clip:tiny`` router with a steep cost-aware policy, so text goes to cheap and images to mid.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import warnings
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from PIL import Image
 
 from mmroute.errors import ConfigError, ProviderError
 from mmroute.graph import RoutedChatModel, RoutingMiddleware
 from mmroute.pool import ModelPool
 from mmroute.testing import ScriptedLLM, fail, tool_call
 from mmroute.verify import HeuristicVerifier
+from _images import png_url
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
 FAST = {"max_retries": 0}
-
-
-def png_url(rgb: tuple[int, int, int]) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +218,7 @@ def test_react_agent_example_runs_offline(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "react_agent.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "react_agent.py"
     spec = importlib.util.spec_from_file_location("react_agent_example", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

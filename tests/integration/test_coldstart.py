@@ -42,7 +42,7 @@ def test_from_pool_routes_on_priors_and_says_so(priors: Router):
     q = priors.predict_quality(["What is 31 * 47?", "Write a haiku about tea.", "Say hello"])
     assert np.allclose(q, q[0]) and 0.4 < q.min() and q.max() < 0.6
     assert d.model == VISION  # lambda 0: the prior's best, the priciest
-    img = {"text": "what is this?", "images": [str(Path(__file__).parent.parent / "mmroute" / "example_data" /
+    img = {"text": "what is this?", "images": [str(Path(__file__).resolve().parents[2] / "mmroute" / "example_data" /
                                                    "images" / "ex-0005.png")]}
     assert priors.route(img).model == VISION and set(priors.route(img).filtered) == {CHEAP, MATH}
 

@@ -13,26 +13,21 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from mmroute.data import Judgment, read_judgments, write_jsonl
 from mmroute.data.formats import DataLineError
 from mmroute.data._backend import SCHEMA_VERSION
 from mmroute.data.store import FeedbackStore, StoreError
 from mmroute.errors import DataFormatError, InvalidInputError
+from _images import png_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _j(i: int = 0, **kw) -> Judgment:
     data = {"query": {"text": f"question {i}"}, "model_a": "a", "model_b": "b", "winner": "model_a"}
     data.update(kw)
     return Judgment.model_validate(data)
-
-
-def _png(path: Path, colour=(0, 128, 255)) -> Path:
-    Image.new("RGB", (10, 6), colour).save(path)
-    return path
 
 
 def test_add_is_idempotent_by_id_and_by_content(new_store, tmp_path):
@@ -50,7 +45,7 @@ def test_add_is_idempotent_by_id_and_by_content(new_store, tmp_path):
 def test_images_survive_deletion_of_the_originals(new_store, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    _png(src / "a.png")
+    png_file(src / "a.png", size=(10, 6))
     s = new_store()
     s.add(_j(1, query={"text": "colour?", "images": ["a.png"]}), base_dir=src)
     s.add(_j(2, query={"text": "again", "images": [str(src / "a.png")]}))
@@ -84,7 +79,7 @@ def test_iter_since_cursor_and_time(new_store, tmp_path):
 
 
 def test_export_import_round_trip_is_self_contained(new_store, tmp_path):
-    _png(tmp_path / "a.png")
+    png_file(tmp_path / "a.png", size=(10, 6))
     s = new_store()
     s.add_many([_j(1, query={"text": "c?", "images": ["a.png"]}, winner="tie (bothbad)", source="ui"), _j(2, id="k")],
                base_dir=tmp_path)
@@ -149,7 +144,7 @@ def _spawn(args: list[str]) -> subprocess.Popen:
 
 @pytest.mark.timeout(120)
 def test_eight_processes_append_concurrently(tmp_path):
-    db, go, img = tmp_path / "fb.db", tmp_path / "go", _png(tmp_path / "shared.png")
+    db, go, img = tmp_path / "fb.db", tmp_path / "go", png_file(tmp_path / "shared.png", size=(10, 6))
     FeedbackStore(db).close()
     procs = [_spawn([_WORKER, str(db), str(w), "1000", str(go), str(img)]) for w in range(8)]
     for p in procs:  # all imported and connected before anyone writes: the appends really overlap
@@ -208,7 +203,7 @@ def test_sigkill_during_appends_leaves_store_intact(new_store_location):
 
 def test_record_builds_and_stores_a_judgment(tmp_path):
     s = FeedbackStore(tmp_path / "fb.db")
-    png = _png(tmp_path / "shape.png")
+    png = png_file(tmp_path / "shape.png", size=(10, 6))
     j = s.record({"text": "what shape?", "images": [str(png)]}, "a", "b", "tie", weight=2.0, source="user", id="r1")
     assert (j.id, j.model_a, j.model_b, j.winner, j.weight, j.source) == ("r1", "a", "b", "tie", 2.0, "user")
     assert j.query.text == "what shape?" and j.query.images[0].startswith("data:image/png")
@@ -241,7 +236,7 @@ def test_decisions_are_kept_once_with_their_images_and_rewards(new_store, tmp_pa
     from mmroute.query import Query
 
     s = new_store()
-    img = _png(tmp_path / "a.png")
+    img = png_file(tmp_path / "a.png", size=(10, 6))
     url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
     q = QueryRecord(text="what is this?", images=[url])
     log = s.decisions
@@ -274,7 +269,7 @@ def _v1_file(path, tmp_path) -> str:
     """A version-1 SQLite store: judgments, a ``served_decisions`` table and the old decision log's table."""
     import base64
 
-    url = "data:image/png;base64," + base64.b64encode(_png(tmp_path / "old.png").read_bytes()).decode()
+    url = "data:image/png;base64," + base64.b64encode(png_file(tmp_path / "old.png", size=(10, 6)).read_bytes()).decode()
     digest = __import__("hashlib").sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest()
     conn = sqlite3.connect(path)
     conn.executescript("""

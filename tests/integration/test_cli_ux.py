@@ -15,7 +15,7 @@ import pytest
 from mmroute.cli import build_parser, main
 from mmroute.data.example import example_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = example_dir()  # the packaged example set
 
 

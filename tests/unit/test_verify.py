@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mmroute.errors import ConfigError, DataFormatError, ProviderError
 from mmroute.query import Query
@@ -18,6 +16,7 @@ from mmroute.verify import (ESCALATE_ALL, AllOf, ConsistencyVerifier, HeuristicV
                             llm_generate)
 from mmroute.verify.answers import answers_equal, extract_answer, majority
 from mmroute.verify.judge import parse_judgment
+from _images import png_bytes as _png
 
 
 @dataclass
@@ -46,12 +45,6 @@ class ScriptedGenerate:
 
 
 Q = Query(text="What is 2+2?")
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------ heuristic

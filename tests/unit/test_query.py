@@ -11,12 +11,7 @@ from PIL import Image
 from mmroute.errors import ImageError, InvalidInputError
 from mmroute.images import ImagePolicy, decode
 from mmroute.query import Query
-
-
-def png_bytes(color=(255, 0, 0), size=(8, 6), mode="RGB", fmt="PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, color).save(buf, format=fmt)
-    return buf.getvalue()
+from _images import png_bytes
 
 
 def data_url(b: bytes, mime="image/png") -> str:

@@ -14,7 +14,7 @@ import pytest
 
 import mmroute
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "open_clip", "litellm", "langgraph", "langchain_core", "sentence_transformers")
 
 

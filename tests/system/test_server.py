@@ -1,14 +1,12 @@
 """`mmroute serve` end to end over real HTTP: uvicorn on 127.0.0.1 in a thread, the openai SDK
 (and httpx) as clients, scripted models behind LiteLLM.
 
-Set-up as tests/test_graph_chat_model.py: cheap (text-only) < mid < strong (vision), a tiny
+Set-up as tests/integration/test_graph_chat_model.py: cheap (text-only) < mid < strong (vision), a tiny
 ``clip:tiny`` router with a steep cost-aware policy, so text goes to cheap and images to mid.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import threading
@@ -18,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from PIL import Image
 
 from mmroute.data.store import FeedbackStore
 from mmroute.testing import fail, tool_call
@@ -26,16 +23,11 @@ from mmroute.policy import CostAwarePolicy
 from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.server import BackgroundServer, ServerConfig, create_app
+from _images import png_url
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
 FAST = {"max_retries": 0}
-
-
-def png_url(rgb: tuple[int, int, int], size: int = 32) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def image_message(text: str = "what colour is this?") -> dict:

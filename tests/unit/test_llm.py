@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import litellm
 import pytest
-from PIL import Image
 
 from mmroute.errors import DataFormatError, ProviderError
 from mmroute.llm import complete, stream_complete
@@ -17,15 +15,10 @@ from mmroute.offline import ReplayAnswers, load_mllm_bench, register_offline_pro
 from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.testing import ScriptedLLM, tool_call
+from _images import png_bytes
 
 litellm.suppress_debug_info = True
 IN, OUT = 1e-6, 4e-6
-
-
-def _png(color: str = "red", size: int = 8) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _pool(*names: str) -> ModelPool:
@@ -35,7 +28,7 @@ def _pool(*names: str) -> ModelPool:
 # -- conversion -----------------------------------------------------------------------------------
 
 def test_query_images_become_data_urls():
-    data = _png()
+    data = png_bytes("red", 8)
     msgs = to_openai_messages(Query(text="what colour?", images=[data]), system="be brief")
     assert msgs[0] == {"role": "system", "content": "be brief"}
     blocks = msgs[1]["content"]
@@ -52,7 +45,7 @@ def test_text_only_query_is_a_plain_string():
 def test_langchain_tool_calls_round_trip():
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage, convert_to_messages
 
-    b64 = to_openai_messages(Query(images=[_png()], text="x"))[0]["content"][1]["image_url"]["url"].split(",", 1)[1]
+    b64 = to_openai_messages(Query(images=[png_bytes("red", 8)], text="x"))[0]["content"][1]["image_url"]["url"].split(",", 1)[1]
     lc = [SystemMessage("sys"),
           HumanMessage(content=[{"type": "text", "text": "weather in Paris?"},
                                 {"type": "image", "source_type": "base64", "data": b64, "mime_type": "image/png"}]),
@@ -74,7 +67,7 @@ def test_langchain_tool_calls_round_trip():
 @pytest.fixture()
 def recorded(tmp_path: Path) -> Path:
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "a.png").write_bytes(_png("blue"))
+    (tmp_path / "img" / "a.png").write_bytes(png_bytes("blue", 8))
     rows = [{"id": "q1", "query": {"text": "what colour is this?", "images": ["img/a.png"]},
              "answers": {"cheap": ["blue", "navy blue"], "strong": ["It is blue."]}, "gold": "blue"},
             {"id": "q2", "query": {"text": "2+2?"}, "answers": {"cheap": ["4"]}}]

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KNOWN = "What is the capital of Peru?"  # recorded in mmroute/example_data/answers.jsonl
 
 SCRIPT = r"""

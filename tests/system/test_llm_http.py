@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -10,11 +9,11 @@ from http.server import BaseHTTPRequestHandler
 import litellm
 import pytest
 from _local_http import LocalHTTPServer
-from PIL import Image
 
 from mmroute.llm import Backoff, complete
 from mmroute.pool import ModelPool
 from mmroute.query import Query
+from _images import png_bytes as _png
 
 litellm.suppress_debug_info = True
 
@@ -65,12 +64,6 @@ class _Server(LocalHTTPServer):
 def server() -> Iterator[_Server]:
     with _Server() as s:
         yield s
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (6, 6), "red").save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_openai_compatible_server_through_litellm(server: _Server):

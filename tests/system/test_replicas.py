@@ -28,7 +28,7 @@ from mmroute.pool import ModelPool
 from mmroute.router import Router
 from mmroute.server import BackgroundServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_REPLICAS, N_CHATS = 3, 24
 CHEAP, MID, STRONG = "openai/cheap", "openai/mid", "openai/strong"
 

@@ -9,15 +9,12 @@ strong > mid > cheap, steep cost-aware policy) would pick ``cheap`` for the last
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
-from PIL import Image
 
 from mmroute.errors import InvalidInputError, NoEligibleModelError
 from mmroute.graph import (
@@ -29,17 +26,12 @@ from mmroute.graph import (
 )
 from mmroute.pool import ModelPool
 from mmroute.verify import HeuristicVerifier
+from _images import png_url
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 FAST = {"max_retries": 0}
 JOKE = "Tell me a joke about it"
 LONG_DOC = "The quarterly report covers revenue, costs and hiring in every region. " * 3000  # ~54k tokens
-
-
-def png_url(rgb: tuple[int, int, int]) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def pool() -> ModelPool:

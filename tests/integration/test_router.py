@@ -178,7 +178,7 @@ def test_record_and_retrain_gate(router, saved, tmp_path):
     # consistent, learnable feedback: math-text wins arithmetic; the retrained router is kept
     for i in range(60):
         store.add(_judgment(f"What is {i} * {i + 3}?", "replay/math-text", "replay/tiny-text", "model_a", i))
-    rep = retrain(root, store, holdout_fraction=0.25, min_holdout=5)  # the gate's size rule: tests/test_retrain.py
+    rep = retrain(root, store, holdout_fraction=0.25, min_holdout=5)  # the gate's size rule: tests/integration/test_retrain.py
     assert rep.accepted, rep.reason
     assert (root / "CURRENT").read_text() != before and rep.new_log_loss <= rep.old_log_loss
     # nothing new since the watermark: nothing to do
