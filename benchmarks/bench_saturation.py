@@ -12,6 +12,7 @@ edge and how many training queries a 10 % change of it would switch.
 verdicts flipped) instead of a file. Prints numbers; asserts nothing.
 
     python benchmarks/bench_saturation.py --knife
+    python benchmarks/bench_saturation.py --knife --knife-size 10 5    # too few queries to calibrate T
     python benchmarks/bench_saturation.py --judgments mmroute/example_data/judgments.jsonl \\
         --pool mmroute/example_data/pool.yaml
     mmroute import --format mllm-bench ../shared/data/mllm-bench --out /tmp/mllm.jsonl
@@ -46,7 +47,8 @@ def load(args: argparse.Namespace) -> tuple[list[Judgment], list[Judgment], Mode
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from _knife_edge import POOL, knife_judgments
 
-        return knife_judgments(0), knife_judgments(1, noise=0.05), POOL
+        n_math, n_chat = args.knife_size
+        return knife_judgments(0, n_math=n_math, n_chat=n_chat), knife_judgments(1, noise=0.05), POOL
     res = read_judgments(args.judgments)
     items = resolve_image_paths(res.items, res.base_dir)
     test = holdout_mask([j.query.text + "|".join(j.query.images) for j in items], args.test_fraction, args.seed)
@@ -59,6 +61,8 @@ def main() -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--judgments")
     src.add_argument("--knife", action="store_true")
+    p.add_argument("--knife-size", type=int, nargs=2, default=(40, 20), metavar=("MATH", "CHAT"),
+                   help="training queries of the knife-edge case (3 judgments each; held-out: always 40 + 20)")
     p.add_argument("--pool")
     p.add_argument("--encoder", default="clip:tiny")
     p.add_argument("--test-fraction", type=float, default=0.3)
