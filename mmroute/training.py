@@ -298,7 +298,7 @@ def describe_policy_choice(choice: dict[str, Any] | None) -> str:
         head = (f"least cost keeping predicted quality within {choice['tolerance']:g} of the best single model "
                 f"{choice['reference_model']} ({choice['reference_quality']:.3f})")
         if choice.get("boundary"):
-            head += (f", {choice['window']:.0%} clear of a lambda switching more than a few queries at once "
+            head += (f", kept {choice['window']:.0%} clear of a lambda where many queries switch at once "
                      f"(edge {choice['boundary']:.4g})")
     elif method == "target-cost":
         head = f"calibrated to ${choice['target_cost']:g}/query"
@@ -528,30 +528,33 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
 
 #: Policy-choice methods a retrain re-applies: lambda follows the new predictions (see _rechosen_policy).
 RECHOSEN_METHODS = ("quality-tolerance", "prior")
+#: Fewest distinct queries a retrain chooses lambda on; with fewer it keeps the router's lambda.
+MIN_RECHOOSE_QUERIES = 20
 
 
 def _rechosen_policy(router: Router, candidate: "BradleyTerry", arrays: EncodedJudgments,
                      judgments: Sequence["Judgment"]) -> tuple["Policy", dict[str, Any]]:
     """The candidate's policy, and the metadata to update: lambda chosen again, by the same rule
-    and tolerance, on the queries of this retrain, when the router's lambda came from the default
-    rule (or from priors only); any other policy (given, or a cost or share target) is kept.
+    and tolerance, on the queries of this retrain (at least ``MIN_RECHOOSE_QUERIES`` of them), when
+    the router's lambda came from the default rule (or from priors only); any other policy (given,
+    or a cost or share target) is kept.
 
     Why: the default lambda is derived from the predictions; kept after they move, it no longer
     means "within the tolerance of the best model", and feedback saying the cheap choice loses
     on some queries would raise that model's predicted gap there without changing the choice.
     The queries of the new judgments are the most recent sample of the traffic there is."""
     choice = router.metadata.get("policy_choice") or {}
+    trained = {"routing": "trained"} if router.metadata.get("routing") == "priors-only" else {}
     if choice.get("method") not in RECHOSEN_METHODS or not isinstance(router.policy, CostAwarePolicy):
-        return router.policy, {}
+        return router.policy, trained
+    if arrays.Xq.shape[0] < MIN_RECHOOSE_QUERIES:  # too few queries to say what the traffic is: keep lambda
+        return router.policy, trained
     cand = Router(router.pipeline, candidate, router.pool, router.policy)
     new = choose_default_policy(cand, arrays, judgments,
                                 quality_tolerance=float(choice.get("tolerance", DEFAULT_QUALITY_TOLERANCE)),
                                 margin=router.policy.margin)
     new["rechosen_from"] = {"method": choice.get("method"), "lam": router.policy.lam}
-    meta: dict[str, Any] = {"policy_choice": new}
-    if router.metadata.get("routing") == "priors-only":
-        meta["routing"] = "trained"
-    return cand.policy, meta
+    return cand.policy, {**trained, "policy_choice": new, "default_model": new["default_model"]}
 
 
 def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path | None = None,

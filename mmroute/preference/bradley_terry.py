@@ -63,7 +63,7 @@ from mmroute.preference import io
 from mmroute.preference.calibration import fit_temperature, pairwise_nll
 from mmroute.preference.config import BradleyTerryConfig
 from mmroute.preference.laplace import accumulate_curvature, anchored_update
-from mmroute.preference.loss import l2_of
+from mmroute.preference.loss import l2_of, rating_precision
 from mmroute.preference.metrics import expected_quality_from_scores, pairwise_accuracy, sigmoid, win_probabilities
 from mmroute.preference.pairs import Judgments, Params, margins
 from mmroute.preference.solvers import minimise
@@ -94,6 +94,9 @@ class BradleyTerry:
     hidden: hidden units of the MLP head (ignored for ``"linear"``).
     l2: ridge on the per-query terms (head weights and every ``v_m``), per judgment.
     l2_global: tiny ridge on the global ratings ``b``; fixes their free common constant.
+    rating_prior_sd: standard deviation of a Gaussian prior on each rating ``b_m``, of fixed strength
+        (not per judgment): a model that won every one of a few hundred judgments gets a large but
+        finite rating, so its predictions stay off 1 / 0 and later feedback can move them; 0: none.
     ties: ``"half"`` (a tie is half a win for each side) or ``"drop"`` (ignore ``y == 0.5``).
     max_epochs: L-BFGS iterations (full batch) or Adam epochs (``batch_size`` set) in ``fit``.
     lr: Adam step size (only with ``batch_size``; full-batch L-BFGS uses a line search).
@@ -119,6 +122,7 @@ class BradleyTerry:
         hidden: int = _D.hidden,
         l2: float = _D.l2,
         l2_global: float = _D.l2_global,
+        rating_prior_sd: float = _D.rating_prior_sd,
         ties: Literal["half", "drop"] = _D.ties,
         max_epochs: int = _D.max_epochs,
         lr: float = _D.lr,
@@ -136,6 +140,7 @@ class BradleyTerry:
         self.hidden = hidden
         self.l2 = l2
         self.l2_global = l2_global
+        self.rating_prior_sd = rating_prior_sd
         self.ties = ties
         self.max_epochs = max_epochs
         self.lr = lr
@@ -492,7 +497,7 @@ class BradleyTerry:
         self._check_fitted()
         H = self._params().embed(torch.from_numpy(self._validate_X(X)))
         W, prox = float(self.weight_seen_), self._cfg.prox
-        kb = prox * self._precision["b"] + 2.0 * W * l2_of("b", self._cfg) + 1e-4
+        kb = prox * self._precision["b"] + 2.0 * W * l2_of("b", self._cfg) + rating_precision(self._cfg) + 1e-4
         kV = prox * self._precision["V"] + 2.0 * W * l2_of("V", self._cfg) + 1e-4
         return ((1.0 / kb)[None, :] + (H * H) @ (1.0 / kV).T).numpy().astype(np.float64)
 
@@ -564,7 +569,8 @@ class BradleyTerry:
         meta, tensors = io.read_checkpoint(directory)
         src = Path(directory)
         try:
-            model = cls(**meta.params)
+            # a checkpoint from before the ratings' prior was fitted without it: keep it so
+            model = cls(**{"rating_prior_sd": 0.0, **meta.params})
         except ConfigError as exc:
             raise CheckpointError(f"{src / io.META_FILE}: invalid hyper-parameters: {exc}") from None
         model._cfg = model._config()

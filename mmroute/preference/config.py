@@ -17,6 +17,7 @@ class BradleyTerryConfig(BaseModel):
     hidden: int = Field(64, ge=1, le=65536)
     l2: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
     l2_global: float = Field(1e-5, ge=0.0, allow_inf_nan=False)
+    rating_prior_sd: float = Field(2.0, ge=0.0, allow_inf_nan=False)
     ties: Literal["half", "drop"] = "half"
     max_epochs: int = Field(100, ge=1)
     lr: float = Field(0.01, gt=0.0, allow_inf_nan=False)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mmroute.preference.config import BradleyTerryConfig
-from mmroute.preference.loss import l2_of
+from mmroute.preference.loss import l2_of, rating_precision
 from mmroute.preference.pairs import Judgments, Params, margins
 from mmroute.preference.solvers import gauss_newton, run_lbfgs
 
@@ -87,7 +87,8 @@ def anchored_update(p: Params, precision: dict[str, torch.Tensor], data: Judgmen
     shapes = [anchors[k].shape for k in names]
     sizes = [anchors[k].numel() for k in names]
     theta_old = torch.cat([anchors[k].reshape(-1) for k in names])
-    A = torch.cat([(cfg.prox * precision[k] + 2.0 * weight_old * l2_of(k, cfg)).reshape(-1) for k in names])
+    A = torch.cat([(cfg.prox * precision[k] + 2.0 * weight_old * l2_of(k, cfg)
+                    + (rating_precision(cfg) if k == "b" else 0.0)).reshape(-1) for k in names])
     lam_new = torch.cat([torch.full((n,), 2.0 * W_new * l2_of(k, cfg)) for k, n in zip(names, sizes)])
     kappa = A + lam_new + 1e-4  # the floor keeps coordinates nothing constrains (l2 = 0) finite
     m = A * theta_old / kappa

@@ -20,6 +20,15 @@ def l2_of(name: str, cfg: BradleyTerryConfig) -> float:
     return cfg.l2
 
 
+def rating_precision(cfg: BradleyTerryConfig) -> float:
+    """Precision of the Gaussian prior on each global rating ``b_m`` (0: no prior). Unlike the
+    ridges it does not grow with the data: it is what keeps a few hundred judgments in which a
+    model always wins (or always loses) from driving its rating, and its predictions, to 1 or 0,
+    and it is negligible once a model has thousands of judgments."""
+    sd = cfg.rating_prior_sd
+    return 1.0 / (sd * sd) if sd > 0 else 0.0
+
+
 def ridge(params: dict[str, torch.Tensor], cfg: BradleyTerryConfig) -> torch.Tensor:
     total = torch.zeros(())
     for name, t in params.items():
@@ -36,6 +45,7 @@ def fit_objective(params: Params, data: Judgments, cfg: BradleyTerryConfig) -> C
     named = params.named()
     W = data.weight
     seg = data.segments
+    prior = 0.5 * rating_precision(cfg) / W  # per judgment, like the data term
 
     def objective(idx: torch.Tensor | None = None) -> torch.Tensor:
         if idx is None:
@@ -48,6 +58,6 @@ def fit_objective(params: Params, data: Judgments, cfg: BradleyTerryConfig) -> C
         else:
             z = margins(params.embed(Xb), params.b, params.V, ab, bb)
         data_term = F.binary_cross_entropy_with_logits(z, yb, weight=wb, reduction="sum") / Wb
-        return data_term + ridge(named, cfg)
+        return data_term + ridge(named, cfg) + prior * (params.b * params.b).sum()
 
     return objective

@@ -100,3 +100,7 @@ def test_bad_ratings_that_contradict_the_router_change_its_choices(knife: Router
                    metadata={**knife.metadata, "policy_choice": {"method": "given"}})
     kept = retrain_router(given, store, min_holdout=4)
     assert kept.accepted and kept.router.policy == knife.policy
+    # too few queries (8 < MIN_RECHOOSE_QUERIES) to choose lambda on: it is kept
+    few = retrain_router(knife, knife_judgments(seed=5, n_math=5, n_chat=3), holdout_fraction=0.0, min_holdout=0)
+    assert few.accepted and few.router.policy == knife.policy
+    assert few.router.metadata["policy_choice"] == knife.metadata["policy_choice"]

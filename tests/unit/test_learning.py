@@ -139,9 +139,13 @@ def test_score_variance_is_wide_for_an_unjudged_model_and_shrinks_with_data():
     bt.add_models(["new"])
     v = bt.score_variance(X[:10])
     assert v.shape == (10, 3) and (v > 0).all()
-    assert (v[:, 2] > 10 * v[:, 0]).all()
+    # an unjudged rating has the prior's variance (sd 2 logits, twice ThompsonPolicy's prior_sd cap)
+    assert (v[:, 2] > 3 * v[:, 0]).all() and (v[:, 2] > 3.5).all()
     bt.partial_fit(X, pairs, y)
     assert (bt.score_variance(X[:10])[:, 0] < v[:, 0]).all()
+    flat = BradleyTerry(rank=2, l2=1e-2, rating_prior_sd=0.0).fit(X, pairs, y).add_models(["new"])
+    w = flat.score_variance(X[:10])
+    assert (w[:, 2] > 10 * w[:, 0]).all()  # without the prior only the ridge's floor bounds it
 
 
 # ------------------------------------------------------------------------- routing + decision log
