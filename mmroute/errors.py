@@ -61,3 +61,11 @@ class ProviderError(MMRouteError):
 
 class RoutingWarning(UserWarning):
     """Something will route worse than the user probably expects (unknown prices, untrained names)."""
+
+
+class ProviderConfigError(ConfigError, ProviderError):
+    """No candidate could be called because of how the providers are set up (a missing API key):
+    not a provider fault, so it is neither retried nor counted against a model's circuit."""
+
+    def __init__(self, message: str, attempts: list | None = None):
+        ProviderError.__init__(self, message, attempts)

@@ -208,10 +208,10 @@ def test_bad_requests_get_clear_errors(server, client):
     r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "user", "content": "x"}],
                                               "temprature": 0.2})
     assert r.status_code == 400 and "temprature" in r.json()["error"]["message"]
-    r = post(server, "/v1/chat/completions", {"messages": [{"role": "system", "content": "only a system turn"}]})
+    r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "system", "content": "only a system turn"}]})
     assert r.status_code == 400 and "no user turn" in r.json()["error"]["message"]
     bad_image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
-    r = post(server, "/v1/chat/completions", {"messages": [bad_image]})
+    r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [bad_image]})
     assert r.status_code == 400 and "image" in r.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="mmroute", messages=[{"role": "user", "content": "x"}],
@@ -407,7 +407,10 @@ def test_body_and_image_limits(live):
         r = post(srv, "/v1/route", two)
         assert r.status_code == 400 and "limit of 1" in r.json()["error"]["message"]
         r = post(srv, "/v1/route", {"text": "remote", "images": ["http://169.254.169.254/latest/meta-data"]})
-        assert r.status_code == 200  # not fetched (remote fetching is off): routed as "an image is present"
+        assert r.status_code == 400 and "--remote-images refuse" in r.json()["error"]["message"]  # the default
+    with BackgroundServer(create_app(live.router, config=cfg.model_copy(update={"remote_images": "forward"}))) as srv:
+        r = post(srv, "/v1/route", {"text": "remote", "images": ["http://169.254.169.254/latest/meta-data"]})
+        assert r.status_code == 200  # forwarded, not fetched: routed as "an image is present"
         assert r.json()["filtered"] == {CHEAP: "no vision"}
 
 
@@ -452,7 +455,7 @@ def test_hot_reload_under_concurrent_requests(router_dir, tmp_path, scripted):
             while not stop.is_set():
                 kind = "chat" if i % 2 else "route"
                 if kind == "chat":
-                    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+                    r = c.post("/v1/chat/completions", json={"model": "mmroute", "messages": [{"role": "user", "content": "hi"}]})
                 else:
                     r = c.post("/v1/route", json={"text": "hi"})
                 with lock:
@@ -561,7 +564,7 @@ def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripte
     with FeedbackStore(path) as s1:
         app = create_app(live.router, store=s1, llm_kwargs=FAST)
         with BackgroundServer(app) as srv:
-            chat = post(srv, "/v1/chat/completions", {"messages": [image_message()]})
+            chat = post(srv, "/v1/chat/completions", {"model": "mmroute", "messages": [image_message()]})
             routed = post(srv, "/v1/route", {"text": "hello"})
         assert chat.status_code == 200 and routed.status_code == 200
         assert s1.count_decisions() == 2

@@ -28,7 +28,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SkipValidation
 
-from ..cascade import current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
+from ..cascade import (current_router, escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state,
+                       verified)
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
 from ..policy import RouteDecision
@@ -178,6 +179,8 @@ class RoutedChatModel(BaseChatModel):
             "route_reason": decision.reason if decision else "fixed candidates",
             "attempts": [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for h in history for a in h["attempts"]],
             "answers": [{k: h[k] for k in ("model", "cost_usd", "verdict")} for h in history],
+            # whether the verifier accepted this answer (False: every model tried was rejected; None: not verified)
+            "verified": verified(history[-1]) if history[-1].get("verdict") is not None else None,
         }
         n_in = int(getattr(answer, "prompt_tokens", 0) or 0)
         n_out = int(getattr(answer, "completion_tokens", 0) or 0)

@@ -48,7 +48,8 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = ROUTER_MODEL
+    model: str = Field(description=f"required, as in OpenAI's API: {ROUTER_MODEL!r} to route, or a pool model "
+                       "(with --pass-through)")
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
