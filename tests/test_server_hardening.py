@@ -315,3 +315,26 @@ def test_missing_provider_key_is_a_503_naming_it(router, scripted):
         err = assert_openai_error(r, 503, contains="credentials are missing", code="provider_not_configured")
         assert "unexpected" not in err["message"] and "OPENAI_API_KEY" in err["message"]
     assert len(NO_KEY_CALLS) == 3  # one call per candidate, no retries (max_retries=2)
+
+
+# -- what the schema fuzzer (benchmarks/fuzz_api.py) found ------------------------------------------------------
+
+@pytest.mark.parametrize("message", [
+    {"role": "user", "content": "0", "tool_calls": 2},          # was a 500 (TypeError)
+    {"role": "user", "content": "0", "name": {"a": 1}},
+    {"role": None, "content": "hi"},                             # was a 500 through the cascade (LangChain's ValueError)
+    {"role": "tool", "content": "result", "tool_call_id": 5},
+    {"role": "assistant", "content": None, "tool_calls": ["not a call"]},
+])
+def test_malformed_message_fields_are_400s(best_first_router, scripted, message):
+    from mmroute.graph import create_cascade_graph
+    from mmroute.verify import HeuristicVerifier
+
+    graph = create_cascade_graph(best_first_router, verifier=HeuristicVerifier(), llm_kwargs=FAST)
+    with TestClient(create_app(best_first_router, cascade=graph, config=ServerConfig(max_retries=0))) as c:
+        for path, extra in (("/v1/chat/completions", {"model": "mmroute"}), ("/v1/route", {})):
+            r = c.post(path, json={**extra, "messages": [message, {"role": "user", "content": "hi"}]})
+            assert_openai_error(r, 400)
+        r = c.post("/v1/chat/completions", json={"model": "mmroute", "messages": [message],
+                                                  "mmroute": {"cascade": False}})
+        assert_openai_error(r, 400)

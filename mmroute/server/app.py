@@ -37,7 +37,7 @@ from .errors import error_body as _error_body
 from .inputs import RemoteImages, admit_images, admit_messages, fetch_policy, http_image_policy, read_json
 from .metrics import ServerMetrics
 from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
-                      RouteOptions, RouteRequest, RouteResponse)
+                      RouteOptions, RouteRequest, RouteResponse, document_bodies)
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -470,6 +470,7 @@ def create_app(router: Router | LiveRouter, *, store: FeedbackSink | None = None
         messages, _ = await service.admit(req.messages)
         return await _chat(service, req.model_copy(update={"messages": messages}))
 
+    document_bodies(app, {"/v1/chat/completions": ChatRequest, "/v1/route": RouteRequest, "/v1/feedback": FeedbackRequest})
     return app
 
 
@@ -585,6 +586,8 @@ async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream
 async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
     """The verify/escalate graph for one request; a stream carries the accepted answer as one chunk
     (an answer cannot be streamed before it is verified)."""
+    from langchain_core.messages import convert_to_messages
+
     from ..cascade import verified
     from ..graph.nodes import latest_query
     from ..graph.state import decision_from_state
@@ -596,7 +599,11 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
                         param="mmroute")
     router = service.router
     decision_id = DecisionLog.new_id()
-    state = await service.cascade.ainvoke({"messages": req.messages},
+    try:  # the graph's message channel is LangChain's: what it cannot read is the client's error, not ours
+        messages = convert_to_messages(req.messages)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidInputError(f"messages cannot be read: {str(exc).splitlines()[0]}") from None
+    state = await service.cascade.ainvoke({"messages": messages},
                                           config={"configurable": {"thread_id": decision_id}})
     final = state.get("final")
     if final is None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from .. import images as _img
 from ..errors import ImageError, InvalidInputError
 from ..images import ImagePolicy
-from ..messages import image_source
+from ..messages import canonical_role, image_source
 from .errors import HTTPError, validation_message
 
 RemoteImages = Literal["refuse", "forward", "fetch"]
@@ -67,6 +67,11 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN`` / ``Infinity`` are not JSON (RFC 8259), though Python's parser takes them."""
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
 async def read_json(request: Request, schema: type[Body], what: str) -> Body:
     """The body as ``schema``: JSON only, an object, not absurdly deep, valid; else a 4xx saying why."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -75,7 +80,7 @@ async def read_json(request: Request, schema: type[Body], what: str) -> Body:
                         f"{ctype or 'no content-type'!r}", code="unsupported_media_type")
     body = await request.body()
     try:
-        raw = json.loads(body)
+        raw = json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise HTTPError(400, f"request body is nested too deeply (over {MAX_JSON_DEPTH} levels)",
                         code="invalid_json") from None
@@ -142,6 +147,25 @@ def _block(block: Any, where: str, remote: RemoteImages, policy: ImagePolicy | N
     return {"type": "image_url", "image_url": {"url": _fetched(url, policy, where), **({"detail": detail} if detail else {})}}
 
 
+# OpenAI message fields mmroute reads or forwards, and the JSON types they must have
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"role": (str,), "name": (str,), "tool_call_id": (str,),
+                                              "tool_calls": (list,), "function_call": (dict,)}
+
+
+def _check_fields(msg: dict[str, Any], where: str) -> None:
+    if canonical_role(msg.get("role")) is None:
+        raise InvalidInputError(f"{where}.role must be one of user, assistant, system, developer, tool; got "
+                                f"{msg.get('role')!r}")
+    for key, types in _FIELD_TYPES.items():
+        value = msg.get(key)
+        if value is not None and not isinstance(value, types):
+            want = {"list": "a list", "dict": "an object", "str": "a string"}[types[0].__name__]
+            raise InvalidInputError(f"{where}.{key} must be {want}, got {type(value).__name__}")
+    for j, call in enumerate(msg.get("tool_calls") or ()):
+        if not isinstance(call, dict):
+            raise InvalidInputError(f"{where}.tool_calls[{j}] must be an object, got {type(call).__name__}")
+
+
 def admit_messages(messages: Sequence[dict[str, Any]], remote: RemoteImages,
                    policy: ImagePolicy | None = None) -> list[dict[str, Any]]:
     """Check every content part of every message (and fetch remote images under ``fetch``, with
@@ -149,6 +173,7 @@ def admit_messages(messages: Sequence[dict[str, Any]], remote: RemoteImages,
     (downloads): call it in a worker thread."""
     out = []
     for i, msg in enumerate(messages):
+        _check_fields(msg, f"messages[{i}]")
         content = msg.get("content")
         if isinstance(content, list):
             blocks = [_block(b, f"messages[{i}].content[{j}]", remote, policy) for j, b in enumerate(content)]

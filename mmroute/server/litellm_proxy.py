@@ -37,6 +37,7 @@ from litellm.router import CustomRoutingStrategyBase
 from ..errors import InvalidInputError, NoEligibleModelError
 from ..payload import Payload
 from ..query import Query
+from .inputs import http_image_policy
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
 
@@ -94,7 +95,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
     def _query(self, router: Router, messages: list[dict[str, Any]] | None) -> Query:
         if not messages:
             raise InvalidInputError(f"model group {self.model_group} routes chat messages; this request has none")
-        return Query.from_messages(messages, image_policy=router.image_policy)
+        # a proxy client's image is never a path on this machine (and is not fetched here)
+        return Query.from_messages(messages, image_policy=http_image_policy(router.image_policy))
 
     def _pick(self, router: Router, q: Query, x: Any, by_model: dict[str, Deployment], exclude: list[str],
               request_kwargs: dict[str, Any] | None, messages: list[dict[str, Any]]) -> Deployment:
