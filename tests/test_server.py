@@ -533,6 +533,13 @@ def test_cli_serve_defaults_to_loopback(router_dir, tmp_path, monkeypatch):
     svc = app.state.service
     assert svc.config.api_keys == ("cli-key", "env-key", "other") and svc.live is not None and svc.store is not None
     assert svc.config.pass_through and svc.cascade is None
+    assert svc.config.remote_images == "refuse" and not svc.router.image_policy.allow_paths  # the safe defaults
+    args = build_parser().parse_args(["serve", "--router", str(router_dir), "--remote-images", "fetch",
+                                      "--trusted-image-host", "images.internal"])
+    cfg = build_served(args).state.service.config
+    assert cfg.remote_images == "fetch" and cfg.trusted_image_hosts == ("images.internal",)
+    old = build_parser().parse_args(["serve", "--router", str(router_dir), "--allow-remote-images"])
+    assert old.remote_images == "fetch"  # the old spelling still works
 
 
 def test_cli_proxy_with_a_missing_config_is_a_one_line_error(tmp_path, capsys):

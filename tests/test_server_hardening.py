@@ -190,6 +190,13 @@ def test_deeply_nested_json_is_a_400(router):
         assert_openai_error(r, 400, contains="nested too deeply")
 
 
+def test_nan_is_not_json(router):
+    with client(router) as c:
+        body = b'{"model": "mmroute", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'
+        r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert_openai_error(r, 400, contains="NaN is not a JSON value")
+
+
 @pytest.mark.parametrize("part", [{"type": "audio", "audio": {"data": "AAAA"}},
                                   {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
                                   {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}}])
