@@ -47,6 +47,13 @@ DEFAULT_POLICY = ImagePolicy()
 PATHS_REFUSED = "image_url must be a data: URL or http(s) URL; local paths are not read over HTTP"
 
 
+def http_image_policy(base: ImagePolicy) -> ImagePolicy:
+    """The policy for images a network client sent: ``base``'s limits, no local paths (the client
+    must never make a server open its files) and no fetching (a server fetches only under its own
+    stated policy, before building queries: ``mmroute.server.inputs``)."""
+    return base.model_copy(update={"allow_paths": False, "allow_remote": False})
+
+
 def decode_data_url(url: str) -> tuple[bytes, str]:
     """Split a ``data:image/...;base64,`` URL into bytes and its declared mime type."""
     head, sep, payload = url.partition(",")

@@ -345,3 +345,18 @@ def test_malformed_message_fields_are_400s(best_first_router, scripted, message)
         r = c.post("/v1/chat/completions", json={"model": "mmroute", "messages": [message],
                                                   "mmroute": {"cascade": False}})
         assert_openai_error(r, 400)
+
+
+def test_the_langgraph_served_graph_reads_no_client_paths(tmp_path, monkeypatch):
+    """``langgraph dev`` serves ``graphs/cascade.py`` over HTTP too: its router refuses paths."""
+    from mmroute.errors import ImageError
+    from mmroute.graph import served
+
+    monkeypatch.delenv("MMROUTE_ROUTER", raising=False)
+    monkeypatch.delenv("MMROUTE_FEEDBACK_DB", raising=False)
+    monkeypatch.setattr(served, "_SERVED", None)
+    png = tmp_path / "secret.png"
+    png.write_bytes(png_bytes())
+    graph = served.served_graph()
+    with pytest.raises(ImageError, match="local paths are not read over HTTP"):
+        graph.invoke({"messages": [{"role": "user", "content": image_part(str(png))}]})

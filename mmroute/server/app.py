@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError, MMRouteError, NoEligibleModelError, ProviderError
+from ..images import http_image_policy
 from ..llm.breaker import CircuitBreaker
 from ..llm.call import Answer, AnswerStream
 from ..payload import Payload
@@ -34,7 +35,7 @@ from .batching import FeatureBatcher
 from .decisions import DecisionLog, DecisionRecord
 from .errors import HTTPError, install_error_handlers
 from .errors import error_body as _error_body
-from .inputs import RemoteImages, admit_images, admit_messages, fetch_policy, http_image_policy, read_json
+from .inputs import RemoteImages, admit_images, admit_messages, fetch_policy, read_json
 from .metrics import ServerMetrics
 from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
                       RouteOptions, RouteRequest, RouteResponse, document_bodies)

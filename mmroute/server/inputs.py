@@ -40,12 +40,6 @@ CONTENT_PARTS = ("text", "image_url", "image", "refusal")
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def http_image_policy(base: ImagePolicy) -> ImagePolicy:
-    """The policy queries are built with on the server: no local paths, no fetching (the gate
-    below has already fetched what ``fetch`` allows; what is left is forwarded untouched)."""
-    return base.model_copy(update={"allow_paths": False, "allow_remote": False})
-
-
 def fetch_policy(base: ImagePolicy, trusted_hosts: Sequence[str] = ()) -> ImagePolicy:
     """The policy ``fetch`` downloads under: the base policy's limits, remote on, paths off."""
     hosts = tuple(dict.fromkeys([*base.allowed_hosts, *trusted_hosts]))
@@ -199,4 +193,4 @@ def admit_images(images: Sequence[str], remote: RemoteImages, policy: ImagePolic
 
 
 __all__ = ["CONTENT_PARTS", "MAX_JSON_DEPTH", "REMOTE_IMAGE_MODES", "RemoteImages", "admit_images", "admit_messages",
-           "check_image", "fetch_policy", "http_image_policy", "json_depth", "read_json"]
+           "check_image", "fetch_policy", "json_depth", "read_json"]

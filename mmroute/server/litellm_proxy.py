@@ -36,8 +36,8 @@ from litellm.router import CustomRoutingStrategyBase
 
 from ..errors import InvalidInputError, NoEligibleModelError
 from ..payload import Payload
+from ..images import http_image_policy
 from ..query import Query
-from .inputs import http_image_policy
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
 
