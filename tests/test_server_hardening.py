@@ -360,3 +360,20 @@ def test_the_langgraph_served_graph_reads_no_client_paths(tmp_path, monkeypatch)
     graph = served.served_graph()
     with pytest.raises(ImageError, match="local paths are not read over HTTP"):
         graph.invoke({"messages": [{"role": "user", "content": image_part(str(png))}]})
+
+
+def test_a_model_that_failed_is_not_asked_again(best_first_router, scripted):
+    """strong fails (provider error), mid answers and is rejected: strong was tried already, so the
+    cascade moves on to cheap rather than calling the failing model again."""
+    from mmroute.graph import create_cascade_graph
+    from mmroute.testing import fail
+    from mmroute.verify import HeuristicVerifier
+
+    scripted.set("strong", fail("auth"))
+    scripted.set("mid", SORRY)
+    scripted.set("cheap", "4")
+    graph = create_cascade_graph(best_first_router, verifier=HeuristicVerifier(), max_escalations=3,
+                                 llm_kwargs=FAST)
+    out = graph.invoke({"messages": [{"role": "user", "content": "what is 2 + 2?"}]})
+    assert out["status"] == "accepted" and out["final"]["model"] == CHEAP
+    assert scripted.models_called == [STRONG, MID, CHEAP]

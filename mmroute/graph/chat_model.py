@@ -160,7 +160,9 @@ class RoutedChatModel(BaseChatModel):
             return None
         v = self.verifier.verify(self._query(messages), answer, context={"model": answer.model})
         history[-1]["verdict"] = verdict_state(v)
-        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=[h["model"] for h in history],
+        # tried: every model that answered or was called (a failed or skipped one is not asked again)
+        tried = [h["model"] for h in history] + [a.model for h in history for a in h["attempts"]]
+        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=tried,
                          escalations=len(history) - 1, max_escalations=self.max_escalations)
         return list(step.models) if step.escalates else None
 

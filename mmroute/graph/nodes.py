@@ -280,8 +280,10 @@ def create_verify_node(verifier: Verifier, router: RouterLike, *, max_escalation
         escalations = int(state.get("escalations") or 0)
         if verdict["accept"]:
             return {**update, "status": "accepted", "candidates": []}
+        # tried: every model that answered or was called (a failed or skipped one is not asked again)
+        tried = [a["model"] for a in answers] + [a["model"] for a in state.get("attempts") or []]
         step = next_step(decision_from_state(state), answered=last["model"], accepted=False,
-                         tried=[a["model"] for a in answers], escalations=escalations,
+                         tried=tried, escalations=escalations,
                          max_escalations=max_escalations, spent=spent, max_cost=max_cost_per_query)
         if not step.escalates:
             return {**update, "status": step.status, "candidates": []}
