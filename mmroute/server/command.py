@@ -48,7 +48,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="http(s) image URLs in requests: refuse them (default; send data: URLs), forward them to the "
                    "provider untouched, or fetch them here (public addresses only; docs/security.md)")
     p.add_argument("--allow-remote-images", dest="remote_images", action="store_const", const="fetch",
-                   help=argparse.SUPPRESS)  # the old spelling of --remote-images fetch
+                   help="the old spelling of --remote-images fetch")
     p.add_argument("--trusted-image-host", action="append", default=[], metavar="HOST",
                    help="with --remote-images fetch: a host exempt from the private-address check (repeatable)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default)")
