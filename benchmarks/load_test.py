@@ -63,7 +63,7 @@ VISION = (LITE, MID, STRONG)
 DEAD = LITE
 SORRY = "I'm sorry, but I can't help with that."
 UNSURE = "hmm, not sure:"
-STATUSES = ("routed", "escalating", "accepted", "max_escalations", "cost_cap", "no_stronger_model",
+STATUSES = ("routed", "escalating", "accepted", "max_escalations", "cost_cap", "all_rejected",
             "provider_error", "over_budget")
 SCENARIOS = ("ok", "refusal_escalates", "unsure_escalates", "rate_limit", "server_error", "timeout", "malformed",
              "content_filter_fallback", "double_escalation", "all_refuse")

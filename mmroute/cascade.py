@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .verify.base import Verdict
 
 #: What the cascade does after a verdict (the first four end it).
-StepStatus = Literal["accepted", "max_escalations", "no_stronger_model", "cost_cap", "escalating"]
+StepStatus = Literal["accepted", "max_escalations", "all_rejected", "cost_cap", "escalating"]
 Rating = Literal["good", "bad"]
 RATINGS: tuple[Rating, ...] = ("good", "bad")
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -72,20 +72,30 @@ def within_budget(decision: RouteDecision, models: Sequence[str], spent: float, 
 
 def next_step(decision: RouteDecision, *, answered: str, accepted: bool, tried: Iterable[str], escalations: int,
               max_escalations: int, spent: float = 0.0, max_cost: float | None = None) -> CascadeStep:
-    """After ``answered``'s answer got a verdict: accept it, or escalate to the stronger models
-    (the router's order for this query) not yet ``tried`` whose predicted cost fits ``max_cost``."""
+    """After ``answered``'s answer got a verdict: accept it, or move on to the models not yet
+    ``tried`` whose predicted cost fits ``max_cost``: the stronger ones first (the router's order
+    for this query), and when none is stronger (the routed model was already the predicted best)
+    the other eligible ones, best predicted first. ``all_rejected``: every eligible model was tried."""
     if accepted:
         return CascadeStep("accepted")
     if escalations >= max_escalations:
         return CascadeStep("max_escalations")
     done = set(tried)
-    stronger = [m for m in decision.escalation_order(after=answered) if m not in done]
-    if not stronger:
-        return CascadeStep("no_stronger_model")
-    affordable = within_budget(decision, stronger, spent, max_cost)
+    nxt = [m for m in decision.escalation_order(after=answered) if m not in done]
+    if not nxt:  # a rejected answer is no answer, even from the predicted best: the others may do better
+        rest = [c for c in decision.candidates if c.eligible and c.model not in done and c.model != answered]
+        nxt = [c.model for c in sorted(rest, key=lambda c: (-c.quality, c.expected_cost))]
+    if not nxt:
+        return CascadeStep("all_rejected")
+    affordable = within_budget(decision, nxt, spent, max_cost)
     if not affordable:
         return CascadeStep("cost_cap")
     return CascadeStep("escalating", tuple(affordable))
+
+
+def verified(answer: Mapping[str, Any] | None) -> bool:
+    """Whether the verifier accepted this answer (False for an answer it rejected or never saw)."""
+    return bool(answer and (answer.get("verdict") or {}).get("accept"))
 
 
 def best_answer(answers: Sequence[AnswerState]) -> AnswerState | None:
@@ -205,4 +215,4 @@ def _jsonable(obj: Any) -> Any:
 
 __all__ = ["RATINGS", "WINNERS", "CascadeStep", "Rating", "StepStatus", "answer_from_state", "answer_state",
            "best_answer", "current_router", "escalation_judgments", "judgment_id", "next_step", "parse_feedback",
-           "rating_judgment", "route_call", "user_turn", "verdict_state", "within_budget"]
+           "rating_judgment", "route_call", "user_turn", "verdict_state", "verified", "within_budget"]

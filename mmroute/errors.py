@@ -66,3 +66,11 @@ class RoutingWarning(UserWarning):
 class UnknownPricesWarning(RoutingWarning):
     """Models whose prices neither LiteLLM nor the pool file know count as $0: the router cannot
     trade cost for them (one warning for all of them; ``mmroute train`` prints it as an error)."""
+
+
+class ProviderConfigError(ConfigError, ProviderError):
+    """No candidate could be called because of how the providers are set up (a missing API key):
+    not a provider fault, so it is neither retried nor counted against a model's circuit."""
+
+    def __init__(self, message: str, attempts: list | None = None):
+        ProviderError.__init__(self, message, attempts)

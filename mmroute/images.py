@@ -34,6 +34,8 @@ class ImagePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allow_remote: bool = False
+    allow_paths: bool = Field(True, description="read local file paths (a library/CLI feature; the HTTP server "
+                              "turns it off so a client can never make it open, or even look for, a file)")
     max_bytes: int = Field(20_000_000, gt=0, description="cap on encoded size, local or remote")
     max_pixels: int = Field(40_000_000, gt=0, description="cap on width*height, checked before decoding")
     timeout_s: float = Field(10.0, gt=0)
@@ -42,6 +44,14 @@ class ImagePolicy(BaseModel):
 
 
 DEFAULT_POLICY = ImagePolicy()
+PATHS_REFUSED = "image_url must be a data: URL or http(s) URL; local paths are not read over HTTP"
+
+
+def http_image_policy(base: ImagePolicy) -> ImagePolicy:
+    """The policy for images a network client sent: ``base``'s limits, no local paths (the client
+    must never make a server open its files) and no fetching (a server fetches only under its own
+    stated policy, before building queries: ``mmroute.server.inputs``)."""
+    return base.model_copy(update={"allow_paths": False, "allow_remote": False})
 
 
 def decode_data_url(url: str) -> tuple[bytes, str]:
@@ -258,6 +268,8 @@ def read_source(source: object, policy: ImagePolicy = DEFAULT_POLICY,
         return None, s
     if "://" in s[:16]:
         raise ImageError(f"image URL scheme in {s[:40]!r} is not allowed (only http, https and data:)")
+    if not policy.allow_paths:  # refused before any filesystem call: no existence oracle
+        raise ImageError(PATHS_REFUSED)
     path = Path(s)
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path

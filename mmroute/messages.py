@@ -88,6 +88,8 @@ def _tool_calls(msg: Any) -> str:
         calls = msg.get("tool_calls") or ([msg["function_call"]] if msg.get("function_call") else [])
     else:
         calls = getattr(msg, "tool_calls", None) or []
+    if not isinstance(calls, (list, tuple)):
+        raise InvalidInputError(f"tool_calls must be a list of tool calls, got {type(calls).__name__}")
     return json.dumps(list(calls), default=str) if calls else ""
 
 

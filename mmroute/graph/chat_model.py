@@ -28,7 +28,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
-from ..cascade import escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state
+from ..cascade import (escalation_judgments, judgment_id, next_step, route_call, user_turn, verdict_state,
+                       verified)
 from ..constraints import Constraints
 from ..errors import ConfigError, ProviderError
 from ..images import DEFAULT_POLICY
@@ -189,7 +190,9 @@ class RoutedChatModel(BaseChatModel):
             return None
         v = self.verifier.verify(self._query(messages), answer, context={"model": answer.model})
         history[-1]["verdict"] = verdict_state(v)
-        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=[h["model"] for h in history],
+        # tried: every model that answered or was called (a failed or skipped one is not asked again)
+        tried = [h["model"] for h in history] + [a.model for h in history for a in h["attempts"]]
+        step = next_step(decision, answered=answer.model, accepted=bool(v.accept), tried=tried,
                          escalations=len(history) - 1, max_escalations=self.max_escalations)
         return list(step.models) if step.escalates else None
 
@@ -210,6 +213,8 @@ class RoutedChatModel(BaseChatModel):
             "propensity": decision.propensity if decision else None,
             "attempts": [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for h in history for a in h["attempts"]],
             "answers": [{k: h[k] for k in ("model", "cost_usd", "verdict")} for h in history],
+            # whether the verifier accepted this answer (False: every model tried was rejected; None: not verified)
+            "verified": verified(history[-1]) if history[-1].get("verdict") is not None else None,
         }
         n_in = int(getattr(answer, "prompt_tokens", 0) or 0)
         n_out = int(getattr(answer, "completion_tokens", 0) or 0)

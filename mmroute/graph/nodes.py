@@ -18,10 +18,10 @@ from langgraph.types import Command, Overwrite, interrupt
 
 from ..cascade import (RATINGS, WINNERS, Rating, answer_from_state, answer_state, best_answer,
                        escalation_judgments, judgment_id, next_step, parse_feedback, rating_judgment, user_turn,
-                       verdict_state, within_budget)
+                       verdict_state, verified, within_budget)
 from ..constraints import Constraints
 from ..data.store import FeedbackStore
-from ..errors import ConfigError, InvalidInputError, ProviderError
+from ..errors import ConfigError, InvalidInputError, ProviderConfigError, ProviderError
 from ..policy import RouteDecision
 from ..pool import ModelPool
 from ..query import Query
@@ -229,6 +229,8 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
                 answer = model.sink[-1]
             else:
                 answer = complete(state["messages"], cands, **call_kw)
+        except ProviderConfigError:  # missing credentials: fail fast with that message, not as an outage
+            raise
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
@@ -244,6 +246,8 @@ def create_generate_node(pool: ModelPool | None = None, **llm_kwargs: Any) -> Ru
                 answer = model.sink[-1]
             else:
                 answer = await acomplete(state["messages"], cands, **call_kw)
+        except ProviderConfigError:  # missing credentials: fail fast with that message, not as an outage
+            raise
         except ProviderError as exc:
             return _failed(exc, step, spent)
         return _ok(answer, step, spent)
@@ -280,8 +284,10 @@ def create_verify_node(verifier: Verifier, router: RouterLike, *, max_escalation
         escalations = int(state.get("escalations") or 0)
         if verdict["accept"]:
             return {**update, "status": "accepted", "candidates": []}
+        # tried: every model that answered or was called (a failed or skipped one is not asked again)
+        tried = [a["model"] for a in answers] + [a["model"] for a in state.get("attempts") or []]
         step = next_step(decision_from_state(state), answered=last["model"], accepted=False,
-                         tried=[a["model"] for a in answers], escalations=escalations,
+                         tried=tried, escalations=escalations,
                          max_escalations=max_escalations, spent=spent, max_cost=max_cost_per_query)
         if not step.escalates:
             return {**update, "status": step.status, "candidates": []}
@@ -316,7 +322,7 @@ def create_finalize_node(router: RouterLike, *, store: FeedbackStore | None = No
         meta = {"model_name": final["model"], "cost_usd": final["cost_usd"], "route_reason": decision.reason,
                 "routed_model": decision.model, "status": state.get("status"), "escalations": state.get("escalations", 0),
                 "total_cost_usd": state.get("total_cost_usd", 0.0),
-                "verdict": final.get("verdict")}
+                "verdict": final.get("verdict"), "verified": verified(final)}
         if is_offline_fallback(final["text"]):  # the replay provider's stand-in, not a model's answer
             meta["offline_fallback"] = True
         update["messages"] = [AIMessage(content=final["text"], response_metadata=meta)]

@@ -38,6 +38,7 @@ from langgraph.types import Checkpointer
 
 from ..data.example import example_dir as _example_dir
 from ..data.store import FeedbackStore
+from ..images import http_image_policy
 from ..router import Router
 from ..verify.base import Verifier
 from .cascade import create_cascade_graph
@@ -70,11 +71,7 @@ def make_graph(router: RouterLike | None = None, *, verifier: Verifier | None = 
     from ..verify.heuristic import HeuristicVerifier
 
     if router is None:
-        saved = os.environ.get("MMROUTE_ROUTER")
-        if saved:
-            router = Router.load(saved)
-        else:
-            router = example_router()
+        router = _env_router()
     if feedback_store is None and os.environ.get("MMROUTE_FEEDBACK_DB"):
         feedback_store = FeedbackStore(os.environ["MMROUTE_FEEDBACK_DB"])
     if max_escalations is None:
@@ -86,6 +83,11 @@ def make_graph(router: RouterLike | None = None, *, verifier: Verifier | None = 
                                 feedback_store=feedback_store, checkpointer=checkpointer)
 
 
+def _env_router() -> Router:
+    saved = os.environ.get("MMROUTE_ROUTER")
+    return Router.load(saved) if saved else example_router()
+
+
 _SERVED: CompiledStateGraph | None = None
 _SERVED_LOCK = threading.Lock()
 
@@ -95,7 +97,10 @@ def served_graph() -> CompiledStateGraph:
     global _SERVED
     with _SERVED_LOCK:
         if _SERVED is None:
-            _SERVED = make_graph()
+            router = _env_router()
+            # served over HTTP (``langgraph dev``): a client's image is never a path on this machine
+            router.image_policy = http_image_policy(router.image_policy)
+            _SERVED = make_graph(router)
         return _SERVED
 
 

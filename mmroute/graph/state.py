@@ -24,11 +24,11 @@ from ..query import Query
 
 Status = Literal[
     "routed",          # a model is chosen, nothing generated yet
-    "escalating",      # the last answer was rejected and a stronger model is next
+    "escalating",      # the last answer was rejected and another model is next (a stronger one first)
     "accepted",        # the verifier accepted the final answer
     "max_escalations", # rejected, but the escalation cap is reached: best answer kept
     "cost_cap",        # rejected, but the next model would break the cost cap: best answer kept
-    "no_stronger_model",  # rejected, and the router predicts no stronger eligible model
+    "all_rejected",    # every eligible model answered and was rejected: the most confident answer is kept, unverified
     "provider_error",  # every candidate of a step failed; attempts are in the state
     "over_budget",     # not even the first call fits the cost cap: nothing was generated
 ]

@@ -14,6 +14,7 @@ import asyncio
 import email.utils
 import functools
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ import litellm.exceptions
 import openai
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderError
+from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderConfigError, ProviderError
 from ..payload import Payload
 from ..policy import spec_filter_reasons
 from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
@@ -115,7 +116,7 @@ class _Malformed(Exception):
 _POLICY: dict[str, tuple[bool, bool]] = {
     "rate_limit": (True, True), "timeout": (True, True), "server_error": (True, True),
     "connection": (True, True), "malformed": (True, True),
-    "auth": (False, True), "unexpected": (False, True),
+    "auth": (False, True), "unexpected": (False, True), "config": (False, False),
     "content_filter": (False, False), "context_window": (False, False),
     "bad_request": (False, False), "not_found": (False, False),
 }
@@ -129,11 +130,20 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+# How providers' SDKs (through LiteLLM) say a key is missing: raised before any request is sent, as
+# an auth error (Anthropic), a 500 (OpenAI) or a connection error (Gemini) - the message is what they share.
+_MISSING_KEY = re.compile(r"missing (?:\w+ )?(?:credentials|api[ _-]?key)|api_key client option must be set"
+                          r"|no (?:\w+ )?api[ _-]?key (?:was |is )?(?:provided|set|found)", re.I)
+
+
 def classify_error(exc: BaseException) -> str:
-    """The error_type of an exception raised by a LiteLLM call (subclasses checked first)."""
+    """The error_type of an exception raised by a LiteLLM call (subclasses checked first).
+    ``config``: the provider's credentials are missing, which no retry or wait can fix."""
     exc = _unwrap(exc)
     if isinstance(exc, _Malformed):
         return "malformed"
+    if _MISSING_KEY.search(str(exc)):
+        return "config"
     if isinstance(exc, litellm.ContentPolicyViolationError):
         return "content_filter"
     if isinstance(exc, litellm.ContextWindowExceededError):
@@ -371,6 +381,12 @@ class _Run:
     def error(self) -> ProviderError:
         n_models = len(self.models)
         lines = "; ".join(f"{a.model} [{a.error_type}] {a.error}" for a in self.attempts)
+        called = [a for a in self.attempts if a.error_type != "ineligible"]
+        if called and all(a.error_type == "config" for a in called):
+            return ProviderConfigError(
+                f"no candidate model could be called: provider credentials are missing ({lines}). Set the "
+                "providers' API keys (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) in this process's environment or "
+                "api_key in the pool's litellm_params", attempts=list(self.attempts))
         return ProviderError(f"all {n_models} candidate model(s) failed after {len(self.attempts)} attempt(s): {lines}",
                              attempts=list(self.attempts))
 

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigError, InvalidInputError, MMRouteError, NoEligibleModelError, ProviderError
+from ..errors import InvalidInputError, MMRouteError, ProviderError
+from ..images import http_image_policy
 from ..llm.breaker import CircuitBreaker
 from ..llm.call import Answer, AnswerStream
 from ..payload import Payload
@@ -32,9 +33,12 @@ from ..query import Query
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
 from .decisions import DecisionStore, DecisionRecord, RecentDecisions
+from .errors import HTTPError, install_error_handlers
+from .errors import error_body as _error_body
+from .inputs import RemoteImages, admit_images, admit_messages, fetch_policy, read_json
 from .metrics import ServerMetrics
 from .schemas import (ROUTER_MODEL, Candidate, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
-                      RouteOptions, RouteRequest, RouteResponse)
+                      RouteOptions, RouteRequest, RouteResponse, document_bodies)
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -76,42 +80,10 @@ class ServerConfig(BaseModel):
     reload_interval_s: float = Field(1.0, gt=0, description="how often a LiveRouter is checked for a new version")
     llm_timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
-
-
-class HTTPError(Exception):
-    """An error with an HTTP status and OpenAI's error ``type``/``code``."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
-        super().__init__(message)
-        self.status, self.type, self.code, self.param = status, type, code, param
-
-
-def _error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def _status_of(exc: Exception) -> tuple[int, str, str]:
-    """HTTP status, OpenAI error type and our error code for mmroute's exceptions."""
-    if isinstance(exc, HTTPError):
-        return exc.status, exc.type, exc.code or "error"
-    if isinstance(exc, NoEligibleModelError):
-        return 422, "invalid_request_error", "no_eligible_model"
-    if isinstance(exc, InvalidInputError):
-        return 400, "invalid_request_error", "invalid_input"
-    if isinstance(exc, ConfigError):
-        return 400, "invalid_request_error", "invalid_option"
-    if isinstance(exc, ProviderError):
-        return 502, "api_error", "provider_error"
-    return 500, "server_error", "internal_error"
-
-
-def _validation_message(exc: ValidationError, what: str) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
-    return f"invalid {what}: " + "; ".join(parts)
+    remote_images: RemoteImages = Field("refuse", description="http(s) image URLs: refuse (400), forward to the "
+                                        "provider untouched, or fetch under the SSRF checks (docs/security.md)")
+    trusted_image_hosts: tuple[str, ...] = Field((), description="with fetch: hosts exempt from the "
+                                                 "private-address check (an internal image server you trust)")
 
 
 def _version_name(router: Router) -> str | None:
@@ -333,17 +305,33 @@ class RouterService:
         if found is None or found.decision is None or found.query is None or (
                 max_age is not None and time.time() - found.added_at > max_age):
             return None  # decision=None: logged by an old notebook log, which kept no whole decision to rate
-        q = Query.build(found.query.text, found.query.images, image_policy=self._router.image_policy)
+        q = Query.build(found.query.text, found.query.images, image_policy=http_image_policy(self._router.image_policy))
         return DecisionRecord(id=decision_id, query=q, decision=found.decision, answered_by=found.answered_by,
                               router_version=found.router_version, created=found.added_at, cost_usd=found.cost)
 
     # -- routing -----------------------------------------------------------------------------------------
+    async def admit(self, messages: Sequence[dict[str, Any]] | None,
+                    images: Sequence[str] = ()) -> tuple[list[dict[str, Any]] | None, list[str]]:
+        """A client's messages / images as the server may use them (``inputs``): no local paths,
+        remote URLs refused, forwarded or fetched by ``remote_images``; off the event loop (fetches block)."""
+        mode = self.config.remote_images
+        policy = fetch_policy(self._router.image_policy, self.config.trusted_image_hosts) if mode == "fetch" else None
+
+        def check() -> tuple[list[dict[str, Any]] | None, list[str]]:
+            msgs = None if messages is None else admit_messages(messages, mode, policy)
+            return msgs, admit_images(images, mode, policy)
+
+        if mode != "fetch":
+            return check()
+        return await asyncio.to_thread(check)
+
     def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
                images: Sequence[str]) -> Query:
+        policy = http_image_policy(router.image_policy)  # never a local path, never a fetch here
         if messages is not None:
-            q = Query.from_messages(messages, image_policy=router.image_policy)
+            q = Query.from_messages(messages, image_policy=policy)
         else:
-            q = Query.build(text or "", images, image_policy=router.image_policy)
+            q = Query.build(text or "", images, image_policy=policy)
         if q.n_images > self.config.max_images:
             raise InvalidInputError(f"the query has {q.n_images} images, over the server's limit of {self.config.max_images}")
         return q
@@ -433,31 +421,8 @@ def create_app(router: "Router | LiveRouter | ExploringRouter", *, store: Feedba
     app = FastAPI(title="mmroute", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
-    async def _on_error(request: Request, exc: Exception) -> JSONResponse:
-        status, etype, code = _status_of(exc)
-        service.metrics.errors.labels(code).inc()
-        if status >= 500 and not isinstance(exc, (ProviderError, HTTPError)):
-            log.exception("internal error on %s", request.url.path)
-            message = f"internal server error ({type(exc).__name__})"
-        else:
-            message = str(exc)
-        return JSONResponse(_error_body(message, etype, code, getattr(exc, "param", None)), status_code=status)
-
-    for exc_type in (HTTPError, MMRouteError, Exception):
-        app.add_exception_handler(exc_type, _on_error)
+    install_error_handlers(app, service.metrics)
     app.add_middleware(GuardMiddleware, config=service.config, metrics=service.metrics)
-
-    async def _body(request: Request, schema: type[BaseModel], what: str) -> Any:
-        try:
-            raw = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HTTPError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(raw, dict):
-            raise HTTPError(400, f"request body must be a JSON object, got {type(raw).__name__}", code="invalid_json")
-        try:
-            return schema.model_validate(raw)
-        except ValidationError as exc:
-            raise HTTPError(400, _validation_message(exc, what), code="invalid_request") from None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -479,21 +444,24 @@ def create_app(router: "Router | LiveRouter | ExploringRouter", *, store: Feedba
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
-        req: RouteRequest = await _body(request, RouteRequest, "route request")
-        _, rec = await service.decide(req.messages, req.mmroute, text=req.text, images=req.images)
+        req = await read_json(request, RouteRequest, "route request")
+        messages, images = await service.admit(req.messages, req.images)
+        _, rec = await service.decide(messages, req.mmroute, text=req.text, images=images)
         await service.persist(rec)
         return JSONResponse(route_response(rec).model_dump(mode="json"), headers=_headers(rec, rec.decision.model))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> FeedbackResponse:
-        req: FeedbackRequest = await _body(request, FeedbackRequest, "feedback")
+        req = await read_json(request, FeedbackRequest, "feedback")
         return await _feedback(service, req)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        req: ChatRequest = await _body(request, ChatRequest, "chat request")
-        return await _chat(service, req)
+        req = await read_json(request, ChatRequest, "chat request")
+        messages, _ = await service.admit(req.messages)
+        return await _chat(service, req.model_copy(update={"messages": messages}))
 
+    document_bodies(app, {"/v1/chat/completions": ChatRequest, "/v1/route": RouteRequest, "/v1/feedback": FeedbackRequest})
     return app
 
 
@@ -610,6 +578,9 @@ async def _sse(service: RouterService, rec: DecisionRecord, stream: AnswerStream
 async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
     """The verify/escalate graph for one request; a stream carries the accepted answer as one chunk
     (an answer cannot be streamed before it is verified)."""
+    from langchain_core.messages import convert_to_messages
+
+    from ..cascade import verified
     from ..graph.nodes import latest_query
     from ..graph.state import decision_from_state
 
@@ -620,7 +591,11 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
                         param="mmroute")
     router = service.router
     decision_id = RecentDecisions.new_id()
-    state = await service.cascade.ainvoke({"messages": req.messages},
+    try:  # the graph's message channel is LangChain's: what it cannot read is the client's error, not ours
+        messages = convert_to_messages(req.messages)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidInputError(f"messages cannot be read: {str(exc).splitlines()[0]}") from None
+    state = await service.cascade.ainvoke({"messages": messages},
                                           config={"configurable": {"thread_id": decision_id}})
     final = state.get("final")
     if final is None:
@@ -636,10 +611,12 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
     m.answers.labels(final["model"]).inc()
     m.cost.labels(final["model"]).inc(float(state.get("total_cost_usd") or 0.0))
     m.escalations.inc(int(state.get("escalations") or 0))
+    ok = verified(final)  # False: no answer passed verification; the most confident one is returned, flagged
     meta = _mmroute_meta(rec, None, model=final["model"], cost_usd=float(state.get("total_cost_usd") or 0.0),
-                         escalations=int(state.get("escalations") or 0), status=state.get("status"),
+                         escalations=int(state.get("escalations") or 0), status=state.get("status"), verified=ok,
                          answers=[{"model": a["model"], "accepted": (a.get("verdict") or {}).get("accept")}
                                   for a in state.get("answers") or []])
+    headers = {**_headers(rec, final["model"]), "x-mmroute-verified": str(ok).lower()}
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     message = {"role": "assistant", "content": final["text"]}
     if req.stream:
@@ -649,11 +626,11 @@ async def _chat_cascade(service: RouterService, req: ChatRequest) -> Response:
             yield _sse_data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": final["model"],
                              "choices": [{"index": 0, "delta": {}, "finish_reason": final.get("finish_reason") or "stop"}]})
             yield b"data: [DONE]\n\n"
-        return StreamingResponse(one(), media_type="text/event-stream", headers=_headers(rec, final["model"]))
+        return StreamingResponse(one(), media_type="text/event-stream", headers=headers)
     body = {"id": cid, "object": "chat.completion", "created": created, "model": final["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": final.get("finish_reason") or "stop"}],
             "mmroute": meta}
-    return JSONResponse(body, headers=_headers(rec, final["model"]))
+    return JSONResponse(body, headers=headers)
 
 
 # -- feedback ---------------------------------------------------------------------------------------------

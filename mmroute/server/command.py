@@ -44,7 +44,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=16, help="most images one request may carry (default 16)")
     p.add_argument("--max-batch", type=int, default=32, help="queries per feature batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more queries")
-    p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off by default)")
+    p.add_argument("--remote-images", choices=("refuse", "forward", "fetch"), default="refuse",
+                   help="http(s) image URLs in requests: refuse them (default; send data: URLs), forward them to the "
+                   "provider untouched, or fetch them here (public addresses only; docs/security.md)")
+    p.add_argument("--allow-remote-images", dest="remote_images", action="store_const", const="fetch",
+                   help="the old spelling of --remote-images fetch")
+    p.add_argument("--trusted-image-host", action="append", default=[], metavar="HOST",
+                   help="with --remote-images fetch: a host exempt from the private-address check (repeatable)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default)")
     p.add_argument("--log-level", default="info", help="uvicorn / mmroute log level (default info)")
     add_explore_arguments(p)
@@ -103,7 +109,8 @@ def build_served(args: argparse.Namespace) -> Any:
     from .app import ServerConfig, create_app
 
     litellm.suppress_debug_info = True
-    image_policy = ImagePolicy(allow_remote=args.allow_remote_images)
+    # the server's queries never read a path or fetch: the HTTP gate (server.inputs) fetched what --remote-images allows
+    image_policy = ImagePolicy(allow_paths=False)
     if args.router:
         router: Any = LiveRouter(args.router, image_policy=image_policy)
     else:
@@ -146,7 +153,8 @@ def build_served(args: argparse.Namespace) -> Any:
         router = explore.wrap(router)
     config = ServerConfig(api_keys=_api_keys(args), max_body_bytes=args.max_body_bytes, max_images=args.max_images,
                           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, pass_through=args.pass_through,
-                          log_prompts=args.log_prompts,
+                          log_prompts=args.log_prompts, remote_images=args.remote_images,
+                          trusted_image_hosts=tuple(args.trusted_image_host),
                           decision_max_age_s=None if args.decision_max_age_h is None else args.decision_max_age_h * 3600)
     return create_app(router, store=store, cascade=cascade, config=config, retrainer=retrainer)
 

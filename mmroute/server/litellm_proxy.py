@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from ..errors import InvalidInputError, NoEligibleModelError
 from ..learning.routing import ExploreSettings, ExploringRouter
 from ..payload import Payload
+from ..images import http_image_policy
 from ..query import Query
 from ..policy import with_lam
 from ..router import LiveRouter, Router, current_router
@@ -115,7 +116,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
     def _query(self, router: Router, messages: list[dict[str, Any]] | None) -> Query:
         if not messages:
             raise InvalidInputError(f"model group {self.model_group} routes chat messages; this request has none")
-        return Query.from_messages(messages, image_policy=router.image_policy)
+        # a proxy client's image is never a path on this machine (and is not fetched here)
+        return Query.from_messages(messages, image_policy=http_image_policy(router.image_policy))
 
     def _pick(self, router: Router, q: Query, x: Any, by_model: dict[str, Deployment], exclude: list[str],
               request_kwargs: dict[str, Any] | None, messages: list[dict[str, Any]]) -> Deployment:

@@ -7,11 +7,14 @@ a typo in a parameter is an error naming it rather than a silently ignored setti
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..constraints import Constraints
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 ROUTER_MODEL = "mmroute"
 Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
@@ -49,7 +52,8 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = ROUTER_MODEL
+    model: str = Field(description=f"required, as in OpenAI's API: {ROUTER_MODEL!r} to route, or a pool model "
+                       "(with --pass-through)")
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -178,5 +182,29 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+def document_bodies(app: "FastAPI", bodies: dict[str, type[BaseModel]]) -> None:
+    """Put the request bodies into ``app``'s OpenAPI schema (``/openapi.json``): the endpoints read
+    their bodies themselves (to answer every malformed one in OpenAI's shape), so FastAPI cannot
+    see them. ``bodies``: POST path -> model."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for path, model in bodies.items():
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+            schema["paths"][path]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 __all__ = ["PASS_THROUGH_PARAMS", "ROUTER_MODEL", "Candidate", "ChatRequest", "FeedbackRequest", "FeedbackResponse",
-           "ModelCard", "ModelList", "Rating", "RouteOptions", "RouteRequest", "RouteResponse", "Winner"]
+           "ModelCard", "ModelList", "Rating", "document_bodies", "RouteOptions", "RouteRequest", "RouteResponse", "Winner"]

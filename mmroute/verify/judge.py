@@ -96,6 +96,8 @@ class LLMJudgeVerifier(Verifier):
             try:
                 reply = self.generate(messages, self.judge_model, temperature=self.temperature,
                                       max_tokens=self.max_tokens, **self.call_kwargs)
+            except ConfigError:  # a judge that cannot be called at all is set up wrong: say so, don't escalate everything
+                raise
             except MMRouteError as exc:
                 failures += 1
                 replies.append(f"<judge call failed: {exc}>")

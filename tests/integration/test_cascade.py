@@ -45,12 +45,23 @@ def test_next_step_escalates_to_stronger_untried_eligible_models_in_order():
 @pytest.mark.parametrize("kw, status", [
     ({"accepted": True}, "accepted"),
     ({"escalations": 2}, "max_escalations"),
-    ({"answered": "big", "tried": ["cheap", "big"]}, "no_stronger_model"),
+    ({"answered": "big", "tried": ["cheap", "mid", "big"]}, "all_rejected"),
     ({"spent": 0.0, "max_cost": 0.005}, "cost_cap"),
 ])
 def test_next_step_stops_and_says_why(kw, status):
     s = step(**kw)
     assert s.status == status and not s.escalates and s.models == ()
+
+
+def test_a_rejected_best_model_moves_on_to_the_other_eligible_models():
+    """The routed model was already the predicted best: its rejected answer is not the end; the
+    others are tried, best predicted first (never the ineligible one), cost cap permitting."""
+    s = step(answered="big", tried=["big"])
+    assert s.escalates and s.models == ("mid", "cheap")
+    assert step(answered="mid", tried=["big", "mid"]).models == ("cheap",)
+    assert step(answered="big", tried=["big"], spent=0.1, max_cost=0.105).models == ("cheap",)
+    assert step(answered="big", tried=["big"], spent=0.1, max_cost=0.1).status == "cost_cap"
+    assert step(answered="cheap", tried=["big", "mid", "cheap"]).status == "all_rejected"
 
 
 def test_next_step_keeps_only_models_the_cost_cap_allows():

@@ -201,11 +201,12 @@ def test_escalation_stops_at_the_cap(router, scripted, store):
     assert out["status"] == "max_escalations" and called(scripted) == [CHEAP]
 
 
-def test_no_stronger_model_ends_escalation(router, scripted):
+def test_all_rejected_ends_escalation_and_says_so(router, scripted):
     for m in (CHEAP, MID, STRONG):
         scripted.set(m, SORRY)
     out = cascade(router, max_escalations=5).invoke(text_msg())
-    assert out["status"] == "no_stronger_model" and called(scripted) == [CHEAP, MID, STRONG]
+    assert out["status"] == "all_rejected" and called(scripted) == [CHEAP, MID, STRONG]
+    assert out["messages"][-1].response_metadata["verified"] is False
 
 
 def test_cost_cap_is_respected(router, scripted):

@@ -153,6 +153,7 @@ def test_verifier_escalates_a_rejected_answer_and_records_it(router, scripted, t
         assert msg.content == "4" and msg.response_metadata["model_name"] == MID
         answers = msg.response_metadata["answers"]
         assert [(a["model"], a["verdict"]["accept"]) for a in answers] == [(CHEAP, False), (MID, True)]
+        assert msg.response_metadata["verified"] is True
         model.invoke("what is 2 + 2?")  # same escalation again: same judgment id, stored once
         (j,) = list(store.iter_judgments())
         assert (j.model_a, j.model_b, j.winner, j.source) == (MID, CHEAP, "model_a", "escalation")
@@ -167,6 +168,7 @@ def test_escalation_cap_and_failed_escalation_keep_the_answer(router, scripted):
     msg = RoutedChatModel(router=router, verifier=HeuristicVerifier(), max_escalations=2, llm_kwargs=FAST).invoke("2+2?")
     assert msg.content == SORRY and msg.response_metadata["model_name"] == CHEAP
     assert [(a["model"], a["ok"]) for a in msg.response_metadata["attempts"]] == [(CHEAP, True), (MID, False), (STRONG, False)]
+    assert msg.response_metadata["verified"] is False  # kept, but flagged: no answer passed the verifier
 
     scripted.reset()
     msg = RoutedChatModel(router=router, verifier=HeuristicVerifier(), max_escalations=0, llm_kwargs=FAST).invoke("2+2?")

@@ -247,6 +247,11 @@ def test_strategy_in_litellms_sdk_router_sync_and_async(upstreams, router_dir):
     assert asynchronous.choices[0].message.content == "answer from vision"
     assert again.choices[0].message.content == "answer from text"
     assert upstreams.take() == [("text", False), ("vision", True), ("text", False)] and strategy.decisions == 3
+    from mmroute.errors import ImageError
+
+    with pytest.raises(ImageError, match="local paths are not read over HTTP"):  # a proxy client's path is never read
+        strategy._query(strategy.router, [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": str(Path(str(router_dir)) / "sdk-config.yaml")}}]}])
     with pytest.raises(InvalidInputError, match="no model group 'routed'"):
         install(litellm.Router(model_list=config["model_list"]), LiveRouter(router_dir), model_group="routed")
 

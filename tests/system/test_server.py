@@ -200,10 +200,10 @@ def test_bad_requests_get_clear_errors(server, client):
     r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "user", "content": "x"}],
                                               "temprature": 0.2})
     assert r.status_code == 400 and "temprature" in r.json()["error"]["message"]
-    r = post(server, "/v1/chat/completions", {"messages": [{"role": "system", "content": "only a system turn"}]})
+    r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "system", "content": "only a system turn"}]})
     assert r.status_code == 400 and "no user turn" in r.json()["error"]["message"]
     bad_image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
-    r = post(server, "/v1/chat/completions", {"messages": [bad_image]})
+    r = post(server, "/v1/chat/completions", {"model": "mmroute", "messages": [bad_image]})
     assert r.status_code == 400 and "image" in r.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="mmroute", messages=[{"role": "user", "content": "x"}],
@@ -399,7 +399,10 @@ def test_body_and_image_limits(live):
         r = post(srv, "/v1/route", two)
         assert r.status_code == 400 and "limit of 1" in r.json()["error"]["message"]
         r = post(srv, "/v1/route", {"text": "remote", "images": ["http://169.254.169.254/latest/meta-data"]})
-        assert r.status_code == 200  # not fetched (remote fetching is off): routed as "an image is present"
+        assert r.status_code == 400 and "--remote-images refuse" in r.json()["error"]["message"]  # the default
+    with BackgroundServer(create_app(live.router, config=cfg.model_copy(update={"remote_images": "forward"}))) as srv:
+        r = post(srv, "/v1/route", {"text": "remote", "images": ["http://169.254.169.254/latest/meta-data"]})
+        assert r.status_code == 200  # forwarded, not fetched: routed as "an image is present"
         assert r.json()["filtered"] == {CHEAP: "no vision"}
 
 
@@ -444,7 +447,7 @@ def test_hot_reload_under_concurrent_requests(router_dir, tmp_path, scripted):
             while not stop.is_set():
                 kind = "chat" if i % 2 else "route"
                 if kind == "chat":
-                    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+                    r = c.post("/v1/chat/completions", json={"model": "mmroute", "messages": [{"role": "user", "content": "hi"}]})
                 else:
                     r = c.post("/v1/route", json={"text": "hi"})
                 with lock:
@@ -522,6 +525,13 @@ def test_cli_serve_defaults_to_loopback(router_dir, tmp_path, monkeypatch):
     svc = app.state.service
     assert svc.config.api_keys == ("cli-key", "env-key", "other") and svc.live is not None and svc.store is not None
     assert svc.config.pass_through and svc.cascade is None
+    assert svc.config.remote_images == "refuse" and not svc.router.image_policy.allow_paths  # the safe defaults
+    args = build_parser().parse_args(["serve", "--router", str(router_dir), "--remote-images", "fetch",
+                                      "--trusted-image-host", "images.internal"])
+    cfg = build_served(args).state.service.config
+    assert cfg.remote_images == "fetch" and cfg.trusted_image_hosts == ("images.internal",)
+    old = build_parser().parse_args(["serve", "--router", str(router_dir), "--allow-remote-images"])
+    assert old.remote_images == "fetch"  # the old spelling still works
 
 
 def test_cli_proxy_with_a_missing_config_is_a_one_line_error(tmp_path, capsys):
@@ -553,7 +563,7 @@ def test_decisions_persist_in_the_store_across_a_restart(live, tmp_path, scripte
     with FeedbackStore(path) as s1:
         app = create_app(live.router, store=s1, llm_kwargs=FAST)
         with BackgroundServer(app) as srv:
-            chat = post(srv, "/v1/chat/completions", {"messages": [image_message()]})
+            chat = post(srv, "/v1/chat/completions", {"model": "mmroute", "messages": [image_message()]})
             routed = post(srv, "/v1/route", {"text": "hello"})
         assert chat.status_code == 200 and routed.status_code == 200
         assert len(s1.decisions) == 2

@@ -200,3 +200,34 @@ def test_threads_share_a_breaker_and_a_script():
     for t in threads:
         t.join()
     assert out == ["fine"] * 20 and len(s.calls) == 20
+
+
+MISSING_KEYS = ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+def test_missing_provider_key_fails_fast_with_its_own_message(monkeypatch):
+    """No key: the SDK refuses before any request. Not retried, not an outage, not "unexpected"."""
+    import time
+
+    from mmroute.errors import ConfigError, ProviderConfigError
+
+    for var in MISSING_KEYS:
+        monkeypatch.delenv(var, raising=False)
+    breaker = CircuitBreaker(failure_threshold=1)
+    models = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022", "gemini/gemini-1.5-flash"]
+    t0 = time.monotonic()
+    with pytest.raises(ProviderConfigError) as err:
+        complete("hi", models, max_retries=2, breaker=breaker, timeout=5)
+    assert time.monotonic() - t0 < 5  # no backoff sleeps
+    assert isinstance(err.value, ConfigError) and isinstance(err.value, ProviderError)
+    assert [a.error_type for a in err.value.attempts] == ["config"] * 3  # one attempt each, no retries
+    assert "credentials are missing" in str(err.value) and "API key" in str(err.value)
+    assert all(breaker.allow(m) for m in models)  # not counted against the circuit
+
+
+def test_missing_key_on_one_candidate_falls_back(monkeypatch):
+    for var in MISSING_KEYS:
+        monkeypatch.delenv(var, raising=False)
+    ScriptedLLM({"b": ["from b"]}).install()
+    ans = complete("hi", ["openai/gpt-4o-mini", B], max_retries=2)
+    assert ans.text == "from b" and [a.error_type for a in ans.attempts] == ["config", None]
