@@ -23,7 +23,7 @@ def png_bytes(color: Colour = (255, 0, 0), size: int | tuple[int, int] = (8, 6),
     return buf.getvalue()
 
 
-def png_url(rgb: Colour, size: int | tuple[int, int] = 32) -> str:
+def png_url(rgb: Colour = (9, 9, 200), size: int | tuple[int, int] = 32) -> str:
     """A ``data:image/png;base64,...`` URL, as chat messages carry images."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(rgb, size)).decode()
 

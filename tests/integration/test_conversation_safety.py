@@ -27,6 +27,7 @@ from mmroute.graph import (
 from mmroute.pool import ModelPool
 from mmroute.verify import HeuristicVerifier
 from _images import png_url
+from _tiny_router import tiny_router
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 FAST = {"max_retries": 0}
@@ -78,16 +79,8 @@ def as_langchain(conv: list[dict]) -> list:
 
 @pytest.fixture(scope="module")
 def router():
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.policy import CostAwarePolicy
-    from mmroute.training import train_router
 
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((30 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(STRONG, MID), (MID, CHEAP), (STRONG, CHEAP)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    r = train_router(judgments, encoder="clip:tiny", pool=pool(), policy=CostAwarePolicy(lam=1e4),
-                     model_params={"max_epochs": 40})
+    r = tiny_router(pool=pool())
     assert r.route(JOKE).model == CHEAP  # the premise: the last turn alone goes to the text-only model
     return r
 

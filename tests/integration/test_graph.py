@@ -26,6 +26,7 @@ from mmroute.query import Query
 from mmroute.testing import ScriptedLLM, fail
 from mmroute.verify import HeuristicVerifier
 from _images import png_url
+from _tiny_router import tiny_router
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
@@ -45,16 +46,8 @@ def pool() -> ModelPool:
 
 def train_tiny_router():
     """strong beats mid beats cheap on every training query (text and image ones)."""
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.policy import CostAwarePolicy
-    from mmroute.training import train_router
 
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((30 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(STRONG, MID), (MID, CHEAP), (STRONG, CHEAP)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    return train_router(judgments, encoder="clip:tiny", pool=pool(), policy=CostAwarePolicy(lam=1e4),
-                        model_params={"max_epochs": 40})
+    return tiny_router(pool=pool())
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from mmroute.pool import ModelPool
 from mmroute.testing import ScriptedLLM, fail, tool_call
 from mmroute.verify import HeuristicVerifier
 from _images import png_url
+from _tiny_router import tiny_router
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
@@ -27,21 +28,13 @@ FAST = {"max_retries": 0}
 
 @pytest.fixture(scope="module")
 def router():
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.policy import CostAwarePolicy
-    from mmroute.training import train_router
 
     pool = ModelPool(models=[
         {"name": CHEAP, "supports_vision": False, "input_cost_per_token": 1e-8, "output_cost_per_token": 1e-8},
         {"name": MID, "supports_vision": True, "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
         {"name": STRONG, "supports_vision": True, "input_cost_per_token": 1e-4, "output_cost_per_token": 1e-4},
     ])
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((30 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(STRONG, MID), (MID, CHEAP), (STRONG, CHEAP)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    r = train_router(judgments, encoder="clip:tiny", pool=pool, policy=CostAwarePolicy(lam=1e4),
-                     model_params={"max_epochs": 40})
+    r = tiny_router(pool=pool)
     assert r.route("hi").model == CHEAP and r.route("hi").escalation_order() == [MID, STRONG]
     return r
 

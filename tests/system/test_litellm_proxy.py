@@ -28,6 +28,7 @@ pytest.importorskip("litellm.proxy.proxy_server", reason="litellm[proxy] is not 
 from mmroute.pool import ModelPool  # noqa: E402
 from mmroute.server import BackgroundServer  # noqa: E402
 from _images import png_url
+from _tiny_router import tiny_router
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT, VISION, BIG = "up/text", "up/vision", "up/big"
@@ -75,21 +76,13 @@ def upstreams():
 
 @pytest.fixture(scope="module")
 def router_dir(tmp_path_factory):
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.policy import CostAwarePolicy
-    from mmroute.training import train_router
 
     pool = ModelPool(models=[
         {"name": TEXT, "supports_vision": False, "input_cost_per_token": 1e-8, "output_cost_per_token": 1e-8},
         {"name": VISION, "supports_vision": True, "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
         {"name": BIG, "supports_vision": True, "input_cost_per_token": 1e-4, "output_cost_per_token": 1e-4},
     ])
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((40 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(BIG, VISION), (VISION, TEXT), (BIG, TEXT)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    r = train_router(judgments, encoder="clip:tiny", pool=pool, policy=CostAwarePolicy(lam=1e4),
-                     model_params={"max_epochs": 40})
+    r = tiny_router(pool=pool)
     folder = tmp_path_factory.mktemp("proxy-router")
     r.save(folder)
     return folder

@@ -24,6 +24,7 @@ from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.server import BackgroundServer, ServerConfig, create_app
 from _images import png_url
+from _tiny_router import tiny_router
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 SORRY = "I'm sorry, but I can't help with that."
@@ -37,8 +38,6 @@ def image_message(text: str = "what colour is this?") -> dict:
 
 @pytest.fixture(scope="module")
 def router_dir(tmp_path_factory):
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.training import train_router
 
     pool = ModelPool(models=[
         {"name": CHEAP, "supports_vision": False, "input_cost_per_token": 1e-8, "output_cost_per_token": 1e-8,
@@ -47,12 +46,7 @@ def router_dir(tmp_path_factory):
         {"name": STRONG, "supports_vision": True, "input_cost_per_token": 1e-4, "output_cost_per_token": 1e-4,
          "tags": ["math"]},
     ])
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((30 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(STRONG, MID), (MID, CHEAP), (STRONG, CHEAP)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    r = train_router(judgments, encoder="clip:tiny", pool=pool, policy=CostAwarePolicy(lam=1e4),
-                     model_params={"max_epochs": 40})
+    r = tiny_router(pool=pool)
     folder = tmp_path_factory.mktemp("router")
     r.save(folder)
     return folder

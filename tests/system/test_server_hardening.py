@@ -74,7 +74,7 @@ def fs_spy(monkeypatch):
 
 def test_image_paths_are_refused_without_touching_the_disk(router, scripted, tmp_path, fs_spy):
     real_png = tmp_path / "secret.png"
-    real_png.write_bytes(png_bytes())
+    real_png.write_bytes(png_bytes((9, 9, 200), 16))
     paths = ["/etc/passwd", "/nonexistent.png", str(real_png), f"file://{real_png}", "secret.png"]
     from mmroute.data.store import FeedbackStore
 
@@ -101,7 +101,7 @@ def test_library_still_reads_local_paths(tmp_path):
     from mmroute.query import Query
 
     p = tmp_path / "a.png"
-    p.write_bytes(png_bytes())
+    p.write_bytes(png_bytes((9, 9, 200), 16))
     assert Query.build("x", [str(p)]).images[0].width == 16
 
 
@@ -356,7 +356,7 @@ def test_the_langgraph_served_graph_reads_no_client_paths(tmp_path, monkeypatch)
     monkeypatch.delenv("MMROUTE_FEEDBACK_DB", raising=False)
     monkeypatch.setattr(served, "_SERVED", None)
     png = tmp_path / "secret.png"
-    png.write_bytes(png_bytes())
+    png.write_bytes(png_bytes((9, 9, 200), 16))
     graph = served.served_graph()
     with pytest.raises(ImageError, match="local paths are not read over HTTP"):
         graph.invoke({"messages": [{"role": "user", "content": image_part(str(png))}]})

@@ -26,6 +26,7 @@ from mmroute.router import LiveRouter, Router
 from mmroute.server import BackgroundServer, ServerConfig, create_app
 from mmroute.server.retrainer import FileRetrainLock, PostgresRetrainLock, Retrainer, RetrainSettings
 from _images import png_url
+from _tiny_router import tiny_router
 
 CHEAP, MID, STRONG = "scripted/cheap", "scripted/mid", "scripted/strong"
 FAST = {"max_retries": 0}
@@ -33,20 +34,13 @@ FAST = {"max_retries": 0}
 
 @pytest.fixture(scope="module")
 def router_dir(tmp_path_factory):
-    from mmroute.data import Judgment, QueryRecord
-    from mmroute.training import train_router
 
     pool = ModelPool(models=[
         {"name": CHEAP, "supports_vision": False, "input_cost_per_token": 1e-8, "output_cost_per_token": 1e-8},
         {"name": MID, "supports_vision": True, "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
         {"name": STRONG, "supports_vision": True, "input_cost_per_token": 1e-4, "output_cost_per_token": 1e-4},
     ])
-    queries = [QueryRecord(text=f"training question {i}", images=[png_url((30 * i, 90, 200))] if i % 2 else [])
-               for i in range(6)]
-    pairs = [(STRONG, MID), (MID, CHEAP), (STRONG, CHEAP)]
-    judgments = [Judgment(query=q, model_a=a, model_b=b, winner="model_a") for q in queries for a, b in pairs]
-    r = train_router(judgments, encoder="clip:tiny", pool=pool, policy=CostAwarePolicy(lam=1e4),
-                     model_params={"max_epochs": 40})
+    r = tiny_router(pool=pool)
     folder = tmp_path_factory.mktemp("router") / "r"
     r.save(folder)
     return folder
@@ -83,7 +77,7 @@ def test_exploring_server_logs_every_decision_with_its_probabilities(folder, tmp
             routed = [post(srv, "/v1/route", {"text": f"question number {i}"}) for i in range(40)]
             images = [post(srv, "/v1/route", {"text": "what is this?", "images": [png_url((i, 5, 9))]})
                       for i in range(30)]
-            chat = post(srv, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hello"}]})
+            chat = post(srv, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "user", "content": "hello"}]})
             explored = _metric_lines(srv, "mmroute_explored_total")
         assert all(r.status_code == 200 for r in routed + images + [chat]), [r.text for r in routed + images][:2]
         for r in routed + images + [chat]:
@@ -118,7 +112,7 @@ def test_create_app_takes_an_exploring_router_and_thompson_explores(router_dir, 
     er = ExploringRouter(Router.load(router_dir), policy, seed=1, follow_router_lam=True)
     app = create_app(er, llm_kwargs=FAST)
     with BackgroundServer(app) as srv:
-        chat = post(srv, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+        chat = post(srv, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "user", "content": "hi"}]})
         spread = [post(srv, "/v1/route", {"text": f"q {i}", "mmroute": {"lam": 0}}).json() for i in range(10)]
         health = httpx.get(srv.url + "/healthz").json()
     assert chat.status_code == 200 and "x-mmroute-propensity" in chat.headers, chat.text
@@ -152,7 +146,7 @@ def test_a_reward_sent_to_another_replica_is_attached_to_the_decision(folder, tm
         a = create_app(epsilon().wrap(LiveRouter(folder)), store=s1, llm_kwargs=FAST)
         b = create_app(epsilon().wrap(LiveRouter(folder)), store=s2, llm_kwargs=FAST)
         with BackgroundServer(a) as ra, BackgroundServer(b) as rb:
-            chat = post(ra, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hello"}]})
+            chat = post(ra, "/v1/chat/completions", {"model": "mmroute", "messages": [{"role": "user", "content": "hello"}]})
             did = chat.headers["x-mmroute-decision-id"]
             fb = post(rb, "/v1/feedback", {"decision_id": did, "reward": 0.7})
             bad = post(rb, "/v1/feedback", {"decision_id": did, "reward": 1.5})
