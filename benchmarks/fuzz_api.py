@@ -23,7 +23,7 @@ The offline example router answers (replay provider, ``clip:tiny``): nothing lea
     python benchmarks/fuzz_api.py --examples 5000 --seed 0
 
 prints the number of requests tried, by endpoint and status, and every failure (exit 1 if any).
-``tests/system/test_fuzz_api.py`` runs the same harness, bounded, in the test suite.
+``tests/system/test_fuzz_api.py`` runs the same harness, bounded (500 requests), in the test suite.
 """
 
 from __future__ import annotations
