@@ -131,7 +131,7 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
     """Warm-start ``router`` on the judgments of ``feedback`` it has not been trained on, behind
     the held-out gate; pure (nothing is read from or written to disk but the store).
 
-    The counterpart of :func:`train_router`: judgments (or a store) in, a router out. The rule
+    The counterpart of :func:`~mmroute.training.train_router`: judgments (or a store) in, a router out. The rule
     (docs/architecture.md, "Retraining"): the router's metadata holds a bookmark
     ``{store_id, seq, held_out}`` and the short hashes of every judgment id it was retrained on.
     New judgments are the store's rows after ``seq`` when the store is the bookmarked one, else

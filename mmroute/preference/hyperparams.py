@@ -91,7 +91,7 @@ class BradleyTerryParams:
         self._config()  # fail early on a bad hyper-parameter (fit validates again: set_params may change them)
         self._fitted = False  # the estimator's state: nothing fitted yet
 
-
+    # ------------------------------------------------------------------ sklearn protocol
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
