@@ -34,12 +34,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import numpy as np  # noqa: E402
 
 import mmroute.preference.bradley_terry as bt  # noqa: E402
-from mmroute.data.formats import Judgment, read_judgments  # noqa: E402
+from mmroute.data.formats import Judgment, read_judgments, resolve_image_paths  # noqa: E402
 from mmroute.errors import RoutingWarning  # noqa: E402
 from mmroute.pool import ModelPool  # noqa: E402
 from mmroute.preference.metrics import sigmoid  # noqa: E402
 from mmroute.preference.selection import holdout_mask  # noqa: E402
-from mmroute.training import encode_judgments, resolve_image_paths, train_router  # noqa: E402
+from mmroute.training import encode_judgments, train_router  # noqa: E402
 
 
 def load(args: argparse.Namespace) -> tuple[list[Judgment], list[Judgment], ModelPool | None]:

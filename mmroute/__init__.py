@@ -28,14 +28,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .pool import ModelPool, ModelSpec
     from .query import Query
     from .router import Router
-    from .training import retrain, train_router
+    from .retraining import retrain
+    from .training import train_router
 
 #: public name -> the module that owns it
 _EXPORTS: dict[str, str] = {
     # train, route, retrain
     "Router": "mmroute.router",
     "train_router": "mmroute.training",
-    "retrain": "mmroute.training",
+    "retrain": "mmroute.retraining",
     "RouteDecision": "mmroute.policy",
     "CostAwarePolicy": "mmroute.policy",
     # inputs: candidate models, queries, judgments, feedback

@@ -17,7 +17,7 @@ from .errors import RoutingWarning
 if TYPE_CHECKING:
     from .policy import Policy
 
-DEFAULT_MIN_HOLDOUT = 20  # mmroute.training.DEFAULT_MIN_HOLDOUT, repeated so --help stays light to import
+DEFAULT_MIN_HOLDOUT = 20  # mmroute.retraining.DEFAULT_MIN_HOLDOUT, repeated so --help stays light to import
 
 
 def _offline_defaults() -> None:
@@ -259,7 +259,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from .data.store import FeedbackStore
-    from .training import retrain
+    from .retraining import retrain
 
     report = retrain(args.router, FeedbackStore.open_existing(args.store), out=args.out,
                      holdout_fraction=args.holdout, min_holdout=args.min_holdout, tolerance=args.tolerance,

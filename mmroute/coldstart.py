@@ -57,7 +57,7 @@ def priors_model(pool: ModelPool, dim: int, *, policy: Policy | None = None, see
     nothing), so Thompson exploration spreads over the pool; its decisions say it routes on priors
     only. The policy defaults to lambda = 0 (the prior's best model, i.e. the priciest): no quality
     has been measured to trade against cost. The first retrain on judgments
-    (:func:`mmroute.training.retrain_router`) fits the query terms, standardises the features on
+    (:func:`mmroute.retraining.retrain_router`) fits the query terms, standardises the features on
     those judgments, and chooses lambda by the default rule."""
     from .preference import BradleyTerry
 

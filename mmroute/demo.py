@@ -79,7 +79,8 @@ def run_demo(workdir: str | None = None, pool_path: str | None = None, encoder: 
     from .pool import ModelPool
     from .payload import Payload
     from .data.formats import resolve_image_paths
-    from .training import retrain, train_router
+    from .retraining import retrain
+    from .training import train_router
     from .verify import AllOf, ConsistencyVerifier, HeuristicVerifier, llm_generate
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mmroute-demo-"))

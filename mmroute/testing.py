@@ -12,13 +12,14 @@ calls take::
 
 ``install()`` registers the offline providers (:func:`mmroute.offline.register_offline_providers`);
 nothing is registered by importing this module. The implementation lives in
-``mmroute.llm.providers`` beside the ``replay/`` provider, whose machinery it shares.
+``mmroute.llm.scripted``, on the ``replay/`` provider's machinery in ``mmroute.llm.providers``.
 """
 
 from __future__ import annotations
 
-from .llm.providers import (FAIL_KINDS, ScriptedCall, ScriptedLLM, Step, active_scripted, fail, length, malformed,
-                            refuse, reply, sleep, tool_call)
+from .llm.providers import active_scripted
+from .llm.scripted import (FAIL_KINDS, ScriptedCall, ScriptedLLM, Step, fail, length, malformed, refuse, reply, sleep,
+                           tool_call)
 
 __all__ = ["FAIL_KINDS", "ScriptedCall", "ScriptedLLM", "Step", "active_scripted", "fail", "length", "malformed",
            "refuse", "reply", "sleep", "tool_call"]

@@ -6,22 +6,20 @@ fallbacks. Transient faults (rate limits, timeouts, 5xx, connection errors, malf
 are retried with exponential backoff and jitter, honouring ``retry-after``; faults that would
 repeat (auth, bad request, content filter, context window) move straight to the next candidate.
 Every attempt is recorded, and when every candidate fails ``ProviderError`` lists them all.
+Which faults are which, and the backoff, are :mod:`mmroute.llm.faults`; this module is the
+request loop (sync, async, streaming) that applies them and accounts for the cost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import litellm
-import litellm.exceptions
-import openai
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ..errors import ConfigError, InvalidInputError, NoEligibleModelError, ProviderConfigError, ProviderError
@@ -29,10 +27,9 @@ from ..payload import Payload
 from ..policy import spec_filter_reasons
 from ..pool import DEFAULT_TOKENS_PER_IMAGE, ModelPool, ModelSpec, litellm_facts
 from .breaker import CircuitBreaker
+from .faults import RETRY_POLICY, Backoff, MalformedResponse, classify_error, retry_after_s
 from ..tokens import estimate_prompt_tokens, estimate_text_tokens
 from .convert import to_openai_messages
-
-_MIDSTREAM: type[BaseException] | None = getattr(litellm.exceptions, "MidStreamFallbackError", None)  # litellm >= 1.7x
 
 
 class Attempt(BaseModel):
@@ -77,136 +74,6 @@ class Answer(BaseModel):
     def fell_back(self) -> bool:
         """Whether the answer came from a model other than the first one tried."""
         return bool(self.attempts) and self.attempts[0].model != self.model
-
-
-class Backoff(BaseModel):
-    """Exponential backoff with "equal jitter": the n-th retry waits between half and all of
-    ``min(max_s, base_s * multiplier**n)``, so concurrent clients spread out but still back off.
-    A ``retry-after`` longer than ``max_retry_after_s`` is not waited for: the next candidate is
-    tried instead, since another model now beats a long stall."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_s: float = Field(0.5, ge=0)
-    max_s: float = Field(8.0, ge=0)
-    multiplier: float = Field(2.0, ge=1)
-    jitter: float = Field(0.5, ge=0, le=1, description="fraction of the delay that is random")
-    max_retry_after_s: float = Field(30.0, ge=0)
-
-    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float | None:
-        """Seconds to wait before retry number ``retry`` (0-based); None means fall back instead."""
-        if retry_after is not None and retry_after > self.max_retry_after_s:
-            return None
-        d = min(self.max_s, self.base_s * self.multiplier ** retry)
-        d = d * (1.0 - self.jitter) + d * self.jitter * rng.random()
-        return max(d, retry_after or 0.0)
-
-
-class _Malformed(Exception):
-    """A response with nothing usable in it; carries the response so its cost is still counted."""
-
-    def __init__(self, message: str, response: Any = None) -> None:
-        super().__init__(message)
-        self.response = response
-
-
-# -- classification -------------------------------------------------------------------------------
-
-# error_type -> (retry it, count it against the model's circuit)
-_POLICY: dict[str, tuple[bool, bool]] = {
-    "rate_limit": (True, True), "timeout": (True, True), "server_error": (True, True),
-    "connection": (True, True), "malformed": (True, True),
-    "auth": (False, True), "unexpected": (False, True), "config": (False, False),
-    "content_filter": (False, False), "context_window": (False, False),
-    "bad_request": (False, False), "not_found": (False, False),
-}
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """LiteLLM wraps a stream's early failure in MidStreamFallbackError; judge the original."""
-    inner = getattr(exc, "original_exception", None)
-    if _MIDSTREAM is not None and isinstance(exc, _MIDSTREAM) and isinstance(inner, BaseException):
-        return inner
-    return exc
-
-
-# How providers' SDKs (through LiteLLM) say a key is missing: raised before any request is sent, as
-# an auth error (Anthropic), a 500 (OpenAI) or a connection error (Gemini) - the message is what they share.
-_MISSING_KEY = re.compile(r"missing (?:\w+ )?(?:credentials|api[ _-]?key)|api_key client option must be set"
-                          r"|no (?:\w+ )?api[ _-]?key (?:was |is )?(?:provided|set|found)", re.I)
-
-
-def classify_error(exc: BaseException) -> str:
-    """The error_type of an exception raised by a LiteLLM call (subclasses checked first).
-    ``config``: the provider's credentials are missing, which no retry or wait can fix."""
-    exc = _unwrap(exc)
-    if isinstance(exc, _Malformed):
-        return "malformed"
-    if _MISSING_KEY.search(str(exc)):
-        return "config"
-    if isinstance(exc, litellm.ContentPolicyViolationError):
-        return "content_filter"
-    if isinstance(exc, litellm.ContextWindowExceededError):
-        return "context_window"
-    if isinstance(exc, litellm.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, (litellm.Timeout, openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
-        return "auth"
-    if isinstance(exc, litellm.NotFoundError):
-        return "not_found"
-    if isinstance(exc, (litellm.ServiceUnavailableError, litellm.InternalServerError, litellm.BadGatewayError)):
-        return "server_error"
-    if isinstance(exc, (litellm.APIConnectionError, openai.APIConnectionError, ConnectionError)):
-        return "connection"
-    if isinstance(exc, (litellm.BadRequestError, litellm.UnprocessableEntityError)):
-        return "bad_request"
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        if status == 429:
-            return "rate_limit"
-        if status in (408, 504):
-            return "timeout"
-        if status >= 500:
-            return "server_error"
-        if status in (401, 403):
-            return "auth"
-        if 400 <= status < 500:
-            return "bad_request"
-    return "unexpected"
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """Seconds a provider asked us to wait (``retry-after-ms`` / ``retry-after``, seconds or HTTP date)."""
-    exc = _unwrap(exc)
-    sources = [getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None)]
-    resp = getattr(exc, "response", None)
-    if resp is not None:
-        sources.append(getattr(resp, "headers", None))
-    for headers in sources:
-        if not headers:
-            continue
-        try:
-            lower = {str(k).lower(): str(v) for k, v in dict(headers).items()}
-        except (TypeError, ValueError):
-            continue
-        if "retry-after-ms" in lower:
-            try:
-                return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
-            except ValueError:
-                pass
-        if "retry-after" in lower:
-            v = lower["retry-after"].strip()
-            try:
-                return max(0.0, float(v))
-            except ValueError:
-                try:
-                    when = email.utils.parsedate_to_datetime(v)
-                    return max(0.0, when.timestamp() - time.time())
-                except (TypeError, ValueError):
-                    pass
-    return None
 
 
 # -- one request ----------------------------------------------------------------------------------
@@ -328,14 +195,14 @@ class _Run:
         return int(p), int(c)
 
     def succeed(self, model: str, response: Any, t0: float) -> Answer:
-        """Validate a response and turn it into the Answer; raises _Malformed when unusable."""
+        """Validate a response and turn it into the Answer; raises MalformedResponse when unusable."""
         choices = getattr(response, "choices", None)
         if not choices:
-            raise _Malformed("response has no choices", response)
+            raise MalformedResponse("response has no choices", response)
         choice = choices[0]
         msg = getattr(choice, "message", None)
         if msg is None:
-            raise _Malformed("first choice has no message", response)
+            raise MalformedResponse("first choice has no message", response)
         raw_calls = getattr(msg, "tool_calls", None) or []
         calls = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in raw_calls]
         content = getattr(msg, "content", None)
@@ -344,7 +211,7 @@ class _Run:
             if finish == "content_filter":
                 raise litellm.ContentPolicyViolationError("the answer was withheld by the provider's content filter",
                                                           model=model, llm_provider="")
-            raise _Malformed(f"response has no content and no tool calls (finish_reason={finish!r})", response)
+            raise MalformedResponse(f"response has no content and no tool calls (finish_reason={finish!r})", response)
         text = content if isinstance(content, str) else str(content or "")
         latency = time.perf_counter() - t0
         p, c = self.usage(model, response, text)
@@ -359,9 +226,9 @@ class _Run:
     def fail(self, model: str, exc: BaseException, t0: float, retry: int) -> float | None:
         """Record a failed attempt; return the delay before retrying this model, or None to move on."""
         kind = classify_error(exc)
-        retryable, counts = _POLICY.get(kind, (False, True))
+        retryable, counts = RETRY_POLICY.get(kind, (False, True))
         cost = 0.0
-        if isinstance(exc, _Malformed) and exc.response is not None:  # billed even though unusable
+        if isinstance(exc, MalformedResponse) and exc.response is not None:  # billed even though unusable
             p, c = self.usage(model, exc.response, "")
             cost = self.cost(model, exc.response, p, c)[0]
         ra = retry_after_s(exc) if kind == "rate_limit" else None
@@ -544,7 +411,7 @@ def stream_complete(messages: Any, candidates: Sequence[str], *, pool: ModelPool
                 try:
                     first = next(it)
                 except StopIteration:
-                    raise _Malformed("stream ended before the first chunk") from None
+                    raise MalformedResponse("stream ended before the first chunk") from None
                 return AnswerStream(run, model, first, it, t0)
             except Exception as exc:
                 delay = run.fail(model, exc, t0, retry)
@@ -572,7 +439,7 @@ async def astream_complete(messages: Any, candidates: Sequence[str], *, pool: Mo
                 try:
                     first = await it.__anext__()
                 except StopAsyncIteration:
-                    raise _Malformed("stream ended before the first chunk") from None
+                    raise MalformedResponse("stream ended before the first chunk") from None
                 return AnswerStream(run, model, first, it, t0)
             except Exception as exc:
                 delay = run.fail(model, exc, t0, retry)

@@ -34,34 +34,34 @@ Why these choices:
 * Everything is float32 torch on CPU inside, numpy at the API, safetensors + JSON on disk
   (nothing is ever pickled).
 
-Where things live: hyper-parameters in :mod:`~mmroute.preference.config`, input checks in
+Where things live: hyper-parameters in :mod:`~mmroute.preference.config` (validated) and
+:mod:`~mmroute.preference.hyperparams` (the scikit-learn protocol, a base class), input checks in
 :mod:`~mmroute.preference.validation`, tensors and the pair-segment fast path in
 :mod:`~mmroute.preference.pairs`, the objective in :mod:`~mmroute.preference.loss`, optimisers in
 :mod:`~mmroute.preference.solvers`, the anchor in :mod:`~mmroute.preference.laplace`, expected
 quality and accuracy in :mod:`~mmroute.preference.metrics`, the checkpoint in
-:mod:`~mmroute.preference.io`. This module only wires them into the estimator.
+:mod:`~mmroute.preference.io` (format, save and load). This module only wires them into the estimator.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from pydantic import ValidationError
 
-from mmroute.errors import CheckpointError, ConfigError, InvalidInputError, MMRouteError
+from mmroute.errors import ConfigError, InvalidInputError, MMRouteError
 from mmroute.preference import io
 from mmroute.preference.calibration import fit_temperature, pairwise_nll
 from mmroute.preference.config import BradleyTerryConfig
+from mmroute.preference.hyperparams import BradleyTerryParams
 from mmroute.preference.laplace import accumulate_curvature, anchored_update
 from mmroute.preference.loss import l2_of, rating_precision
 from mmroute.preference.metrics import expected_quality_from_scores, pairwise_accuracy, sigmoid, win_probabilities
@@ -76,126 +76,16 @@ logger = logging.getLogger(__name__)
 #: fit() on more than _WARM_FACTOR * _WARM_ROWS judgments first fits a _WARM_ROWS subsample.
 _WARM_ROWS = 20000
 _WARM_FACTOR = 2
-#: The defaults live in BradleyTerryConfig; the signature below reads them from there.
-_D = BradleyTerryConfig()
 
 
 class NotFittedError(MMRouteError, ValueError, AttributeError):
     """The estimator was used before ``fit`` (same bases as scikit-learn's, for ``except`` clauses)."""
 
 
-class BradleyTerry:
-    """Contextual Bradley-Terry estimator (scikit-learn style; see the module docstring).
+class BradleyTerry(BradleyTerryParams):
+    """Contextual Bradley-Terry estimator (scikit-learn style; see the module docstring; its
+    hyper-parameters are documented on :class:`~mmroute.preference.hyperparams.BradleyTerryParams`)."""
 
-    Parameters
-    ----------
-    rank: size ``r`` of the shared query embedding ``h(f)``.
-    head: ``"linear"`` (``h = P f``) or ``"mlp"`` (``h = W2 gelu(W1 f + c1)``).
-    hidden: hidden units of the MLP head (ignored for ``"linear"``).
-    l2: ridge on the per-query terms (head weights and every ``v_m``), per judgment.
-    l2_global: tiny ridge on the global ratings ``b``; fixes their free common constant.
-    rating_prior_sd: standard deviation of a Gaussian prior on each rating ``b_m``, of fixed strength
-        (not per judgment): a model that won every one of a few hundred judgments gets a large but
-        finite rating, so its predictions stay off 1 / 0 and later feedback can move them; 0: none.
-    ties: ``"half"`` (a tie is half a win for each side) or ``"drop"`` (ignore ``y == 0.5``).
-    max_epochs: L-BFGS iterations (full batch) or Adam epochs (``batch_size`` set) in ``fit``.
-    lr: Adam step size (only with ``batch_size``; full-batch L-BFGS uses a line search).
-    batch_size: ``None`` for deterministic full-batch L-BFGS, an int for mini-batch Adam.
-    tol: stop when the largest gradient entry, or the loss change of one iteration (both in
-        per-judgment units), falls below it.
-    seed: seeds the initialisation and mini-batch order; fits are bit-identical for a seed.
-    verbose: log progress at INFO level instead of DEBUG.
-    prox: multiplier on the anchor (Laplace) penalty of ``partial_fit``; 0 forgets everything.
-    update_steps: L-BFGS iterations per ``partial_fit`` (kept small for low latency).
-    standardize: z-score features with the statistics of the first ``fit`` (so ``l2`` means the
-        same for CLIP features whose coordinates are ~0.04 as for raw statistics).
-    ignore_columns: ``[start, stop)`` column ranges kept out of the query terms (an encoder block
-        that held-out queries showed to be noise, e.g. a random-weight CLIP); the ratings and the
-        other columns are unaffected.
-    """
-
-
-    def __init__(
-        self,
-        rank: int = _D.rank,
-        head: Literal["linear", "mlp"] = _D.head,
-        hidden: int = _D.hidden,
-        l2: float = _D.l2,
-        l2_global: float = _D.l2_global,
-        rating_prior_sd: float = _D.rating_prior_sd,
-        ties: Literal["half", "drop"] = _D.ties,
-        max_epochs: int = _D.max_epochs,
-        lr: float = _D.lr,
-        batch_size: int | None = _D.batch_size,
-        tol: float = _D.tol,
-        seed: int = _D.seed,
-        verbose: bool = _D.verbose,
-        prox: float = _D.prox,
-        update_steps: int = _D.update_steps,
-        standardize: bool = _D.standardize,
-        ignore_columns: tuple[tuple[int, int], ...] | list[list[int]] = _D.ignore_columns,
-    ) -> None:
-        self.rank = rank
-        self.head = head
-        self.hidden = hidden
-        self.l2 = l2
-        self.l2_global = l2_global
-        self.rating_prior_sd = rating_prior_sd
-        self.ties = ties
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.tol = tol
-        self.seed = seed
-        self.verbose = verbose
-        self.prox = prox
-        self.update_steps = update_steps
-        self.standardize = standardize
-        self.ignore_columns = tuple((int(a), int(b)) for a, b in ignore_columns)
-        self._config()  # fail early on a bad hyper-parameter (fit validates again: set_params may change them)
-        self._fitted = False
-
-    # ------------------------------------------------------------------ sklearn protocol
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyper-parameters as a dict (scikit-learn protocol)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> BradleyTerry:
-        """Set hyper-parameters; raises ConfigError naming an unknown or invalid one."""
-        valid = set(self._param_names())
-        for key in params:
-            if key not in valid:
-                raise ConfigError(f"BradleyTerry has no parameter {key!r}; valid: {sorted(valid)}")
-        old = self.get_params()
-        for key, value in params.items():
-            setattr(self, key, value)
-        try:
-            self._config()
-        except ConfigError:
-            for key, value in old.items():
-                setattr(self, key, value)
-            raise
-        return self
-
-    def _config(self) -> BradleyTerryConfig:
-        try:
-            return BradleyTerryConfig(**{name: getattr(self, name) for name in self._param_names()})
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                for e in exc.errors()
-            )
-            raise ConfigError(f"invalid BradleyTerry hyper-parameter: {problems}") from None
-
-    def __repr__(self) -> str:
-        defaults = BradleyTerryConfig().model_dump()
-        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
-        return "BradleyTerry(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
 
     # ------------------------------------------------------------------ validation
     def _check_fitted(self) -> None:
@@ -550,44 +440,11 @@ class BradleyTerry:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` (all tensors) and ``model.json`` (hyper-parameters, model
         names, temperature, format version, sha256 of the tensor file) into ``directory``
-        (format: :mod:`mmroute.preference.io`)."""
-        self._check_fitted()
-        tensors: dict[str, torch.Tensor] = {
-            "mean": self._mean,
-            "inv_scale": self._inv_scale,
-            **{f"param.{k}": v for k, v in self._params().named().items()},
-            **{f"precision.{k}": v for k, v in self._precision.items()},
-        }
-        return io.write_checkpoint(directory, tensors, params=self._cfg.model_dump(), models=list(self.models_),
-                                   n_features_in=int(self.n_features_in_), temperature=float(self.temperature_),
-                                   n_seen=dict(self.n_seen_), weight_seen=float(self.weight_seen_))
+        (format and code: :mod:`mmroute.preference.io`)."""
+        return io.save_model(self, directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> BradleyTerry:
         """Load a model written by :meth:`save`; raises CheckpointError naming the problem for a
         missing, truncated, tampered, inconsistent or newer-format checkpoint."""
-        meta, tensors = io.read_checkpoint(directory)
-        src = Path(directory)
-        try:
-            # a checkpoint from before the ratings' prior was fitted without it: keep it so
-            model = cls(**{"rating_prior_sd": 0.0, **meta.params})
-        except ConfigError as exc:
-            raise CheckpointError(f"{src / io.META_FILE}: invalid hyper-parameters: {exc}") from None
-        model._cfg = model._config()
-        try:
-            io.check_tensors(meta, tensors, model._cfg)
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"{src / io.TENSORS_FILE}: inconsistent with {io.META_FILE}: {exc}") from None
-        d = meta.n_features_in
-        model._mean, model._inv_scale = tensors["mean"], tensors["inv_scale"]
-        model._b, model._V = tensors["param.b"], tensors["param.V"]
-        model._head = {k: tensors[f"param.head.{k}"] for k in io.head_shapes(model._cfg, d)}
-        model._precision = {k[len("precision."):]: v for k, v in tensors.items() if k.startswith("precision.")}
-        model.models_ = list(meta.models)
-        model._index = {m: i for i, m in enumerate(model.models_)}
-        model.n_features_in_ = d
-        model.temperature_ = meta.temperature
-        model.n_seen_ = dict(meta.n_seen)
-        model.weight_seen_ = meta.weight_seen
-        model._fitted = True
-        return model
+        return io.load_model(cls, directory)

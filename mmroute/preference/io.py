@@ -2,7 +2,9 @@
 
 Nothing is pickled. The JSON is written last and records the sha256 of the tensor file, so an
 interrupted or tampered save is reported by :func:`read_checkpoint` instead of loading as a
-silently inconsistent model.
+silently inconsistent model. :func:`save_model` / :func:`load_model` are what
+``BradleyTerry.save`` / ``BradleyTerry.load`` run: the mapping between the estimator's fitted
+state and this format lives here, next to the format.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mmroute.checkpoint import atomic_write_bytes
-from mmroute.errors import CheckpointError
+from mmroute.errors import CheckpointError, ConfigError
 from mmroute.preference.config import BradleyTerryConfig
+
+if TYPE_CHECKING:
+    from mmroute.preference.bradley_terry import BradleyTerry
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "model.safetensors"
@@ -122,3 +127,46 @@ def check_tensors(meta: CheckpointMeta, tensors: dict[str, torch.Tensor], cfg: B
                              f"{tensors[k].dtype}, expected {s} float32")
     if len(set(meta.models)) != M or set(meta.n_seen) != set(meta.models):
         raise ValueError("models / n_seen lists disagree or contain duplicates")
+
+
+def save_model(model: BradleyTerry, directory: str | os.PathLike[str]) -> Path:
+    """Write a fitted model's tensors and metadata into ``directory`` (``BradleyTerry.save``)."""
+    model._check_fitted()
+    tensors: dict[str, torch.Tensor] = {
+        "mean": model._mean,
+        "inv_scale": model._inv_scale,
+        **{f"param.{k}": v for k, v in model._params().named().items()},
+        **{f"precision.{k}": v for k, v in model._precision.items()},
+    }
+    return write_checkpoint(directory, tensors, params=model._cfg.model_dump(), models=list(model.models_),
+                            n_features_in=int(model.n_features_in_), temperature=float(model.temperature_),
+                            n_seen=dict(model.n_seen_), weight_seen=float(model.weight_seen_))
+
+
+def load_model(cls: type[BradleyTerry], directory: str | os.PathLike[str]) -> BradleyTerry:
+    """A model of class ``cls`` from a checkpoint written by :func:`save_model` (``BradleyTerry.load``)."""
+    meta, tensors = read_checkpoint(directory)
+    src = Path(directory)
+    try:
+        # a checkpoint from before the ratings' prior was fitted without it: keep it so
+        model = cls(**{"rating_prior_sd": 0.0, **meta.params})
+    except ConfigError as exc:
+        raise CheckpointError(f"{src / META_FILE}: invalid hyper-parameters: {exc}") from None
+    model._cfg = model._config()
+    try:
+        check_tensors(meta, tensors, model._cfg)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{src / TENSORS_FILE}: inconsistent with {META_FILE}: {exc}") from None
+    d = meta.n_features_in
+    model._mean, model._inv_scale = tensors["mean"], tensors["inv_scale"]
+    model._b, model._V = tensors["param.b"], tensors["param.V"]
+    model._head = {k: tensors[f"param.head.{k}"] for k in head_shapes(model._cfg, d)}
+    model._precision = {k[len("precision."):]: v for k, v in tensors.items() if k.startswith("precision.")}
+    model.models_ = list(meta.models)
+    model._index = {m: i for i, m in enumerate(model.models_)}
+    model.n_features_in_ = d
+    model.temperature_ = meta.temperature
+    model.n_seen_ = dict(meta.n_seen)
+    model.weight_seen_ = meta.weight_seen
+    model._fitted = True
+    return model

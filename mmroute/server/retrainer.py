@@ -3,7 +3,7 @@
 A background task counts the judgments the serving router has not been retrained on (the store's
 rows after the router's bookmark, or after this replica's last attempt) and, when enough came or
 enough time passed, runs in a worker thread what ``mmroute retrain`` runs: load the router
-folder's current version, :func:`~mmroute.training.retrain_router` it on the store (held-out
+folder's current version, :func:`~mmroute.retraining.retrain_router` it on the store (held-out
 gate, and the off-policy gate on the served decisions), publish when accepted. Every replica
 then picks the version up with its hot-reload watch.
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ..data.store import FeedbackStore
     from ..router import Router
-    from ..training import RetrainReport
+    from ..retraining import RetrainReport
     from .app import RouterService
 
 log = logging.getLogger("mmroute.server")
@@ -157,7 +157,7 @@ class Retrainer:
 
     def new_judgments(self, serving: "Router") -> int:
         """Store rows after the serving router's bookmark (same store) and after this replica's last try."""
-        from ..training import BOOKMARK_KEY
+        from ..retraining import BOOKMARK_KEY
 
         mark = serving.metadata.get(BOOKMARK_KEY) or {}
         seen = int(mark.get("seq", 0)) if mark.get("store_id") == self.store.store_id else 0
@@ -173,7 +173,7 @@ class Retrainer:
     def run_once(self, serving: "Router | None" = None) -> RetrainAttempt:
         """One retrain of the folder's current version, if no other replica is retraining (blocking)."""
         from ..router import Router
-        from ..training import DEFAULT_MIN_HOLDOUT, retrain_router
+        from ..retraining import DEFAULT_MIN_HOLDOUT, retrain_router
 
         upto = self.store.last_seq()
         self._last_try = time.monotonic()

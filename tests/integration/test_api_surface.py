@@ -118,12 +118,13 @@ def test_subpackages_export_what_users_need_and_keep_helpers_in_their_modules(pa
 def test_test_doubles_and_offline_providers_have_one_public_home():
     import mmroute.llm.providers as providers
     import mmroute.llm.recorded as recorded
+    import mmroute.llm.scripted as scripted
     import mmroute.offline as offline
     import mmroute.testing as testing
 
     for name in ("ScriptedLLM", "ScriptedCall", "Step", "reply", "fail", "sleep", "length", "malformed", "refuse",
                  "tool_call"):
-        assert name in testing.__all__ and getattr(testing, name) is getattr(providers, name)
+        assert name in testing.__all__ and getattr(testing, name) is getattr(scripted, name)
     assert offline.register_offline_providers is providers.register_offline_providers
     assert offline.ReplayLLM is providers.ReplayLLM and offline.ReplayAnswers is recorded.ReplayAnswers
     for name in offline.__all__:

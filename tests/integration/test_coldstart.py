@@ -17,7 +17,7 @@ from mmroute.errors import InvalidInputError
 from mmroute.learning import ExploringRouter, ThompsonPolicy
 from mmroute.pool import ModelPool, ModelSpec
 from mmroute.router import Router
-from mmroute.training import retrain_router
+from mmroute.retraining import retrain_router
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,8 @@ def test_pointwise_family_in_a_router_uses_its_quality_directly(judgments, pool)
 def test_retrain_refuses_a_family_it_cannot_warm_start(judgments, pool, tmp_path):
     from mmroute.data.store import FeedbackStore
     from mmroute.preference.families import MeanFamily
-    from mmroute.training import retrain, train_router
+    from mmroute.retraining import retrain
+    from mmroute.training import train_router
 
     router = train_router(judgments, encoder="clip:tiny", pool=pool, families=True)
     router.model = MeanFamily().fit(__import__("mmroute.preference.families", fromlist=["RoutingData"]).RoutingData(

@@ -17,7 +17,8 @@ from mmroute.data.store import FeedbackStore
 from mmroute.preference.calibration import T_BOUNDS, fit_temperature, pairwise_nll
 from mmroute.preference.metrics import sigmoid, win_probabilities
 from mmroute.router import Router
-from mmroute.training import encode_judgments, retrain_router, train_router
+from mmroute.retraining import retrain_router
+from mmroute.training import encode_judgments, train_router
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from mmroute.pool import ModelPool
 from mmroute.query import Query
 from mmroute.router import Router
 from mmroute.data.formats import resolve_image_paths
-from mmroute.training import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, retrain, train_router
+from mmroute.retraining import BOOKMARK_KEY, TRAINED_KEY, judgment_digest, retrain
+from mmroute.training import train_router
 
 EXAMPLE = example_dir()  # the packaged example set
 A, B = "replay/math-text", "replay/tiny-text"
@@ -169,9 +170,9 @@ def test_cli_min_holdout(root, tmp_path, capsys):
 
 
 def test_cli_default_matches_library():
-    from mmroute import cli, training
+    from mmroute import cli, retraining
 
-    assert cli.DEFAULT_MIN_HOLDOUT == training.DEFAULT_MIN_HOLDOUT
+    assert cli.DEFAULT_MIN_HOLDOUT == retraining.DEFAULT_MIN_HOLDOUT
 
 
 def test_cli_retrain_from_a_postgres_store(root, postgres_url, capsys):
@@ -197,7 +198,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_retrain_router_is_pure_and_retrain_publishes_the_same_result(root, tmp_path):
-    from mmroute.training import retrain_router
+    from mmroute.retraining import retrain_router
 
     store = FeedbackStore(tmp_path / "fb.db")
     store.add_many(_arith(0, 150))
@@ -219,7 +220,7 @@ def test_retrain_router_is_pure_and_retrain_publishes_the_same_result(root, tmp_
 
 
 def test_retrain_router_takes_a_list_of_judgments(root, tmp_path):
-    from mmroute.training import retrain_router
+    from mmroute.retraining import retrain_router
 
     judgments = _arith(0, 150)
     first = retrain_router(Router.load(root), judgments)

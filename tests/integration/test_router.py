@@ -17,7 +17,8 @@ from mmroute.policy import CostAwarePolicy, ThresholdPolicy
 from mmroute.pool import ModelPool
 from mmroute.router import LiveRouter, Router
 from mmroute.data.formats import resolve_image_paths
-from mmroute.training import retrain, train_router
+from mmroute.retraining import retrain
+from mmroute.training import train_router
 
 EXAMPLE = example_dir()  # the packaged example set
 

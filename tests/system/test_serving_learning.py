@@ -337,15 +337,15 @@ def test_two_replicas_on_one_postgres_store_retrain_once_and_both_reload(folder,
     """Two servers on one PostgreSQL store and one router folder, both with ``--retrain-every 4``:
     the advisory lock lets exactly one retrain and publish; both serve the new version after.
     Each retrain is slowed by a second, so without the lock both would retrain v0001 and publish."""
-    import mmroute.training
+    import mmroute.retraining
 
-    real = mmroute.training.retrain_router
+    real = mmroute.retraining.retrain_router
 
     def slow(*args, **kwargs):
         time.sleep(1.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mmroute.training, "retrain_router", slow)
+    monkeypatch.setattr(mmroute.retraining, "retrain_router", slow)
     stores = [FeedbackStore(postgres_url) for _ in range(2)]
     apps = [create_app(LiveRouter(folder), store=s, config=ServerConfig(reload_interval_s=0.2), llm_kwargs=FAST,
                        retrainer=Retrainer(folder, s, RetrainSettings(every=4, poll_s=0.1, **UNGATED)))

@@ -290,7 +290,7 @@ def test_ope_gate_accepts_a_better_router_and_rejects_a_worse_one(tiny_router, t
 
 
 def test_retrain_is_rejected_by_the_off_policy_gate_even_when_log_loss_improves(tiny_router, tmp_path):
-    from mmroute.training import retrain
+    from mmroute.retraining import retrain
 
     root = tmp_path / "router"
     served = _biased_router(tiny_router, "replay/math-text")
