@@ -3,7 +3,8 @@ proxy routing strategy (``litellm_proxy``)."""
 
 from __future__ import annotations
 
-from .app import FeedbackSink, RouterService, ServerConfig, create_app
+from .app import create_app
+from .service import FeedbackSink, RouterService, ServerConfig
 from .batching import FeatureBatcher
 from .decisions import DecisionRecord, RecentDecisions
 from .metrics import ServerMetrics

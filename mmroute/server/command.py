@@ -106,7 +106,8 @@ def build_served(args: argparse.Namespace) -> Any:
 
     from ..images import ImagePolicy
     from ..router import LiveRouter
-    from .app import ServerConfig, create_app
+    from .app import create_app
+    from .service import ServerConfig
 
     litellm.suppress_debug_info = True
     # the server's queries never read a path or fetch: the HTTP gate (server.inputs) fetched what --remote-images allows

@@ -18,7 +18,7 @@ from .decisions import DecisionRecord, DecisionStore
 from .schemas import FeedbackRequest
 
 if TYPE_CHECKING:
-    from .app import RouterService
+    from .service import RouterService
 
 log = logging.getLogger("mmroute.server")
 

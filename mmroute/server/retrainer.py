@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..data.store import FeedbackStore
     from ..router import Router
     from ..retraining import RetrainReport
-    from .app import RouterService
+    from .service import RouterService
 
 log = logging.getLogger("mmroute.server")
 
