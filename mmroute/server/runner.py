@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from types import TracebackType
@@ -17,7 +19,22 @@ def serve(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 8000, log_level
           access_log: bool = False) -> None:
     """Serve until interrupted. The access log is off by default: it names paths only, but a
     deployment that wants it turns it on knowingly."""
+    show_mmroute_log(log_level)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on")
+
+
+def show_mmroute_log(log_level: str = "info") -> None:
+    """Send the ``mmroute`` loggers' records at ``log_level`` and above to stderr, as uvicorn does its own.
+
+    uvicorn's ``log_level`` configures only uvicorn's loggers: without this, the server's own info
+    lines (decisions, ``retrain kept: ...``, ``now serving router version ...``) went nowhere."""
+    logger = logging.getLogger("mmroute")
+    logger.setLevel(log_level.upper())
+    if not any(getattr(h, "_mmroute_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        handler._mmroute_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
 
 
 class BackgroundServer:
