@@ -27,9 +27,12 @@ def show_mmroute_log(log_level: str = "info") -> None:
     """Send the ``mmroute`` loggers' records at ``log_level`` and above to stderr, as uvicorn does its own.
 
     uvicorn's ``log_level`` configures only uvicorn's loggers: without this, the server's own info
-    lines (decisions, ``retrain kept: ...``, ``now serving router version ...``) went nowhere."""
+    lines (decisions, ``retrain kept: ...``, ``now serving router version ...``) went nowhere. The
+    records stop here (no propagation): a library that configures the root logger when imported
+    (LiteLLM's integrations may) would otherwise print each line twice."""
     logger = logging.getLogger("mmroute")
     logger.setLevel(log_level.upper())
+    logger.propagate = False
     if not any(getattr(h, "_mmroute_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))

@@ -9,7 +9,9 @@ from mmroute.server.runner import show_mmroute_log
 
 def test_serve_log_level_reaches_the_mmroute_loggers(capsys):
     logger = logging.getLogger("mmroute")
-    before_handlers, before_level = list(logger.handlers), logger.level
+    before_handlers, before_level, before_propagate = list(logger.handlers), logger.level, logger.propagate
+    root_handler = logging.StreamHandler()  # as a library configuring the root logger adds: no second copy
+    logging.getLogger().addHandler(root_handler)
     try:
         show_mmroute_log("info")
         show_mmroute_log("info")  # a second call adds no second handler
@@ -24,3 +26,5 @@ def test_serve_log_level_reaches_the_mmroute_loggers(capsys):
     finally:
         logger.handlers[:] = before_handlers
         logger.setLevel(before_level)
+        logger.propagate = before_propagate
+        logging.getLogger().removeHandler(root_handler)
