@@ -211,11 +211,13 @@ def _route(args: argparse.Namespace) -> int:
     how = ({"method": "command line"} if policy is not None
            else router.metadata.get("policy_choice") or {"method": "unrecorded"})
     if args.json:
-        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks, "policy_choice": how}, indent=2))
+        print(json.dumps(d.model_dump(mode="json") | {"fallbacks": d.fallbacks, "policy_choice": how,
+                                                       "router_version": router.version}, indent=2))
     else:
         shown = _policy_text(policy or router.policy)
         print(f"model:  {d.model}\nreason: {d.reason}\npolicy: {shown} "
               f"({'from the command line' if policy is not None else describe_policy_choice(how)})")
+        print(f"router: version {router.version} of {args.router} (the server reports its version on /metrics)")
         print(f"sent:   ~{d.prompt_tokens} text tokens, {d.n_images} image(s)\n")
         print(f"{'candidate':<40} {'quality':>8} {'cost $':>10} {'utility':>9}  note")
         for c in d.candidates:

@@ -81,6 +81,12 @@ class Router:
 
     # -- prediction -------------------------------------------------------------------------
     @property
+    def version(self) -> str | None:
+        """The version folder this router was loaded from (``v0002``), as the server reports it; None if unsaved."""
+        folder = self.metadata.get("version_dir")
+        return Path(str(folder)).name if folder else None
+
+    @property
     def models(self) -> list[str]:
         return self.pool.names
 

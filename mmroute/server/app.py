@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 from .chat import chat_completion
 from .feedback import handle_feedback
 from .middleware import GuardMiddleware
-from .service import FeedbackSink, RouterService, ServerConfig, decision_headers, version_name, route_response
+from .service import FeedbackSink, RouterService, ServerConfig, decision_headers, route_response
 
 log = logging.getLogger("mmroute.server")
 
@@ -65,7 +65,7 @@ def create_app(router: "Router | LiveRouter | ExploringRouter", *, store: Feedba
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         r = service.router
-        return {"status": "ok", "router_version": version_name(r), "models": r.pool.names,
+        return {"status": "ok", "router_version": r.version, "models": r.pool.names,
                 "cascade": service.cascade is not None, "feedback_store": service.store is not None}
 
     @app.get("/metrics")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     pass
 
-from .service import RouterService, decision_headers, mmroute_meta, version_name
+from .service import RouterService, decision_headers, mmroute_meta
 
 log = logging.getLogger("mmroute.server")
 
@@ -166,7 +166,7 @@ async def chat_cascade(service: RouterService, req: ChatRequest) -> Response:
         raise ProviderError(f"the cascade found no answer ({state.get('status')}): {state.get('error')}")
     decision: RouteDecision = decision_from_state(state).model_copy(update={"decision_id": decision_id})
     rec = DecisionRecord(id=decision_id, query=latest_query(state, router), decision=decision,
-                         answered_by=final["model"], router_version=version_name(router),
+                         answered_by=final["model"], router_version=router.version,
                          cost_usd=float(state.get("total_cost_usd") or 0.0))
     service.decisions.add(rec)
     await service.persist(rec)

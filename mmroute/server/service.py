@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,11 +67,6 @@ class ServerConfig(BaseModel):
                                                  "private-address check (an internal image server you trust)")
 
 
-def version_name(router: Router) -> str | None:
-    folder = router.metadata.get("version_dir")
-    return Path(str(folder)).name if folder else None
-
-
 
 # -- the service -------------------------------------------------------------------------------------------
 
@@ -112,8 +106,8 @@ class RouterService:
 
     async def start(self) -> None:
         await self.batcher.start()
-        self.metrics.serving(version_name(self._router))
-        log.info("serving router version %s%s", version_name(self._router),
+        self.metrics.serving(self._router.version)
+        log.info("serving router version %s%s", self._router.version,
                  f" exploring ({self.explorer.policy.name})" if self.explorer is not None else "")
         if self.retrainer is not None:
             self._retrain_task = asyncio.create_task(self.retrainer.watch(self), name="mmroute-retrain")
@@ -152,13 +146,13 @@ class RouterService:
             changed = await asyncio.to_thread(self.live.refresh)
         except MMRouteError as exc:  # a broken new version: keep serving the old one
             self.metrics.errors.labels("reload").inc()
-            log.error("router reload failed, still serving %s: %s", version_name(self._router), exc)
+            log.error("router reload failed, still serving %s: %s", self._router.version, exc)
             return False
         if changed:
             self._router = self.live.router
             self.metrics.reloads.inc()
-            self.metrics.serving(version_name(self._router))
-            log.info("now serving router version %s", version_name(self._router))
+            self.metrics.serving(self._router.version)
+            log.info("now serving router version %s", self._router.version)
         return changed
 
     async def _watch(self) -> None:
@@ -248,7 +242,7 @@ class RouterService:
                 self.metrics.explored.inc()
         else:
             decision = decision.model_copy(update={"decision_id": rec_id})
-        rec = DecisionRecord(id=rec_id, query=q, decision=decision, router_version=version_name(router))
+        rec = DecisionRecord(id=rec_id, query=q, decision=decision, router_version=router.version)
         self.decisions.add(rec)
         self.metrics.decisions_kept.set(len(self.decisions))
         self.metrics.routes.labels(decision.model).inc()

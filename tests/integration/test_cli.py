@@ -29,6 +29,7 @@ def test_train_and_route_json(trained, capsys):
     d = json.loads(capsys.readouterr().out)
     assert {"model", "reason", "candidates"} <= set(d)
     assert d["model"] in ("replay/small-vision", "replay/large-vision")
+    assert d["router_version"] == "v0001"  # the version a server would report for the same folder
     assert {c["model"] for c in d["candidates"] if not c["eligible"]} == {"replay/tiny-text", "replay/math-text"}
 
 
@@ -37,6 +38,7 @@ def test_route_table_and_policies(trained, capsys):
                  "--strong", "replay/large-vision", "--weak", "replay/tiny-text"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model:  replay/tiny-text") and "threshold" in out
+    assert f"router: version v0001 of {trained}" in out
 
 
 def test_train_from_outcomes(tmp_path, capsys):
