@@ -124,6 +124,15 @@ class RetrainResult:
         return self.report.accepted
 
 
+def distinct_digits(a: float, b: float, *, least: int = 4, most: int = 10) -> tuple[str, str]:
+    """``a`` and ``b`` with ``least`` decimals, more where needed so that two different values never
+    print the same (a gate that says a log-loss "would rise from 0.6931 to 0.6931" explains nothing)."""
+    digits = least
+    while digits < most and a != b and f"{a:.{digits}f}" == f"{b:.{digits}f}":
+        digits += 1
+    return f"{a:.{digits}f}", f"{b:.{digits}f}"
+
+
 def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]", *,
                    holdout_fraction: float = 0.2, tolerance: float = 0.0, seed: int = 0, min_new: int = 1,
                    min_holdout: int = DEFAULT_MIN_HOLDOUT, progress: bool = False,
@@ -196,7 +205,8 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
         old_ll = float(served.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         new_ll = float(candidate.log_loss(test.X, test.pairs, test.y, sample_weight=test.weight))
         if not (new_ll <= old_ll + tolerance) or not math.isfinite(new_ll):
-            return kept(RetrainReport(False, f"held-out log-loss would rise from {old_ll:.4f} to {new_ll:.4f} "
+            old_s, new_s = distinct_digits(old_ll, new_ll)
+            return kept(RetrainReport(False, f"held-out log-loss would rise from {old_s} to {new_s} "
                                       f"on {len(test)} judgment(s)", n_new, len(train), len(test), old_ll, new_ll,
                                       store_id=sid, n_carried=len(carried), note=note))
     policy, choice = _rechosen_policy(router, candidate, arrays, [j for _, j in rows])
@@ -212,8 +222,9 @@ def retrain_router(router: Router, feedback: "FeedbackStore | Sequence[Judgment]
                                     **choice, BOOKMARK_KEY: bookmark, TRAINED_KEY: trained,
                                     "retrained_from": router.metadata.get("version_dir"),
                                     "n_retrain_judgments": len(train)})
-    why = (f"held-out log-loss {old_ll:.4f} -> {new_ll:.4f} on {len(test)} judgment(s), trained on {len(train)}"
-           if old_ll is not None else f"ungated (min_holdout=0, no held-out slice), trained on {len(train)}")
+    why = (f"held-out log-loss {' -> '.join(distinct_digits(old_ll, new_ll))} on {len(test)} judgment(s), "
+           f"trained on {len(train)}" if old_ll is not None and new_ll is not None
+           else f"ungated (min_holdout=0, no held-out slice), trained on {len(train)}")
     if ope_result is not None:
         why += "; " + ope_result.reason
     return RetrainResult(fresh_router, RetrainReport(True, why, n_new, len(train), len(test), old_ll, new_ll, None,
