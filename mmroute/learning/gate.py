@@ -47,6 +47,16 @@ def _choices(router: "Router", X: np.ndarray, eligible: np.ndarray, cost: np.nda
     return policy.choose(router.quality_from_features(X), cost, eligible, router.pool.names)
 
 
+FLOAT_SLACK = 1e-9  # rewards are in [0, 1]: a bound this close to 0 is rounding, not evidence
+
+
+def not_worse(diff: ope.Estimate, tolerance: float = 0.0) -> bool:
+    """Whether the candidate's utility difference clears ``-tolerance`` at its lower bound. Two routers
+    the log cannot tell apart give an interval of rounding noise around 0 (``[-1e-15, +7e-15]``
+    measured); that is not a sign the candidate is worse."""
+    return diff.low >= -tolerance - FLOAT_SLACK
+
+
 def logged_arrays(decisions: "list[LoggedDecision]", models: list[str]) -> tuple[ope.LoggedBandit, np.ndarray, np.ndarray, np.ndarray]:
     """Logged decisions -> (bandit log with quality rewards, eligible (n, M), expected cost (n, M),
     real cost (n,)). Decisions on a model outside ``models`` are the caller's to drop first."""
@@ -100,7 +110,7 @@ def ope_gate(served: "Router", candidate: "Router", log: "DecisionLog", *, confi
 
     q_d, c_d = diff(bandit.rewards), diff(real_cost)
     u_d = diff(bandit.rewards - lam * real_cost)
-    ok = u_d.low >= -tolerance
+    ok = not_worse(u_d, tolerance)
     pct = f"{confidence:.0%}"
     what = "utility (quality - lambda * cost)" if lam else "quality"
     reason = (f"off-policy ({estimator}) {what} difference {u_d.value:+.4f}, {pct} interval "
