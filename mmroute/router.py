@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .preference.families import Family
 
 PRIORS_REASON = ("; routing on priors only (no judgments yet): serve with exploration "
-                 "(mmroute.learning.ExploringRouter) and retrain on the feedback")
+                 "(`mmroute serve --explore thompson --retrain-every N`, or mmroute.learning.ExploringRouter) "
+                 "and retrain on the feedback")
 """Said by every decision of a router trained on no judgments (:mod:`mmroute.coldstart`)."""
 
 ROUTER_FORMAT = 1

@@ -38,6 +38,7 @@ def test_from_pool_routes_on_priors_and_says_so(priors: Router):
     assert priors.metadata["policy_choice"]["method"] == "prior"
     d = priors.route("What is 31 * 47?")
     assert "priors only (no judgments yet)" in d.reason and "exploration" in d.reason
+    assert "mmroute serve --explore" in d.reason  # what a command-line user runs next
     # no feature dependence: every text query gets the same predicted qualities
     q = priors.predict_quality(["What is 31 * 47?", "Write a haiku about tea.", "Say hello"])
     assert np.allclose(q, q[0]) and 0.4 < q.min() and q.max() < 0.6
