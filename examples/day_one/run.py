@@ -149,7 +149,7 @@ def main() -> int:
         log = (work / "serve.log").open("wb")
         cmd = [sys.executable, "-m", "mmroute.cli", "serve", "--router", router, "--store", "feedback.db",
                "--port", str(args.port), "--explore", "thompson", "--explore-share", "0.3", "--explore-usd", "1",
-               "--retrain-every", str(args.retrain_every), "--min-holdout", "4"]
+               "--retrain-every", str(args.retrain_every), "--retrain-min-holdout", "4"]
         print(f"\n$ mmroute {' '.join(cmd[3:])}   (log: {work / 'serve.log'})", flush=True)
         serve = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
         while True:
