@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInputError, NoEligibleModelError
 from ..learning.routing import ExploreSettings, ExploringRouter
-from ..payload import Payload
+from ..payload import Payload, to_request
 from ..images import http_image_policy
 from ..query import Query
 from ..policy import with_lam
@@ -113,16 +113,19 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         exclude = [n for n in router.pool.names if n not in by_model]
         return by_model, exclude
 
-    def _query(self, router: Router, messages: list[dict[str, Any]] | None) -> Query:
+    def _request(self, router: Router, messages: list[dict[str, Any]] | None,
+                 request_kwargs: dict[str, Any] | None) -> tuple[Query, Payload]:
+        """Features from the last user turn, filters over every turn and bound tool
+        (:func:`mmroute.payload.to_request`); a proxy client's image is never a path on this
+        machine (and is not fetched here)."""
         if not messages:
             raise InvalidInputError(f"model group {self.model_group} routes chat messages; this request has none")
-        # a proxy client's image is never a path on this machine (and is not fetched here)
-        return Query.from_messages(messages, image_policy=http_image_policy(router.image_policy))
+        tools = (request_kwargs or {}).get("tools")
+        return to_request(list(messages), image_policy=http_image_policy(router.image_policy),
+                          tools=tools if isinstance(tools, list) else None)
 
-    def _pick(self, router: Router, q: Query, x: Any, by_model: dict[str, Deployment], exclude: list[str],
-              request_kwargs: dict[str, Any] | None, messages: list[dict[str, Any]]) -> Deployment:
-        tools = (request_kwargs or {}).get("tools") if isinstance((request_kwargs or {}).get("tools"), list) else None
-        payload = Payload.from_messages(messages, tools=tools)  # the filters see every turn, not only the last
+    def _pick(self, router: Router, q: Query, payload: Payload, x: Any, by_model: dict[str, Deployment],
+              exclude: list[str], request_kwargs: dict[str, Any] | None) -> Deployment:
         opts = request_options(request_kwargs)
         try:
             if self.explorer is not None:
@@ -169,9 +172,9 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         if not by_model:
             raise litellm.ServiceUnavailableError(f"mmroute: no healthy deployment in model group {model}",
                                                   model=model, llm_provider="mmroute")
-        q = await asyncio.to_thread(self._query, router, messages)
+        q, payload = await asyncio.to_thread(self._request, router, messages, request_kwargs)
         x = await self._features(router, q)
-        return self._pick(router, q, x, by_model, exclude, request_kwargs, messages or [])  # _query refused none
+        return self._pick(router, q, payload, x, by_model, exclude, request_kwargs)
 
     def get_available_deployment(self, model: str,  # type: ignore[override]  # litellm's stub: see above
                                  messages: list[dict[str, str]] | None = None,
@@ -190,9 +193,8 @@ class MMRouteStrategy(CustomRoutingStrategyBase):
         if not by_model:
             raise litellm.ServiceUnavailableError(f"mmroute: no deployment in model group {model}",
                                                   model=model, llm_provider="mmroute")
-        q = self._query(router, messages)
-        return self._pick(router, q, router.pipeline.transform([q])[0], by_model, exclude, request_kwargs,
-                          messages or [])  # _query refused none
+        q, payload = self._request(router, messages, request_kwargs)
+        return self._pick(router, q, payload, router.pipeline.transform([q])[0], by_model, exclude, request_kwargs)
 
 
 def install(llm_router: litellm.Router, router: Router | LiveRouter, *, model_group: str = DEFAULT_GROUP,

@@ -17,9 +17,9 @@ from ..errors import InvalidInputError, MMRouteError
 from ..images import http_image_policy
 from ..llm.breaker import CircuitBreaker
 from ..llm.call import Answer
-from ..payload import Payload
+from ..payload import Payload, to_request
 from ..policy import with_lam
-from ..query import Query
+from ..query import MessagesLike, Query, QueryLike
 from ..router import LiveRouter, Router
 from .batching import FeatureBatcher
 from .decisions import DecisionStore, DecisionRecord, RecentDecisions
@@ -205,16 +205,17 @@ class RouterService:
             return check()
         return await asyncio.to_thread(check)
 
-    def _query(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
-               images: Sequence[str]) -> Query:
-        policy = http_image_policy(router.image_policy)  # never a local path, never a fetch here
-        if messages is not None:
-            q = Query.from_messages(messages, image_policy=policy)
-        else:
-            q = Query.build(text or "", images, image_policy=policy)
-        if q.n_images > self.config.max_images:
-            raise InvalidInputError(f"the query has {q.n_images} images, over the server's limit of {self.config.max_images}")
-        return q
+    def _request(self, router: Router, messages: Sequence[dict[str, Any]] | None, text: str | None,
+                 images: Sequence[str], tools: Sequence[dict[str, Any]] | None) -> tuple[Query, Payload]:
+        """What the features see and what the filters see (:func:`mmroute.payload.to_request`), images
+        decoded and checked here (off the event loop), never a local path and never a fetch."""
+        policy = http_image_policy(router.image_policy)
+        value: MessagesLike | QueryLike = list(messages) if messages is not None else {"text": text or "", "images": list(images)}
+        q, payload = to_request(value, image_policy=policy, tools=tools)
+        if max(q.n_images, payload.n_images) > self.config.max_images:
+            raise InvalidInputError(f"the {'conversation' if messages is not None else 'query'} has "
+                                    f"{payload.n_images} images, over the server's limit of {self.config.max_images}")
+        return q, payload
 
     async def decide(self, messages: Sequence[dict[str, Any]] | None, opts: RouteOptions, *,
                      text: str | None = None, images: Sequence[str] = (),
@@ -222,16 +223,11 @@ class RouterService:
         router = self._router
         self.batcher.coming()
         try:
-            q = await asyncio.to_thread(self._query, router, messages, text, images)  # images are decoded and checked here
+            q, payload = await asyncio.to_thread(self._request, router, messages, text, images, tools)
         finally:
             self.batcher.not_coming()
         x = await self.batcher.features(router.pipeline.transform, q)
         policy = with_lam(router.policy, opts.lam)
-        # the features see the last user turn; the filters see everything that will be sent
-        payload = Payload.from_messages(messages, tools=tools) if messages is not None else Payload.of_query(q)
-        if payload.n_images > self.config.max_images:
-            raise InvalidInputError(f"the conversation has {payload.n_images} images, over the server's limit of "
-                                    f"{self.config.max_images}")
         decision = router.route_features(q, x, policy=policy, constraints=opts.constraints(), payload=payload)
         rec_id = RecentDecisions.new_id()
         if self.explorer is not None:  # the same filters and per-request limits, then a draw from the policy

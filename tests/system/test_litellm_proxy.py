@@ -243,8 +243,8 @@ def test_strategy_in_litellms_sdk_router_sync_and_async(upstreams, router_dir):
     from mmroute.errors import ImageError
 
     with pytest.raises(ImageError, match="local paths are not read over HTTP"):  # a proxy client's path is never read
-        strategy._query(strategy.router, [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": str(Path(str(router_dir)) / "sdk-config.yaml")}}]}])
+        strategy._request(strategy.router, [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": str(Path(str(router_dir)) / "sdk-config.yaml")}}]}], None)
     with pytest.raises(InvalidInputError, match="no model group 'routed'"):
         install(litellm.Router(model_list=config["model_list"]), LiveRouter(router_dir), model_group="routed")
 
