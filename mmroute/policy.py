@@ -32,7 +32,18 @@ class CandidateScore(BaseModel):
 
 
 class RouteDecision(BaseModel):
-    """The chosen model and everything needed to audit, fall back or escalate."""
+    """The chosen model and everything needed to audit, fall back or escalate.
+
+    Attributes:
+        model: the chosen pool model.
+        reason: why, in words (shown by ``mmroute route`` and the server's headers).
+        policy: the policy's name; ``knob`` its lambda or threshold.
+        candidates: every pool model's predicted quality, expected cost and eligibility,
+            best utility first.
+        filtered: models removed before the choice, with the reason.
+        decision_id, propensity, probabilities: set by exploration, for feedback and off-policy
+            evaluation.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -52,11 +63,16 @@ class RouteDecision(BaseModel):
                                             description="model -> probability of being chosen (empty: all on model)")
 
     def choice_probabilities(self) -> dict[str, float]:
-        """The policy's distribution over models for this query (sums to 1)."""
+        """The policy's distribution over models for this query.
+
+        Returns:
+            ``{model: probability}``, summing to 1 (all on ``model`` for a deterministic policy).
+        """
         return dict(self.probabilities) if self.probabilities else {self.model: 1.0}
 
     @property
     def chosen(self) -> CandidateScore:
+        """The chosen model's candidate entry (quality, cost, utility)."""
         return next(c for c in self.candidates if c.model == self.model)
 
     @property
@@ -66,15 +82,28 @@ class RouteDecision(BaseModel):
 
     @property
     def ordered(self) -> list[str]:
+        """The chosen model, then :attr:`fallbacks`."""
         return [self.model, *self.fallbacks]
 
     def escalation_order(self, after: str | None = None) -> list[str]:
-        """Eligible models predicted better than ``after`` (default: the chosen one), weakest step first."""
+        """Where a cascade goes next when an answer is not good enough.
+
+        Args:
+            after: the model that answered (default: the chosen one).
+
+        Returns:
+            Eligible models predicted better than ``after``, weakest step first (cheapest on a tie).
+        """
         ref = self.chosen if after is None else next(c for c in self.candidates if c.model == after)
         stronger = [c for c in self.candidates if c.eligible and c.quality > ref.quality and c.model != ref.model]
         return [c.model for c in sorted(stronger, key=lambda c: (c.quality, -c.expected_cost))]
 
     def summary(self) -> str:
+        """One line for logs.
+
+        Returns:
+            ``"model: reason"``.
+        """
         return f"{self.model}: {self.reason}"
 
 
@@ -149,6 +178,15 @@ class CostAwarePolicy:
     model's utility beats it by more than ``margin``: a large margin always calls the default, so a
     user who wants the best model's quality can get it, and deviations happen only where the
     router predicts a clear gain. ``margin = 0`` is the plain argmax.
+
+    Args:
+        lam: quality points given up per USD of expected cost, >= 0.
+        margin: utility bonus of ``default``, >= 0.
+        default: the model the margin keeps queries on (required when ``margin > 0``).
+        name: the policy's name in saved routers and decisions.
+
+    Raises:
+        ConfigError: a negative or non-finite ``lam`` or ``margin``, or a margin without a default.
     """
 
     lam: float = 0.0
@@ -166,13 +204,31 @@ class CostAwarePolicy:
 
     @property
     def knob(self) -> float:
+        """The policy's one tunable number: lambda."""
         return self.lam
 
     def utilities(self, s: Scored) -> np.ndarray:
+        """Utility of each candidate of one scored query.
+
+        Args:
+            s: the query's candidates (:meth:`mmroute.Router.score`).
+
+        Returns:
+            (M,) utilities, :attr:`Scored.models` order.
+        """
         return self.utility(s.quality, s.cost, s.models)
 
     def utility(self, quality: np.ndarray, cost: np.ndarray, models: Sequence[str] | None = None) -> np.ndarray:
-        """``quality - lam * cost`` (+ ``margin`` on the default model's column), for (M,) or (n, M)."""
+        """``quality - lam * cost`` (+ ``margin`` on the default model's column).
+
+        Args:
+            quality: (M,) or (n, M) expected quality.
+            cost: expected USD, same shape.
+            models: column names (needed for the margin; without them no margin applies).
+
+        Returns:
+            Utilities, same shape as ``quality``.
+        """
         u = np.asarray(quality, dtype=np.float64) - self.lam * np.asarray(cost, dtype=np.float64)
         if self.margin > 0 and models is not None and self.default is not None and self.default in models:
             bonus = np.zeros(u.shape[-1])
@@ -186,12 +242,26 @@ class CostAwarePolicy:
 
         Every caller that turns predictions into a choice - :meth:`Router.route`, lambda
         calibration, the evaluation sweeps, exploration's greedy step, the off-policy gate - comes
-        here, so they cannot disagree. ``models`` names the columns (needed for the margin).
+        here, so they cannot disagree.
+
+        Args:
+            quality: (n, M) or (M,) expected quality.
+            cost: expected USD, same shape (the cheaper model wins a tie).
+            eligible: booleans, same shape; ineligible models are never chosen (default: all).
+            models: column names (needed for the margin).
+
+        Returns:
+            (n,) column indices, or a 0-d index for one query.
         """
         cost = np.asarray(cost, dtype=np.float64)
         return argmax_utility(self.utility(quality, cost, models), cost, eligible)
 
     def to_json(self) -> dict[str, Any]:
+        """The policy as saved in ``router.json``.
+
+        Returns:
+            A JSON dict that :meth:`from_json` reads back.
+        """
         out: dict[str, Any] = {"name": self.name, "lam": self.lam}
         if self.margin > 0:
             out.update(margin=self.margin, default=self.default)
@@ -199,6 +269,17 @@ class CostAwarePolicy:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CostAwarePolicy:
+        """Rebuild a policy from :meth:`to_json`'s dict.
+
+        Args:
+            d: the saved dict (missing ``lam``/``margin`` mean 0).
+
+        Returns:
+            The policy.
+
+        Raises:
+            ConfigError: invalid values.
+        """
         return cls(lam=float(d.get("lam", 0.0)), margin=float(d.get("margin", 0.0)), default=d.get("default"))
 
 

@@ -25,7 +25,18 @@ ENV_PREFIX = "os.environ/"  # LiteLLM's own convention for secrets in config fil
 
 
 class ModelSpec(BaseModel):
-    """One candidate: a LiteLLM model id plus the facts routing needs."""
+    """One candidate: a LiteLLM model id plus the facts routing needs.
+
+    Attributes:
+        name: LiteLLM model id.
+        supports_vision, input_cost_per_token, output_cost_per_token, context_window: filled from
+            LiteLLM's cost map when unset (:meth:`ModelPool.resolved`); the hard filters and the
+            cost term read them.
+        typical_output_tokens, tokens_per_image: the expected-cost estimate's assumptions.
+        tags: labels a request may require.
+        aliases: names of this model in training data.
+        litellm_params: extra ``litellm.completion`` kwargs (``os.environ/NAME`` values read at call time).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +60,14 @@ class ModelSpec(BaseModel):
         return (v,) if isinstance(v, str) else v
 
     def call_params(self) -> dict[str, Any]:
-        """``litellm_params`` with ``os.environ/NAME`` references replaced by the variable's value."""
+        """The kwargs for ``litellm.completion``, read at call time so keys stay out of files.
+
+        Returns:
+            ``litellm_params`` with ``os.environ/NAME`` references replaced by the variable's value.
+
+        Raises:
+            ConfigError: a referenced environment variable is not set.
+        """
         out: dict[str, Any] = {}
         for key, value in self.litellm_params.items():
             if isinstance(value, str) and value.startswith(ENV_PREFIX):
@@ -63,20 +81,45 @@ class ModelSpec(BaseModel):
 
     @property
     def prices_known(self) -> bool:
+        """Both token prices are set (otherwise the model's expected cost is 0)."""
         return self.input_cost_per_token is not None and self.output_cost_per_token is not None
 
     def prompt_tokens(self, text_tokens: int, n_images: int) -> int:
+        """Prompt tokens this model would bill.
+
+        Args:
+            text_tokens: estimated text tokens.
+            n_images: images sent.
+
+        Returns:
+            Text tokens plus ``tokens_per_image`` per image.
+        """
         return text_tokens + n_images * self.tokens_per_image
 
     def expected_cost(self, text_tokens: int, n_images: int) -> float:
-        """USD for one call: the prompt as counted plus a typical answer length."""
+        """USD for one call: the prompt as counted plus a typical answer length.
+
+        Args:
+            text_tokens: estimated text tokens of the prompt.
+            n_images: images sent.
+
+        Returns:
+            Expected USD (0 when the prices are unknown).
+        """
         cin, cout = self.input_cost_per_token, self.output_cost_per_token
         if cin is None or cout is None:  # not self.prices_known
             return 0.0
         return self.prompt_tokens(text_tokens, n_images) * float(cin) + self.typical_output_tokens * float(cout)
 
     def payload_cost(self, payload: Payload) -> float:
-        """USD for sending ``payload`` (everything the call sends): the one per-query cost."""
+        """USD for sending ``payload`` (everything the call sends): the one per-query cost.
+
+        Args:
+            payload: what will be sent.
+
+        Returns:
+            Expected USD.
+        """
         return self.expected_cost(payload.text_tokens, payload.n_images)
 
 
@@ -124,7 +167,11 @@ def resolve(spec: ModelSpec, *, require_prices: bool = True) -> ModelSpec:
 
 
 class ModelPool(BaseModel):
-    """An ordered, validated set of candidate models."""
+    """An ordered, validated set of candidate models (names unique, each alias owned by one model).
+
+    Attributes:
+        models: the candidates, in column order of every routing array.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -154,7 +201,14 @@ class ModelPool(BaseModel):
         return self
 
     def canonical(self, name: str) -> str | None:
-        """The pool model a training name (a pool name or one of its aliases) stands for; None if none."""
+        """The pool model a training name stands for.
+
+        Args:
+            name: a pool name or one of its aliases.
+
+        Returns:
+            The pool model's name, or None if no model has that name.
+        """
         for m in self.models:
             if name == m.name or name in m.aliases:
                 return m.name
@@ -162,6 +216,7 @@ class ModelPool(BaseModel):
 
     @property
     def names(self) -> list[str]:
+        """The models' names, in pool order."""
         return [m.name for m in self.models]
 
     def __getitem__(self, name: str) -> ModelSpec:
@@ -177,20 +232,58 @@ class ModelPool(BaseModel):
         return len(self.models)
 
     def resolved(self, *, require_prices: bool = True) -> "ModelPool":
+        """Fill unset facts (prices, vision, context window) from LiteLLM's cost map.
+
+        Args:
+            require_prices: fail for a model whose prices are still unknown.
+
+        Returns:
+            A new pool.
+
+        Raises:
+            ConfigError: prices unknown and required.
+        """
         return ModelPool(models=tuple(resolve(m, require_prices=require_prices) for m in self.models))
 
     def subset(self, names: Iterable[str]) -> "ModelPool":
+        """The models named, in pool order.
+
+        Args:
+            names: models to keep (unknown names are ignored).
+
+        Returns:
+            A new pool.
+        """
         keep = set(names)
         return ModelPool(models=tuple(m for m in self.models if m.name in keep))
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> "ModelPool":
-        """Models named in the data: LiteLLM's facts where it knows them, unknown otherwise."""
+        """Models named in the data: LiteLLM's facts where it knows them, unknown otherwise.
+
+        Args:
+            names: LiteLLM model ids.
+
+        Returns:
+            The pool (prices may be unknown: cost then counts as 0).
+        """
         return cls(models=tuple(resolve(ModelSpec(name=n), require_prices=False) for n in names))
 
     @classmethod
     def load(cls, path: str | Path, *, require_prices: bool = True) -> "ModelPool":
-        """Read a YAML or JSON pool file: ``{"models": [...]}`` or a bare list."""
+        """Read a YAML or JSON pool file: ``{"models": [...]}`` or a bare list.
+
+        Args:
+            path: the file (``.yaml``/``.yml`` read as YAML, anything else as JSON).
+            require_prices: fail for a model whose prices neither the file nor LiteLLM give.
+
+        Returns:
+            The resolved pool.
+
+        Raises:
+            ConfigError: the file cannot be read, or prices are missing.
+            DataFormatError: invalid YAML/JSON or fields, with the line where known.
+        """
         path = Path(path)
         try:
             raw_text = path.read_text(encoding="utf-8")
@@ -224,6 +317,11 @@ class ModelPool(BaseModel):
         return pool.resolved(require_prices=require_prices)
 
     def dump(self, path: str | Path) -> None:
+        """Write the pool as :meth:`load` reads it (fields at their defaults left out).
+
+        Args:
+            path: ``.yaml``/``.yml`` for YAML, anything else for JSON.
+        """
         data = self.model_dump(mode="json", exclude_defaults=True)
         path = Path(path)
         if path.suffix.lower() in (".yaml", ".yml"):

@@ -105,7 +105,15 @@ def _has_surrogates(text: str) -> bool:
 
 
 class Query(BaseModel):
-    """Text plus images. ``images`` accepts PIL images, paths, bytes, data URLs and http(s) URLs."""
+    """Text plus images. ``images`` accepts PIL images, paths, bytes, data URLs and http(s) URLs.
+
+    Attributes:
+        text: the user's text (cleaned: no NUL, no lone surrogates).
+        images: the images, checked and bounded by the image policy at construction.
+
+    Raises:
+        InvalidInputError: an empty query, or an image that is not one (what was wrong, named).
+    """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -150,7 +158,20 @@ class Query(BaseModel):
     @classmethod
     def build(cls, text: str = "", images: Sequence[ImageLike] = (), *, image_policy: ImagePolicy = DEFAULT_POLICY,
               base_dir: str | Path | None = None) -> "Query":
-        """Construct with an explicit image policy / base folder for relative paths."""
+        """Construct with an explicit image policy / base folder for relative paths.
+
+        Args:
+            text: the user's text.
+            images: paths, URLs, bytes or PIL images.
+            image_policy: size limits and whether remote URLs may be fetched.
+            base_dir: folder relative image paths are read from (a judgments file's folder).
+
+        Returns:
+            The query.
+
+        Raises:
+            InvalidInputError: empty query or an unreadable image.
+        """
         token = _BUILD_CONTEXT.set({"image_policy": image_policy, "base_dir": base_dir})
         try:
             return cls(text=text, images=list(images))
@@ -159,7 +180,18 @@ class Query(BaseModel):
 
     @classmethod
     def coerce(cls, value: "QueryLike | MessagesLike", *, image_policy: ImagePolicy = DEFAULT_POLICY) -> "Query":
-        """Accept a Query, a plain string, a dict, or a list of chat messages."""
+        """Accept a Query, a plain string, a dict, or a list of chat messages.
+
+        Args:
+            value: a Query (returned as is), text, ``{"text", "images"}``, or a conversation.
+            image_policy: applies to the images of a new query.
+
+        Returns:
+            The query (the last user turn for a conversation).
+
+        Raises:
+            InvalidInputError: a value of another type, or a conversation with no user turn.
+        """
         if isinstance(value, Query):
             return value
         if isinstance(value, str):
@@ -175,7 +207,19 @@ class Query(BaseModel):
     @classmethod
     def from_messages(cls, messages: "Iterable[MessageLike]", *, include_context: bool = False,
                       image_policy: ImagePolicy = DEFAULT_POLICY) -> "Query":
-        """From OpenAI-format dicts or LangChain messages: the last user turn (optionally with earlier turns)."""
+        """From OpenAI-format dicts or LangChain messages: the last user turn.
+
+        Args:
+            messages: the conversation.
+            include_context: also the earlier turns' text (prefixed with their role) and images.
+            image_policy: applies to the images.
+
+        Returns:
+            The query.
+
+        Raises:
+            InvalidInputError: no user turn.
+        """
         from .messages import split_messages
 
         turns = split_messages(messages)
@@ -193,14 +237,17 @@ class Query(BaseModel):
 
     @property
     def n_images(self) -> int:
+        """How many images the query has."""
         return len(self.images)
 
     @property
     def has_images(self) -> bool:
+        """Whether the query has an image (only vision models are eligible then)."""
         return bool(self.images)
 
     @cached_property
     def content_hash(self) -> str:
+        """sha256 of the text and the images' bytes: the query's identity (cache key, dedup)."""
         h = hashlib.sha256(self.text.encode("utf-8"))
         for im in self.images:
             h.update(b"\x00img:" + im.sha256.encode())

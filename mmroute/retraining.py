@@ -269,7 +269,28 @@ def retrain(router_dir: str | Path, store: "FeedbackStore", *, out: str | Path |
             ope_confidence: float | None = 0.95) -> RetrainReport:
     """Load the router at ``router_dir``, :func:`retrain_router` it on ``store`` and publish the
     candidate to ``out`` (default: the same directory) when the gate accepts it; old versions
-    stay on disk. What ``mmroute retrain`` runs."""
+    stay on disk. What ``mmroute retrain`` runs.
+
+    Args:
+        router_dir: the saved router.
+        store: the feedback (judgments, and the decisions the server logged).
+        out: where to publish an accepted candidate (default: ``router_dir``).
+        holdout_fraction: share of new queries held out to gate the candidate.
+        tolerance: how much worse (held-out log-loss) the candidate may be and still be accepted.
+        seed: training seed.
+        min_new: fewer new judgments than this: nothing to do.
+        min_holdout: fewer held-out judgments than this: keep the router, count them next time.
+        progress: show progress bars.
+        decisions: logged decisions for the off-policy gate (default: the store's).
+        ope_confidence: confidence of the off-policy gate; None switches it off.
+
+    Returns:
+        What happened (accepted or why not, the held-out losses, ``version_dir`` when published).
+
+    Raises:
+        InvalidInputError: a negative ``min_holdout``.
+        CheckpointError: no loadable router at ``router_dir``.
+    """
     if min_holdout < 0:
         raise InvalidInputError(f"min_holdout must be >= 0, got {min_holdout}")
     result = retrain_router(Router.load(router_dir), store, holdout_fraction=holdout_fraction, tolerance=tolerance,

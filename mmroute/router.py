@@ -63,7 +63,19 @@ def check_pool_matches(pool: ModelPool, trained: Sequence[str], where: str) -> N
 
 
 class Router:
-    """Route queries among a pool's models with a trained preference model."""
+    """Route queries among a pool's models with a trained preference model.
+
+    Usually made by :func:`mmroute.train_router`, :meth:`load` or :meth:`from_pool`.
+
+    Args:
+        pipeline: turns queries into the features the preference model was trained on.
+        model: the preference model (Bradley-Terry or another router family); pool models it never
+            saw get a neutral rating until retraining.
+        pool: the candidate models, with prices and limits.
+        policy: how quality and cost become a choice (default: quality only, lambda 0).
+        image_policy: how images are fetched and bounded before encoding.
+        metadata: free JSON saved with the router (training report, version folder...).
+    """
 
     def __init__(self, pipeline: "FeaturePipeline", model: "BradleyTerry | Family", pool: ModelPool,
                  policy: Policy | None = None, *, image_policy: ImagePolicy = DEFAULT_POLICY,
@@ -89,37 +101,94 @@ class Router:
 
     @property
     def models(self) -> list[str]:
+        """The pool's model names, in column order of every (n, M) array this router returns."""
         return self.pool.names
 
     def features(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
+        """Encode queries with the router's feature pipeline.
+
+        Args:
+            queries: the queries to encode.
+            progress: show a progress bar.
+
+        Returns:
+            (n, d) float32 features.
+        """
         return self.pipeline.transform(list(queries), progress=progress)
 
     def pool_scores(self, X: np.ndarray) -> np.ndarray:
-        """(n, M) Bradley-Terry scores of the pool's models, temperature applied."""
+        """Bradley-Terry scores of the pool's models, temperature applied.
+
+        Args:
+            X: (n, d) query features (:meth:`features`).
+
+        Returns:
+            (n, M) scores, columns in :attr:`models` order.
+        """
         s = self.model.scores(X)[:, self._cols]
         return s / float(getattr(self.model, "temperature_", 1.0) or 1.0)
 
     def win_matrices(self, X: np.ndarray) -> np.ndarray:
+        """Pairwise win probabilities.
+
+        Args:
+            X: (n, d) query features.
+
+        Returns:
+            (n, M, M): entry ``[i, a, b]`` is P(model a beats model b on query i).
+        """
         return win_probabilities(self.pool_scores(X))
 
     def quality_from_features(self, X: np.ndarray) -> np.ndarray:
-        """Expected quality: mean probability of beating each other pool model (0.5 for a pool of one)."""
+        """Expected quality: mean probability of beating each other pool model (0.5 for a pool of
+        one), or a pointwise family's own prediction.
+
+        Args:
+            X: (n, d) query features.
+
+        Returns:
+            (n, M) expected quality in [0, 1].
+        """
         if getattr(self.model, "pointwise", False):  # a pointwise family predicts the quality itself
             return np.asarray(self.model.expected_quality(X), dtype=np.float64)[:, self._cols]
         return expected_quality_from_win(self.win_matrices(X))
 
     def predict_quality(self, queries: Sequence[Query], progress: bool = False) -> np.ndarray:
+        """Encode then predict: :meth:`quality_from_features` of :meth:`features`.
+
+        Args:
+            queries: the queries.
+            progress: show a progress bar while encoding.
+
+        Returns:
+            (n, M) expected quality.
+        """
         return self.quality_from_features(self.features(queries, progress))
 
     def expected_costs(self, query: Query | Payload) -> np.ndarray:
-        """USD per pool model for sending ``query`` (a Query as one user turn, or a whole Payload)."""
+        """Expected USD per pool model for sending ``query`` (prompt tokens, images, expected output).
+
+        Args:
+            query: a Query (sent as one user turn) or the whole Payload that will be sent.
+
+        Returns:
+            (M,) expected cost in USD, :attr:`models` order.
+        """
         p = query if isinstance(query, Payload) else Payload.of_query(query)
         return np.array([m.payload_cost(p) for m in self.pool.models])
 
     def cost_and_eligibility(self, payloads: Sequence[Payload], exclude: Sequence[str] = ()
                              ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
-        """Expected USD (n, M), eligibility (n, M) and the hard filters' reasons per payload: what
-        every batch caller (calibration, training, evaluation) needs next to predicted quality."""
+        """What every batch caller (calibration, training, evaluation) needs next to predicted quality.
+
+        Args:
+            payloads: what will be sent, one per query.
+            exclude: models to treat as ineligible everywhere.
+
+        Returns:
+            Expected USD (n, M), eligibility (n, M) booleans, and per payload the removed models
+            with the hard filter's reason.
+        """
         cost = np.stack([self.expected_costs(p) for p in payloads]) if payloads else np.zeros((0, len(self.pool)))
         removed = [hard_filters(self.pool, text_tokens=p.text_tokens, n_images=p.n_images, exclude=exclude)
                    for p in payloads]
@@ -128,7 +197,16 @@ class Router:
 
     def prepare(self, value: QueryLike | MessagesLike, include_context: bool = False,
                 payload: Payload | None = None) -> tuple[Query, Payload]:
-        """The query the features see, and the payload the filters see (:func:`mmroute.payload.to_request`)."""
+        """Split what is routed into what the features see and what the filters see.
+
+        Args:
+            value: a Query, text, ``{"text", "images"}`` dict or a conversation.
+            include_context: features from every turn, not only the last user turn.
+            payload: use this payload instead of the one derived from ``value``.
+
+        Returns:
+            The query to encode and the payload to filter and cost (:func:`mmroute.payload.to_request`).
+        """
         q, p = to_request(value, include_context=include_context, image_policy=self.image_policy)
         return q, payload or p
 
@@ -161,14 +239,36 @@ class Router:
                        payload: Payload | None = None) -> RouteDecision:
         """Route a query whose features were computed already (a server batches them across requests).
 
-        ``payload`` is what will be sent (default: the query alone); pass
-        ``Payload.from_messages(messages)`` for a conversation so the filters see every turn."""
+        Args:
+            query: the query the features came from.
+            x: its features, (d,) or (1, d).
+            policy: overrides the router's policy for this call.
+            exclude: pool models not to use.
+            constraints: per-request limits.
+            payload: what will be sent (default: the query alone); pass
+                ``Payload.from_messages(messages)`` for a conversation so the filters see every turn.
+
+        Returns:
+            The routing decision.
+        """
         return self._decide(query, np.asarray(x, dtype=np.float32).reshape(1, -1), policy or self.policy,
                             _constraints(constraints, exclude), payload)
 
     def route_many(self, queries: Sequence[QueryLike | MessagesLike], *, policy: Policy | None = None,
                    progress: bool = False, include_context: bool = False,
                    constraints: Constraints | None = None) -> list[RouteDecision]:
+        """Route many queries, encoding them in one batch (faster than :meth:`route` in a loop).
+
+        Args:
+            queries: what to route, each as :meth:`route` accepts.
+            policy: overrides the router's policy for these calls.
+            progress: show a progress bar while encoding.
+            include_context: features from every turn of a conversation.
+            constraints: per-request limits applied to every query.
+
+        Returns:
+            One decision per query, in order.
+        """
         pairs = [self.prepare(q, include_context, None) for q in queries]
         X = self.pipeline.transform([q for q, _ in pairs], progress=progress)
         c = _constraints(constraints, ())
@@ -178,7 +278,16 @@ class Router:
               ) -> tuple[Scored, dict[str, str]]:
         """One query's candidates as a policy sees them, and why each removed model was removed:
         the pool's hard filters, then the caller's constraints. Every routing path (plain or
-        exploring) scores here."""
+        exploring) scores here.
+
+        Args:
+            x: (1, d) features of the query.
+            payload: what will be sent (for the filters and the cost).
+            constraints: per-request limits (default: none).
+
+        Returns:
+            The scored candidates and ``{removed model: reason}``.
+        """
         c = constraints or NO_CONSTRAINTS
         filtered = merge_filters(hard_filters(self.pool, text_tokens=payload.text_tokens, n_images=payload.n_images),
                                  c.static_filters(self.pool))
@@ -204,7 +313,21 @@ class Router:
     def calibrate(self, queries: Sequence[QueryLike | MessagesLike], *, target_cost: float | None = None,
                   target_strong_share: float | None = None, progress: bool = False) -> CostAwarePolicy:
         """Choose lambda on sample queries so the average expected cost (USD/query), or the share of
-        calls to the best-rated model, meets the target; sets and returns the policy."""
+        calls to the best-rated model, meets the target; sets and returns the policy.
+
+        Args:
+            queries: sample queries like the traffic to serve.
+            target_cost: average expected USD per query to meet.
+            target_strong_share: share of queries to send to the best-rated model instead.
+            progress: show a progress bar while encoding.
+
+        Returns:
+            The new policy (also set on the router).
+
+        Raises:
+            InvalidInputError: no sample query.
+            ConfigError: not exactly one target.
+        """
         pairs = [self.prepare(q, False, None) for q in queries]
         if not pairs:
             raise InvalidInputError("calibration needs at least one sample query")
@@ -219,7 +342,18 @@ class Router:
     def from_pool(cls, pool: ModelPool, *, encoder: "str | FeaturePipeline", policy: Policy | None = None,
                   image_policy: ImagePolicy = DEFAULT_POLICY, seed: int = 0) -> "Router":
         """A router with prior ratings only, for a pool with no judgments yet: serve it with
-        exploration and retrain it on the feedback (:func:`mmroute.coldstart.priors_model`)."""
+        exploration and retrain it on the feedback (:func:`mmroute.coldstart.priors_model`).
+
+        Args:
+            pool: the candidate models.
+            encoder: an encoder spec (``"clip:ViT-B-32"``) or a feature pipeline.
+            policy: the routing policy (default lambda 0).
+            image_policy: how images are fetched and bounded.
+            seed: seed of the prior model's initialisation.
+
+        Returns:
+            A router whose choices rest on the pool's priors only (its reasons say so).
+        """
         from .coldstart import priors_model
         from .features import EmbeddingCache, FeaturePipeline
 
@@ -230,7 +364,14 @@ class Router:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, root: str | os.PathLike[str]) -> Path:
-        """Write a new version under ``root`` and make it current (atomically)."""
+        """Write a new version under ``root`` and make it current (atomically).
+
+        Args:
+            root: the router directory (versions ``v0001``, ``v0002``... live under it).
+
+        Returns:
+            The new version's folder.
+        """
         root = Path(root)
         name, staging = new_version_dir(root)
         pref = staging / "preference"
@@ -252,7 +393,21 @@ class Router:
     def load(cls, root: str | os.PathLike[str], *, encoder: "str | FeaturePipeline | None" = None,
              pool: ModelPool | None = None, policy: Policy | None = None,
              image_policy: ImagePolicy = DEFAULT_POLICY) -> "Router":
-        """Load the current version; refuse it if its feature spec differs from ``encoder``'s."""
+        """Load the current version; refuse it if its feature spec differs from ``encoder``'s.
+
+        Args:
+            root: the router directory given to :meth:`save`.
+            encoder: encoder spec or pipeline to use (default: the saved one).
+            pool: a pool to use instead of the saved one (must cover the trained models' names).
+            policy: a policy to use instead of the saved one.
+            image_policy: how images are fetched and bounded.
+
+        Returns:
+            The router.
+
+        Raises:
+            CheckpointError: missing, corrupt or newer-format files, or an incompatible encoder or pool.
+        """
         from .features import EmbeddingCache, FeaturePipeline, FeatureSpec
         from .preference.families import load_preference
 

@@ -99,6 +99,31 @@ def train_router(judgments: Sequence["Judgment"], *, encoder: "str | FeaturePipe
     margin for it (:class:`~mmroute.policy.CostAwarePolicy`). ``target_queries`` (a sample of the
     traffic to route, unlabeled) weights each judgment by how much its query resembles them
     (:func:`mmroute.data.shift.shift_weights`), recorded in ``metadata["adapt"]``.
+
+    Args:
+        judgments: the pairwise judgments (:func:`mmroute.read_judgments`).
+        encoder: an encoder spec (``"clip:ViT-B-32"``) or a feature pipeline.
+        pool: the candidate models (default: the judged models, LiteLLM's facts where known).
+        base_dir: folder relative image paths are read from.
+        calibration_fraction: share of queries held out to calibrate the temperature.
+        seed: training seed.
+        model_params: fixed Bradley-Terry parameters (``rank``, ``l2``...; others are selected).
+        policy: use this policy instead of choosing lambda.
+        target_cost: choose lambda for this average USD per query.
+        target_strong_share: choose lambda for this share of calls to the best-rated model.
+        quality_tolerance: how far below the best single model the default lambda may go.
+        progress: show progress bars.
+        families: let held-out queries choose the router family.
+        cache: embedding cache to use (and keep).
+        margin: the chosen policy's margin for the default model.
+        target_queries: unlabeled traffic sample to adapt the judgment weights to.
+
+    Returns:
+        The trained router (save it with :meth:`Router.save`).
+
+    Raises:
+        ConfigError: conflicting options (more than one of policy/targets, a margin on another policy).
+        InvalidInputError: no usable judgment, or judged models missing from the pool.
     """
     from .features import EmbeddingCache, FeaturePipeline
     from .router import DEFAULT_CACHE_ENTRIES

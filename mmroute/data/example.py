@@ -375,6 +375,9 @@ def example_dir() -> Path:
     Read with :mod:`importlib.resources` so it works from a source checkout and an installed
     wheel alike; from a zipped install the folder is copied out once per process (callers pass
     plain paths to open_clip / PIL / SQLite, which need files on disk).
+
+    Returns:
+        The folder holding the example judgments, outcomes, pool and images.
     """
     global _EXTRACTED
     res = resources.files("mmroute") / EXAMPLE_PACKAGE_DIR

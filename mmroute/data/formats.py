@@ -112,7 +112,16 @@ def _timestamp(v: Any) -> Any:
 
 
 class Judgment(BaseModel):
-    """One pairwise preference: on ``query``, did ``model_a`` or ``model_b`` answer better?"""
+    """One pairwise preference: on ``query``, did ``model_a`` or ``model_b`` answer better?
+
+    Attributes:
+        query: the judged query's text and image paths/URLs.
+        model_a, model_b: two different models.
+        winner: ``"model_a"``, ``"model_b"``, ``"tie"`` or ``"tie (bothbad)"``.
+        id: stable id (:meth:`with_id` fills it); re-adding the same id is a no-op in the store.
+        weight: how much the judgment counts in training (>= 0).
+        source, timestamp: where and when it came from (drift checks, audit).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
@@ -144,16 +153,25 @@ class Judgment(BaseModel):
 
     @property
     def pair(self) -> tuple[str, str]:
+        """``(model_a, model_b)``."""
         return (self.model_a, self.model_b)
 
     def content_id(self) -> str:
-        """Deterministic id from the content, so re-adding the same judgment is recognisably the same."""
+        """Deterministic id from the content, so re-adding the same judgment is recognisably the same.
+
+        Returns:
+            ``"sha256:"`` and 32 hex digits.
+        """
         key = json.dumps([self.query.text, list(self.query.images), self.model_a, self.model_b, self.winner,
                           self.source, self.timestamp], ensure_ascii=False, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
     def with_id(self) -> "Judgment":
-        """This judgment with ``id`` set (the content id when it had none)."""
+        """This judgment with ``id`` set.
+
+        Returns:
+            Itself if it had an id, else a copy with :meth:`content_id`.
+        """
         return self if self.id else self.model_copy(update={"id": self.content_id()})
 
 
@@ -332,7 +350,20 @@ def _read(path: str | Path, model: type[Item], strict: bool, known_models: Itera
 
 def read_judgments(path: str | Path, strict: bool = True, known_models: Iterable[str] | None = None,
                    check_images: bool = False) -> ReadResult[Judgment]:
-    """Read a judgments JSONL file. Strict: the first bad line raises; lenient: bad lines are collected."""
+    """Read a judgments JSONL file.
+
+    Args:
+        path: the file; relative image paths resolve against its folder.
+        strict: the first bad line raises; otherwise bad lines are collected in ``errors``.
+        known_models: if given, a judgment naming another model is a bad line.
+        check_images: also open every local image (slower; catches missing files early).
+
+    Returns:
+        The judgments, the bad lines (lenient mode) and the line count.
+
+    Raises:
+        DataFormatError: strict mode, a bad line (with its number and what was wrong); or an unreadable file.
+    """
     return _read(path, Judgment, strict, known_models, check_images)
 
 

@@ -26,12 +26,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from .. import images as _img
 from ..errors import DataFormatError, ImageError
 from ..images import DEFAULT_POLICY, ImagePolicy
-from ..query import Query
+from ..query import Query, QueryLike
 from ._backend import (Blob, Row, SQLiteBackend, SQLParam, StoreBackend, StoreError,
                        is_postgres_url)
 from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
@@ -62,7 +62,18 @@ class FeedbackStore:
         (writers); readers such as retraining pass ``create=False`` so a mistyped path is an error,
         not a new empty store. SQLite: ``synchronous="NORMAL"`` survives process crashes (SIGKILL);
         ``"FULL"`` also survives power loss at the price of an fsync per commit. PostgreSQL: the
-        server's own settings decide durability (``synchronous`` is not used)."""
+        server's own settings decide durability (``synchronous`` is not used).
+
+        Args:
+            path: an SQLite file path or a ``postgresql://`` URL.
+            timeout_s: how long a writer waits for the lock.
+            synchronous: SQLite durability (see above).
+            image_policy: bounds on images stored with judgments.
+            create: create the store if absent.
+
+        Raises:
+            StoreError: the store cannot be opened (or does not exist and ``create`` is False).
+        """
         self.timeout_s = float(timeout_s)
         self.synchronous = synchronous
         self.image_policy = image_policy
@@ -82,11 +93,25 @@ class FeedbackStore:
     def open_existing(cls, path: str | Path, *, timeout_s: float = 60.0,
                       synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
                       image_policy: ImagePolicy = DEFAULT_POLICY) -> "FeedbackStore":
-        """Open a store that must already exist (:class:`StoreError` naming the path otherwise)."""
+        """Open a store that must already exist (readers: a mistyped path is an error, not a new store).
+
+        Args:
+            path: an SQLite file path or a ``postgresql://`` URL.
+            timeout_s: how long to wait for a lock.
+            synchronous: SQLite durability.
+            image_policy: bounds on images stored with judgments.
+
+        Returns:
+            The open store.
+
+        Raises:
+            StoreError: no store there (naming the path).
+        """
         return cls(path, timeout_s=timeout_s, synchronous=synchronous, image_policy=image_policy, create=False)
 
     @property
     def backend(self) -> Literal["sqlite", "postgresql"]:
+        """Which database holds the store."""
         return "sqlite" if isinstance(self._db, SQLiteBackend) else "postgresql"
 
     def _one(self, sql: str, params: Sequence[SQLParam] = ()) -> tuple | None:
@@ -111,6 +136,7 @@ class FeedbackStore:
 
     @property
     def schema_version(self) -> int:
+        """The store's schema version (migrated forward on open)."""
         return int(self._scalar("SELECT version FROM schema_version"))
 
     @property
@@ -126,7 +152,19 @@ class FeedbackStore:
 
     def query_blobs(self, query: QueryRecord, what: str, base_dir: str | Path | None) -> tuple[list[str], list[Blob]]:
         """``query``'s images as ``sha256:`` references and the blobs to store once each (judgments
-        and decisions share the images table); ``what`` names the record in errors."""
+        and decisions share the images table).
+
+        Args:
+            query: the query record whose images to store.
+            what: names the record in errors.
+            base_dir: folder relative image paths are read from.
+
+        Returns:
+            The references to keep in the record, and the ``(digest, bytes, mime)`` blobs to insert.
+
+        Raises:
+            InvalidInputError: an image cannot be read or is not an image.
+        """
         refs: list[str] = []
         blobs: list[Blob] = []
         for i, src in enumerate(query.images):
@@ -147,15 +185,41 @@ class FeedbackStore:
         return refs, blobs
 
     def add(self, judgment: Judgment, *, base_dir: str | Path | None = None) -> bool:
-        """Store one judgment; False when one with the same id is already there."""
+        """Store one judgment (idempotent by id).
+
+        Args:
+            judgment: the judgment (its content id is used when it has no id).
+            base_dir: folder its relative image paths are read from.
+
+        Returns:
+            False when one with the same id is already there.
+        """
         return self.add_many([judgment], base_dir=base_dir) == 1
 
-    def record(self, query: Query | str | dict[str, Any], model_a: str, model_b: str, winner: str, *,
+    def record(self, query: QueryLike, model_a: str, model_b: str, winner: str, *,
                weight: float = 1.0, source: str = "api", id: str | None = None,
                image_policy: ImagePolicy | None = None) -> Judgment:
         """Build one pairwise judgment on ``query`` (a Query, a string or a ``{"text", "images"}``
         dict; ``winner`` is ``"model_a"``, ``"model_b"``, ``"tie"`` or ``"tie (bothbad)"``), store it
-        and return it. Storing is idempotent by ``id``; nothing is learned until retraining."""
+        and return it. Storing is idempotent by ``id``; nothing is learned until retraining.
+
+        Args:
+            query: the judged query.
+            model_a: one model.
+            model_b: the other.
+            winner: the verdict.
+            weight: how much it counts in training.
+            source: where it came from (``"api"``, ``"feedback"``...).
+            id: a caller's id (default: the content id).
+            image_policy: bounds on the query's images (default: the store's).
+
+        Returns:
+            The stored judgment, id set.
+
+        Raises:
+            InvalidInputError: a bad query or image.
+            pydantic.ValidationError: a bad winner, weight or model pair.
+        """
         q = Query.coerce(query, image_policy=image_policy or self.image_policy)
         judgment = Judgment(query=QueryRecord(text=q.text, images=[im.to_url() for im in q.images]),
                             model_a=model_a, model_b=model_b, winner=winner, weight=weight, source=source,
@@ -167,6 +231,13 @@ class FeedbackStore:
         """Store judgments in one transaction (all or none); returns how many were new.
 
         Image files are read before the write lock is taken, so slow disks do not stall other writers.
+
+        Args:
+            judgments: the judgments.
+            base_dir: folder relative image paths are read from.
+
+        Returns:
+            How many were new (the rest had ids already stored).
         """
         rows: list[Row] = []
         all_blobs: list[Blob] = []
@@ -199,6 +270,11 @@ class FeedbackStore:
     # ------------------------------------------------------------------ reading
 
     def count(self) -> int:
+        """How many judgments are stored.
+
+        Returns:
+            The count.
+        """
         return int(self._scalar("SELECT COUNT(*) FROM judgments"))
 
     def __len__(self) -> int:
@@ -211,16 +287,34 @@ class FeedbackStore:
         """The newest row's sequence number (0 when empty): a cursor for ``iter_judgments(since=...)``.
 
         Safe with concurrent writers: it is the backend's watermark, so no row committed after this
-        call can have a number at or below it."""
+        call can have a number at or below it.
+
+        Returns:
+            The sequence number.
+        """
         return self._db.watermark()
 
     def models(self) -> list[str]:
-        """Every model name that appears in a stored judgment, sorted."""
+        """Every model name that appears in a stored judgment.
+
+        Returns:
+            The names, sorted.
+        """
         rows = self._db.rows("SELECT model_a FROM judgments UNION SELECT model_b FROM judgments")
         return sorted(r[0] for r in rows)
 
     def image_bytes(self, digest: str) -> tuple[bytes, str]:
-        """(bytes, mime) of a stored image by its sha256 hex digest."""
+        """A stored image.
+
+        Args:
+            digest: its sha256 hex digest.
+
+        Returns:
+            ``(bytes, mime type)``.
+
+        Raises:
+            StoreError: no such image.
+        """
         row = self._one("SELECT data, mime FROM images WHERE sha256 = ?", (digest,))
         if row is None:
             raise StoreError(f"feedback store {self.path} has no image {digest}")
@@ -232,7 +326,17 @@ class FeedbackStore:
         return self._tmp_images
 
     def materialise(self, ref: str, images: str, folder: Path | None, cache: dict[str, str]) -> str:
-        """A stored reference as a data URL (``images="data_url"``) or a file under ``folder``; other sources as given."""
+        """A stored image reference as something a reader can open.
+
+        Args:
+            ref: an image source of a stored record (``sha256:...``, or a URL kept as given).
+            images: ``"data_url"`` or ``"path"`` (a file under ``folder``).
+            folder: where files go for ``"path"``.
+            cache: reference -> result, shared across one read so each image is written once.
+
+        Returns:
+            A data URL, a file path, or ``ref`` itself when it is not a stored image.
+        """
         if not ref.startswith(_BLOB_PREFIX):
             return ref
         if ref in cache:
@@ -262,6 +366,17 @@ class FeedbackStore:
         (self-contained) or as files written under ``image_dir`` (a temp folder by default). Rows
         stop at the watermark taken when iteration starts, so resuming after the largest ``seq``
         yielded never skips a row that concurrent writers commit later.
+
+        Args:
+            since: where to start (see above; default: the beginning).
+            images: how images come back.
+            image_dir: folder for ``images="path"``.
+
+        Returns:
+            An iterator of ``(seq, judgment)``.
+
+        Raises:
+            TypeError: ``since`` is a bool.
         """
         arg: float
         if since is None:
@@ -296,13 +411,26 @@ class FeedbackStore:
 
     def ids_with_seq(self) -> list[tuple[int, str]]:
         """``(seq, id)`` of every stored judgment up to the watermark (see :meth:`last_seq`) in
-        insertion order (ids only: cheap on big stores)."""
+        insertion order (ids only: cheap on big stores).
+
+        Returns:
+            ``[(seq, id), ...]``.
+        """
         return [(int(a), str(b)) for a, b in self._db.rows("SELECT seq, id FROM judgments WHERE seq <= ? ORDER BY seq",
                                                            (self._db.watermark(),))]
 
     def get_with_seq(self, ids: Iterable[str], *, images: Literal["data_url", "path"] = "data_url",
                      image_dir: str | Path | None = None) -> list[tuple[int, Judgment]]:
-        """``(seq, judgment)`` for those of ``ids`` that are stored, in insertion order; absent ids are left out."""
+        """Fetch judgments by id.
+
+        Args:
+            ids: the ids wanted.
+            images: how images come back.
+            image_dir: folder for ``images="path"``.
+
+        Returns:
+            ``(seq, judgment)`` for those of ``ids`` that are stored, in insertion order; absent ids left out.
+        """
         wanted = list(dict.fromkeys(ids))
         folder = Path(image_dir) if image_dir is not None else (self._image_dir() if images == "path" else None)
         if folder is not None:
@@ -318,7 +446,16 @@ class FeedbackStore:
     def iter_judgments(self, since: int | float | datetime | None = None, *,
                        images: Literal["data_url", "path"] = "data_url",
                        image_dir: str | Path | None = None) -> Iterator[Judgment]:
-        """Stored judgments in insertion order, images materialised (see :meth:`iter_with_seq`)."""
+        """Stored judgments in insertion order, images materialised (see :meth:`iter_with_seq`).
+
+        Args:
+            since: a sequence cursor, a datetime or Unix seconds.
+            images: how images come back.
+            image_dir: folder for ``images="path"``.
+
+        Returns:
+            An iterator of judgments.
+        """
         for _, j in self.iter_with_seq(since, images=images, image_dir=image_dir):
             yield j
 
@@ -331,6 +468,13 @@ class FeedbackStore:
 
         ``images="files"`` writes each image once under ``<file's folder>/images/`` and refers to it
         by a relative path, so the export is a portable folder; ``"data_url"`` inlines them.
+
+        Args:
+            path: the JSONL file to write.
+            images: ``"files"`` or ``"data_url"``.
+
+        Returns:
+            How many judgments were written.
         """
         path = Path(path)
         gen: Iterator[Judgment]
@@ -348,6 +492,17 @@ class FeedbackStore:
 
         Strict: the first bad line raises (batches before it stay committed, and re-importing is
         harmless since adding is idempotent). Lenient: bad lines are skipped and returned.
+
+        Args:
+            path: the judgments file.
+            strict: raise on the first bad line.
+            batch_size: judgments per transaction.
+
+        Returns:
+            How many were added, already present, and the bad lines (lenient).
+
+        Raises:
+            DataLineError: strict mode, a bad line (its number and what was wrong).
         """
         path = Path(path)
         summary = ImportSummary()
@@ -374,7 +529,11 @@ class FeedbackStore:
 
     def integrity_ok(self) -> bool:
         """The backend's consistency check (used after crashes): SQLite's own; PostgreSQL: every
-        image a judgment refers to is stored."""
+        image a judgment refers to is stored.
+
+        Returns:
+            True when consistent.
+        """
         return self._db.integrity_ok()
 
 

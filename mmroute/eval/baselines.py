@@ -28,6 +28,7 @@ from ..errors import InvalidInputError
 from ..preference.metrics import expected_quality_from_scores, sigmoid
 
 if TYPE_CHECKING:
+    from ..preference.family_base import RoutingData
     from ..training import EncodedJudgments
 
 
@@ -72,6 +73,18 @@ class JudgmentArrays:
 
     def subset(self, mask: np.ndarray) -> "JudgmentArrays":
         return JudgmentArrays(self.qi[mask], self.ia[mask], self.ib[mask], self.y[mask], self.w[mask], self.n_models)
+
+    def routing_data(self, X: np.ndarray, rows: np.ndarray | None = None,
+                     scores: np.ndarray | None = None) -> RoutingData:
+        """The router families' form: the ``rows`` of ``X`` (default: the judged ones) renumbered,
+        with these judgments (all must fall on ``rows``) and optional pointwise ``scores`` per row."""
+        from ..preference.family_base import RoutingData
+
+        rows = np.unique(self.qi) if rows is None else np.asarray(rows, dtype=np.int64)
+        new = np.full(len(X), -1, dtype=np.int64)
+        new[rows] = np.arange(len(rows))
+        return RoutingData(np.asarray(X, dtype=np.float32)[rows], new[self.qi], self.ia, self.ib, self.y, self.w,
+                           [str(i) for i in range(self.n_models)], scores)
 
     def pairwise_tables(self, n_rows: int) -> np.ndarray:
         """(n_rows, M, M): weighted count of ``a`` beating ``b`` per query, a tie half a win each.
@@ -124,12 +137,15 @@ class RandomQuality:
         return rng.random((len(X), self.n_models))
 
 
-# --------------------------------------------------------------------------------------------- global
+# ------------------------------------------------------------------------------------- global, knn
 class GlobalBT:
-    """The ablation: the same Bradley-Terry model with no query features (one constant column).
+    """The ablation: the same Bradley-Terry model with no query features, i.e. the router family
+    :class:`~mmroute.preference.families.GlobalFamily` fitted on the judgments (the report's
+    ``global`` is computed by the code ``mmroute train`` may ship).
 
     Every query gets the same per-model ratings, so only the cost knob moves the choice: this is
-    what the router would be without looking at the query.
+    what the router would be without looking at the query. ``bt_params`` (the harness's ``seed``,
+    ``l2``...) go to :class:`BradleyTerry` unchanged; ``rank`` is 1.
     """
 
     name = "global"
@@ -138,28 +154,20 @@ class GlobalBT:
         self.bt_params = bt_params
 
     def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "GlobalBT":
-        from ..preference import BradleyTerry
+        from ..preference.families import GlobalFamily
 
-        # identical rows: aggregate (a, b, y) with summed weights so the fit is over a handful of rows
-        key = np.stack([judgments.ia, judgments.ib, np.round(judgments.y * 1e6)], axis=1)
-        uniq, inv = np.unique(key, axis=0, return_inverse=True)
-        w = np.bincount(inv.ravel(), weights=judgments.w, minlength=len(uniq))
-        names = [str(i) for i in range(judgments.n_models)]
-        pairs = np.array([[names[int(a)], names[int(b)]] for a, b, _ in uniq], dtype=object)
-        X1 = np.ones((len(uniq), 1), dtype=np.float32)
-        params = {**{k: v for k, v in self.bt_params.items() if v is not None}, "rank": 1}
-        self.model = BradleyTerry(**params).fit(X1, pairs, uniq[:, 2] / 1e6, sample_weight=w / w.mean(),
-                                                models=names)
+        self.family = GlobalFamily(bt_options=self.bt_params).fit(judgments.routing_data(X))
         return self
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
-        q = self.model.expected_quality(np.ones((1, 1), dtype=np.float32))
-        return np.repeat(q, len(X), axis=0)
+        return self.family.expected_quality(X)
 
 
-# ------------------------------------------------------------------------------------------------ knn
 class KNNQuality:
-    """k nearest training queries (cosine) vote: each model's share of won judgments among them."""
+    """k nearest training queries (cosine on the raw features) vote: each model's share of the
+    judgments it won among them, pooled. It is the router family
+    :class:`~mmroute.preference.pointwise.KNNFamily` with ``standardize=False``,
+    ``evidence_weighted=True`` and no shrinkage (``kappa=0``), fitted on the judged queries."""
 
     name = "knn"
 
@@ -168,27 +176,17 @@ class KNNQuality:
         self.chunk = chunk
 
     def fit(self, X: np.ndarray, judgments: JudgmentArrays) -> "KNNQuality":
-        T = judgments.pairwise_tables(len(X))
-        self.wins_ = T.sum(axis=2)                       # (n, M) wins, ties half
-        self.games_ = T.sum(axis=2) + T.sum(axis=1)      # (n, M) judgments involving the model
-        has = self.games_.sum(axis=1) > 0                # only queries that were judged can vote
-        self.X_ = _unit(X[has])
-        self.wins_, self.games_ = self.wins_[has], self.games_[has]
-        if not len(self.X_):
+        from ..preference.pointwise import KNNFamily
+
+        judged = judgments.subset(judgments.w > 0)  # only queries that were judged can vote
+        if not len(judged):
             raise InvalidInputError("knn: no training query has a judgment")
+        self.family = KNNFamily(self.k, kappa=0.0, chunk=self.chunk, standardize=False,
+                                evidence_weighted=True).fit(judged.routing_data(X))
         return self
 
     def predict_quality(self, X: np.ndarray) -> np.ndarray:
-        Xu = _unit(X)
-        k = min(self.k, len(self.X_))
-        out = np.empty((len(X), self.wins_.shape[1]))
-        for s in range(0, len(X), self.chunk):
-            sim = Xu[s:s + self.chunk] @ self.X_.T
-            nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            w = self.wins_[nn].sum(axis=1)
-            g = self.games_[nn].sum(axis=1)
-            out[s:s + self.chunk] = np.where(g > 0, w / np.maximum(g, 1e-12), 0.5)
-        return out
+        return self.family.expected_quality(X)
 
 
 # ------------------------------------------------------------------------------------------------- mf
@@ -439,13 +437,9 @@ class FamilyQuality:
 
     def _fit(self, X: np.ndarray, judgments: JudgmentArrays, rows: np.ndarray, S: np.ndarray | None,
              cost: np.ndarray, belief: np.ndarray | None) -> "FamilyQuality":
-        from ..preference.families import RoutingData
         from ..preference.family_selection import select_family
 
-        new = np.full(len(X), -1, dtype=np.int64)
-        new[rows] = np.arange(len(rows))
-        data = RoutingData(np.asarray(X, dtype=np.float32)[rows], new[judgments.qi], judgments.ia, judgments.ib,
-                           judgments.y, judgments.w, [str(i) for i in range(judgments.n_models)], S)
+        data = judgments.routing_data(X, rows, S)
         seed = int(self.bt_params.get("seed", 0))
         sel = select_family(data, cost=cost, cost_belief=belief, keys=rows.tolist(), k=self.inner_k, seed=seed,
                             blocks=self.blocks, bt_params=self.bt_params)

@@ -42,6 +42,25 @@ def create_cascade_graph(router: RouterLike, *, verifier: Verifier, pool: ModelP
     prices and LiteLLM params). Judgments (escalations, user feedback) go to ``feedback_store``;
     ``feedback=True`` adds an ``interrupt()`` asking the user, which needs a checkpointer (pass one,
     or compile the parent graph with one when used as a subgraph).
+
+    Args:
+        router: a ``Router`` or ``LiveRouter`` (a live one picks up retrained versions).
+        verifier: judges each answer; a rejected one escalates.
+        pool: the models to call (default: the router's pool).
+        max_escalations: escalations per query at most.
+        max_cost_per_query: USD cap on one query's calls; no escalation past it.
+        feedback: ask the user with ``interrupt()`` after the answer.
+        checkpointer: LangGraph checkpointer (needed for ``feedback``).
+        feedback_store: where escalation and user judgments go.
+        record_escalations: store "the stronger model won" when an escalation is accepted.
+        llm_kwargs: extra kwargs for ``mmroute.llm.complete``.
+        name: the compiled graph's name.
+
+    Returns:
+        The compiled graph (input: ``{"messages": [...]}``).
+
+    Raises:
+        ConfigError: no verifier.
     """
     if verifier is None:
         raise ConfigError("the cascade needs a verifier (e.g. mmroute.verify.HeuristicVerifier())")

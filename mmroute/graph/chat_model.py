@@ -95,6 +95,11 @@ class RoutedChatModel(BaseChatModel):
             --explore``, or a ready ``ExploringRouter``): each decision carries its propensity
             (``response_metadata["propensity"]``, ``["decision_id"]``); hard filters still hold.
         llm_kwargs: extra kwargs for ``mmroute.llm.complete`` (``max_retries``, ``timeout``, ...).
+        max_escalations: verifier escalations per call at most.
+        record_escalations: store an accepted escalation as a judgment (needs ``feedback_store``).
+
+    Raises:
+        ConfigError: neither a router, a decision nor candidates; or no pool to call without a router.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -131,10 +136,19 @@ class RoutedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"pool": self._pool().names, "candidates": self.candidates, "verifier": repr(self.verifier)}
 
-    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., object] | BaseTool], *,
                    tool_choice: str | dict[str, Any] | bool | None = None,
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools (any form LangChain accepts) in OpenAI format, for whichever model is routed to."""
+        """Bind tools (any form LangChain accepts) in OpenAI format, for whichever model is routed to.
+
+        Args:
+            tools: OpenAI tool dicts, pydantic classes, functions or LangChain tools.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"``/``True``, a tool name or an OpenAI dict.
+            **kwargs: further bound call kwargs.
+
+        Returns:
+            This model with the tools bound.
+        """
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None and tool_choice is not False:
             kwargs["tool_choice"] = _tool_choice(tool_choice)

@@ -135,6 +135,19 @@ def create_router_node(router: RouterLike, *, goto: GotoSpec | None = None, incl
     (tags are a model's ``tags`` in the pool, e.g. tiers like ``"cheap"``; ``"*"`` is the
     default) or a callable ``decision -> node``. Add the node with ``destinations=`` to draw it.
     ``constraints`` limits every decision (cost cap, quality floor, required tags, exclusions).
+
+    Args:
+        router: a ``Router`` or ``LiveRouter``.
+        goto: ``{model or tag: node}`` or ``decision -> node``; None: no ``Command``.
+        include_context: features from the whole conversation, not the last user turn.
+        key: the state key the decision is written under.
+        constraints: per-decision limits.
+
+    Returns:
+        The node function (state -> update, or ``Command`` with ``goto``).
+
+    Raises:
+        ConfigError: an empty ``goto`` mapping, or one whose keys name neither a pool model nor a tag.
     """
     _check_goto(goto, current_router(router).pool)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -118,8 +118,12 @@ class GlobalFamily(BTFamily):
 
     kind: ClassVar[str] = "global"
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, bt_options: Mapping[str, Any] | None = None, **params: Any) -> None:
+        """``params``: only ``seed`` and ``l2_global`` are kept (nothing to select). ``bt_options``
+        go to :class:`BradleyTerry` as given (``l2``, ``max_epochs``...; ``None`` values dropped):
+        the eval harness's ``global`` baseline passes its ``--l2`` this way. ``rank`` is always 1."""
         super().__init__(**{k: v for k, v in params.items() if k in ("seed", "l2_global")})
+        self.params.update({k: v for k, v in (bt_options or {}).items() if v is not None})
         self.params["rank"] = 1
         self.params.setdefault("l2", 1e-3)
 
@@ -146,7 +150,7 @@ class GlobalFamily(BTFamily):
         return np.repeat(self.model.scores(np.ones((1, 1), dtype=np.float32)), len(X), axis=0)
 
     def clone(self) -> "GlobalFamily":
-        return GlobalFamily(**{k: v for k, v in self.params.items() if k in ("seed", "l2_global")})
+        return GlobalFamily(bt_options=self.params)
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.kind}

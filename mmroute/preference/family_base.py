@@ -78,9 +78,8 @@ class RoutingData:
                            self.w[keep], list(self.models), scores)
 
 
-def win_share_scores(data: RoutingData) -> np.ndarray:
-    """(n, M): a model's weighted share of won judgments on each query (tie = half), NaN where it
-    was not judged. Against a single anchor this is the anchor-score of the evaluation harness."""
+def judgment_tallies(data: RoutingData) -> tuple[np.ndarray, np.ndarray]:
+    """(n, M) each: a model's won weight on each query (tie = half a win) and its judged weight."""
     n, M = data.n, data.n_models
     won = np.zeros((n, M))
     games = np.zeros((n, M))
@@ -88,6 +87,13 @@ def win_share_scores(data: RoutingData) -> np.ndarray:
     np.add.at(won, (data.qi, data.ib), data.w * (1.0 - data.y))
     np.add.at(games, (data.qi, data.ia), data.w)
     np.add.at(games, (data.qi, data.ib), data.w)
+    return won, games
+
+
+def win_share_scores(data: RoutingData) -> np.ndarray:
+    """(n, M): a model's weighted share of won judgments on each query (tie = half), NaN where it
+    was not judged. Against a single anchor this is the anchor-score of the evaluation harness."""
+    won, games = judgment_tallies(data)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(games > 0, won / np.where(games > 0, games, 1.0), np.nan)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CheckpointError, InvalidInputError
 
-from .family_base import FAMILY_FILE, Family, RoutingData, _read, _standardizer, _write
+from .family_base import FAMILY_FILE, Family, RoutingData, _read, _standardizer, _write, judgment_tallies
 
 
 class _Pointwise:
@@ -158,16 +158,23 @@ class RidgeFamily(_Pointwise):
 
 class KNNFamily(_Pointwise):
     """Each model's mean score among the ``k`` nearest training queries (cosine on z-scored
-    features), shrunk toward its global mean by ``kappa`` pseudo-queries."""
+    features), shrunk toward its global mean by ``kappa`` pseudo-queries.
+
+    Two switches give the eval harness's ``knn`` baseline (the vote of RouteLLM-style kNN routers)
+    from the same code: ``standardize=False`` measures cosine on the raw features, and
+    ``evidence_weighted=True`` pools the neighbours' judgments (a model's won weight over its judged
+    weight among them) instead of averaging per-query shares, so a query judged ten times counts ten
+    times. A model with no evidence among the neighbours and ``kappa = 0`` gets a neutral 0.5."""
 
     kind: ClassVar[str] = "knn"
 
     def __init__(self, k: int = 20, kappa: float = 10.0, ignore_columns: Sequence[tuple[int, int]] = (),
-                 chunk: int = 2048) -> None:
+                 chunk: int = 2048, standardize: bool = True, evidence_weighted: bool = False) -> None:
         if int(k) < 1 or kappa < 0:
             raise InvalidInputError(f"knn family: need k >= 1 and kappa >= 0, got k={k}, kappa={kappa}")
         self.k, self.kappa, self.chunk = int(k), float(kappa), int(chunk)
         self.ignore_columns = [(int(b[0]), int(b[1])) for b in ignore_columns]
+        self.standardize, self.evidence_weighted = bool(standardize), bool(evidence_weighted)
         self.models_: list[str] = []
 
     def _unit(self, X: np.ndarray) -> np.ndarray:
@@ -175,12 +182,25 @@ class KNNFamily(_Pointwise):
         return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
     def fit(self, data: RoutingData) -> "KNNFamily":
+        if not data.n:
+            raise InvalidInputError("knn family: no training query")
         S = data.pointwise()
-        self.mean_, self.inv_ = _standardizer(data.X, self.ignore_columns)
+        if self.standardize:
+            self.mean_, self.inv_ = _standardizer(data.X, self.ignore_columns)
+        else:
+            self.mean_, self.inv_ = np.zeros(data.X.shape[1]), np.ones(data.X.shape[1])
+            for a, b in self.ignore_columns:
+                self.inv_[a:b] = 0.0
         self.mu_ = _nanmean0(S)
         self.U_ = self._unit(data.X)
-        self.S_ = np.nan_to_num(S, nan=0.0).astype(np.float32)
-        self.seen_ = (~np.isnan(S)).astype(np.float32)
+        if self.evidence_weighted:
+            if data.scores is not None:
+                raise InvalidInputError("knn family: evidence_weighted pools judgments; it takes no pointwise scores")
+            won, games = judgment_tallies(data)
+            self.S_, self.seen_ = won, games  # float64: the pooled ratio of many small weights
+        else:
+            self.S_ = np.nan_to_num(S, nan=0.0).astype(np.float32)
+            self.seen_ = (~np.isnan(S)).astype(np.float32)
         self.models_ = list(data.models)
         return self
 
@@ -192,8 +212,8 @@ class KNNFamily(_Pointwise):
             sim = U[s:s + self.chunk] @ self.U_.T
             nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
             tot = self.S_[nn].sum(axis=1)
-            cnt = self.seen_[nn].sum(axis=1)
-            out[s:s + self.chunk] = (tot + self.kappa * self.mu_) / (cnt + self.kappa + 1e-12)
+            den = self.seen_[nn].sum(axis=1) + self.kappa
+            out[s:s + self.chunk] = np.where(den > 0, (tot + self.kappa * self.mu_) / (den + 1e-12), 0.5)
         return out
 
     def _extend(self, k: int) -> None:
@@ -202,22 +222,29 @@ class KNNFamily(_Pointwise):
         self.S_, self.seen_ = np.concatenate([self.S_, pad], axis=1), np.concatenate([self.seen_, pad], axis=1)
 
     def clone(self) -> "KNNFamily":
-        return KNNFamily(self.k, self.kappa, self.ignore_columns, self.chunk)
+        return KNNFamily(self.k, self.kappa, self.ignore_columns, self.chunk, self.standardize, self.evidence_weighted)
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.kind, "k": self.k, "kappa": self.kappa,
-                "ignore_columns": [list(b) for b in self.ignore_columns]}
+                "ignore_columns": [list(b) for b in self.ignore_columns], **self._switches()}
+
+    def _switches(self) -> dict[str, bool]:
+        """The non-default switches (absent from files written before they existed)."""
+        return {k: v for k, v in (("standardize", self.standardize), ("evidence_weighted", self.evidence_weighted))
+                if v != (k == "standardize")}
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         return _write(directory, self.kind, {"k": self.k, "kappa": self.kappa,
-                                             "ignore_columns": [list(b) for b in self.ignore_columns]},
+                                             "ignore_columns": [list(b) for b in self.ignore_columns],
+                                             **self._switches()},
                       self.models_, {"mean": self.mean_, "inv": self.inv_, "mu": self.mu_, "U": self.U_,
                                      "S": self.S_, "seen": self.seen_})
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "KNNFamily":
         p, models, t = _read(directory, cls.kind)
-        fam = cls(k=int(p["k"]), kappa=float(p["kappa"]), ignore_columns=[(int(a), int(b)) for a, b in p.get("ignore_columns", [])])
+        fam = cls(k=int(p["k"]), kappa=float(p["kappa"]), ignore_columns=[(int(a), int(b)) for a, b in p.get("ignore_columns", [])],
+                  standardize=bool(p.get("standardize", True)), evidence_weighted=bool(p.get("evidence_weighted", False)))
         fam.mean_, fam.inv_, fam.mu_ = (t[k].astype(np.float64) for k in ("mean", "inv", "mu"))
         fam.U_, fam.S_, fam.seen_ = t["U"], t["S"], t["seen"]
         fam.models_ = models

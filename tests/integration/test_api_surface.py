@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -223,3 +224,86 @@ def test_example_dir_from_a_zipped_install_is_a_real_folder_with_the_same_files(
     assert not out["dir"].startswith(str(archive)) and out["same"]
     assert out["files"] == sorted(p.relative_to(ex).as_posix() for p in ex.rglob("*") if p.is_file())
     assert out["pool"] == (ex / "pool.yaml").read_text()
+
+
+# -- types and docs of the fifteen names ------------------------------------------------------------
+_ALLOWED_ANY = re.compile(r"\b(?:dict|Mapping|typing\.Mapping|collections\.abc\.Mapping)\[str,\s*(?:typing\.)?Any\]")
+
+
+def _bare_any(annotation: object) -> bool:
+    """An annotation mentions ``Any`` other than as a JSON dict's values (``dict[str, Any]``)."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return re.search(r"\bAny\b", _ALLOWED_ANY.sub("", text)) is not None
+
+
+def _public_callables(obj: object):
+    """``(qualified name, function, is_property)`` for a top-level name and the public methods its
+    class defines in mmroute (inherited LangChain/pydantic machinery is theirs, not ours)."""
+    import inspect
+
+    if not inspect.isclass(obj):
+        yield obj.__name__, obj, False
+        return
+    for name, member in vars(obj).items():
+        if name.startswith("_") and name != "__init__":
+            continue
+        is_prop = isinstance(member, (property, functools.cached_property))
+        fn = member.fget if isinstance(member, property) else member.func if is_prop else \
+            member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+        if callable(fn) and getattr(fn, "__module__", "").startswith("mmroute"):
+            yield f"{obj.__name__}.{name}", fn, is_prop
+
+
+def _signature_problems(qualname: str, fn: object) -> list[str]:
+    import inspect
+
+    sig = inspect.signature(fn)  # type: ignore[arg-type]
+    out = [f"{qualname}({p.name}: {p.annotation})" for p in sig.parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD and p.annotation is not inspect.Parameter.empty
+           and _bare_any(p.annotation)]
+    if sig.return_annotation is not inspect.Signature.empty and _bare_any(sig.return_annotation):
+        out.append(f"{qualname} -> {sig.return_annotation}")
+    return out
+
+
+def test_the_any_check_catches_a_bare_any():
+    from typing import Any
+
+    def bad(x: Any, y: list[Any], z: dict[str, Any], **kw: Any) -> Any | None:
+        return None
+
+    assert _signature_problems("bad", bad) == ["bad(x: Any)", "bad(y: list[Any])", "bad -> Any | None"]
+
+
+def test_top_level_api_has_precise_types_and_google_docstrings():
+    import inspect
+
+    any_problems, doc_problems = [], []
+    for top in mmroute.__all__:
+        obj = getattr(mmroute, top)
+        if inspect.isclass(obj):
+            doc = (inspect.getdoc(obj) or "") + (inspect.getdoc(vars(obj).get("__init__")) or "")
+            if "Args:" not in doc and "Attributes:" not in doc:
+                doc_problems.append(f"{top}: neither the class nor its __init__ documents Args:/Attributes:")
+        for qualname, fn, is_prop in _public_callables(obj):
+            any_problems += _signature_problems(qualname, fn)
+            doc = inspect.getdoc(fn) or ""
+            if is_prop or qualname.endswith(".__init__"):  # a summary line; __init__ is the class's
+                if is_prop and not doc:
+                    doc_problems.append(f"{qualname}: no docstring")
+                continue
+            sig = inspect.signature(fn)
+            if [p for p in sig.parameters if p not in ("self", "cls")] and "Args:" not in doc:
+                doc_problems.append(f"{qualname}: no Args:")
+            if sig.return_annotation not in ("None", None, inspect.Signature.empty) and "Returns:" not in doc:
+                doc_problems.append(f"{qualname}: no Returns:")
+    assert not any_problems, any_problems
+    assert not doc_problems, doc_problems
+
+
+def test_py_typed_ships_in_the_wheel_config():
+    import tomllib
+
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "py.typed" in cfg["tool"]["setuptools"]["package-data"]["mmroute"]
+    assert (REPO / "mmroute" / "py.typed").is_file()

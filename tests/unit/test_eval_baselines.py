@@ -119,3 +119,29 @@ def test_judgment_arrays_from_encoded_training_arrays():
     assert J.y.tolist() == [1.0, 0.5, 0.0] and J.w.tolist() == [1.0, 2.0, 1.0]
     with pytest.raises(InvalidInputError, match="'c' are not in models"):
         b.JudgmentArrays.from_encoded(enc, ["a", "b"])
+
+
+def test_global_and_knn_baselines_are_the_router_families(tmp_path):
+    """The report's ``global`` and ``knn`` are the router families fitted on the same data: identical
+    predictions, and knn is the pooled vote (won / judged weight among the k raw-cosine neighbours)."""
+    from mmroute.preference.families import GlobalFamily, KNNFamily, load_family
+
+    X, J, _ = _task(120)
+    rng = np.random.default_rng(3)
+    J = b.JudgmentArrays(J.qi, J.ia, J.ib, np.where(rng.random(len(J)) < 0.2, 0.5, J.y), rng.uniform(0.5, 2, len(J)), 3)
+    Xt, _, _ = _task(40, seed=2)
+    data = J.routing_data(X)
+    g = b.GlobalBT(seed=0, l2=0.05, max_epochs=50).fit(X, J).predict_quality(Xt)
+    assert np.array_equal(g, GlobalFamily(bt_options={"seed": 0, "l2": 0.05, "max_epochs": 50}).fit(data).expected_quality(Xt))
+    fam = KNNFamily(7, kappa=0.0, standardize=False, evidence_weighted=True).fit(data)
+    k = b.KNNQuality(k=7).fit(X, J).predict_quality(Xt)
+    assert np.array_equal(k, fam.expected_quality(Xt))
+    assert np.array_equal(k, load_family(fam.save(tmp_path / "knn")).expected_quality(Xt))
+    # reference vote, by hand
+    T = J.pairwise_tables(len(X))
+    wins, games = T.sum(axis=2), T.sum(axis=2) + T.sum(axis=1)
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    nn = np.argsort(-(unit(Xt) @ unit(X).T), axis=1)[:, :7]
+    assert np.allclose(k, wins[nn].sum(axis=1) / games[nn].sum(axis=1), atol=1e-6)
+    # the router's default knn (z-scored, shrunk, per-query shares) is a different estimator
+    assert not np.allclose(k, KNNFamily(7).fit(data).expected_quality(Xt), atol=1e-3)
