@@ -356,6 +356,10 @@ def serve_run(ds: Dataset, rows: np.ndarray, router_src: Path, store: str, work:
                 run.retrains[outcome] = run.retrains.get(outcome, 0.0) + _metric_sum(text, "mmroute_retrains", (outcome,))
             run.explored += _scalar(text, "mmroute_explored")
         run.final_lam = float(Router.load(work / "router").policy.knob)
+    except Exception:
+        for k in range(len(procs)):  # the servers' side of a failure, before the work folder goes
+            print(f"--- replica {k} log (tail) ---\n" + (work / f"replica{k}.log").read_text(errors="replace")[-4000:])
+        raise
     finally:
         for p in procs:
             if p.poll() is None:
