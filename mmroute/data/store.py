@@ -23,7 +23,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -34,23 +33,15 @@ from ..images import DEFAULT_POLICY, ImagePolicy
 from ..query import Query, QueryLike
 from ._backend import (Blob, Row, SQLiteBackend, SQLParam, StoreBackend, StoreError,
                        is_postgres_url)
-from .formats import DataLineError, Judgment, QueryRecord, iter_records, write_jsonl
+from .formats import Judgment, QueryRecord
 
 if TYPE_CHECKING:
+    from .store_files import ImportSummary
     from .decisions import DecisionLog
 
 _BLOB_PREFIX = "sha256:"  # image reference inside a stored record: "sha256:<hex digest>"
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
         "image/bmp": ".bmp", "image/tiff": ".tiff"}
-
-@dataclass
-class ImportSummary:
-    """What :meth:`FeedbackStore.import_jsonl` did."""
-
-    added: int = 0
-    already_present: int = 0
-    errors: list[DataLineError] = field(default_factory=list)
-
 
 class FeedbackStore:
     """Append-mostly judgment store, safe with several writer processes: an SQLite file (WAL) by
@@ -476,27 +467,18 @@ class FeedbackStore:
         Returns:
             How many judgments were written.
         """
-        path = Path(path)
-        gen: Iterator[Judgment]
-        if images == "files":
-            folder = path.parent / "images"
-            gen = ((j.model_copy(update={"query": QueryRecord(
-                text=j.query.text, images=[_relative(s, path.parent) for s in j.query.images])}))
-                for j in self.iter_judgments(images="path", image_dir=folder))
-        else:
-            gen = self.iter_judgments(images="data_url")
-        return write_jsonl(path, gen)
+        from .store_files import export_jsonl
 
-    def import_jsonl(self, path: str | Path, *, strict: bool = True, batch_size: int = 500) -> ImportSummary:
+        return export_jsonl(self, path, images=images)
+
+    def import_jsonl(self, path: str | Path, *, strict: bool = True, batch_size: int = 500) -> "ImportSummary":
         """Add a judgments JSONL file (streamed, in batches); images relative to the file's folder.
 
-        Strict: the first bad line raises (batches before it stay committed, and re-importing is
-        harmless since adding is idempotent). Lenient: bad lines are skipped and returned.
+        Strict: the first bad line raises (batches before it stay committed; re-importing is
+        harmless, adding is idempotent). Lenient: bad lines are skipped and returned.
 
         Args:
-            path: the judgments file.
-            strict: raise on the first bad line.
-            batch_size: judgments per transaction.
+            path: the judgments file; strict: raise on the first bad line; batch_size: per transaction.
 
         Returns:
             How many were added, already present, and the bad lines (lenient).
@@ -504,28 +486,9 @@ class FeedbackStore:
         Raises:
             DataLineError: strict mode, a bad line (its number and what was wrong).
         """
-        path = Path(path)
-        summary = ImportSummary()
-        batch: list[Judgment] = []
+        from .store_files import import_jsonl
 
-        def flush() -> None:
-            added = self.add_many(batch, base_dir=path.parent)
-            summary.added += added
-            summary.already_present += len(batch) - added
-            batch.clear()
-
-        for _, got in iter_records(path, Judgment):
-            if isinstance(got, DataLineError):
-                if strict:
-                    flush()
-                    raise got
-                summary.errors.append(got)
-                continue
-            batch.append(got)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        return summary
+        return import_jsonl(self, path, strict=strict, batch_size=batch_size)
 
     def integrity_ok(self) -> bool:
         """The backend's consistency check (used after crashes): SQLite's own; PostgreSQL: every
@@ -535,12 +498,3 @@ class FeedbackStore:
             True when consistent.
         """
         return self._db.integrity_ok()
-
-
-def _relative(ref: str, base: Path) -> str:
-    if ref.startswith(("data:", "http://", "https://")):
-        return ref
-    try:
-        return os.path.relpath(ref, base)
-    except ValueError:  # pragma: no cover - different drives on Windows
-        return ref
