@@ -113,7 +113,7 @@ class Postgres:
                 return
             except psycopg.OperationalError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("PostgreSQL did not start: " + (self.root / "server.log").read_text()[-2000:])
+                    raise RuntimeError("PostgreSQL did not start: " + (self.root / "server.log").read_text()[-2000:]) from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
