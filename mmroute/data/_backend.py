@@ -156,6 +156,11 @@ class StoreBackend(ABC):
     def integrity_ok(self) -> bool:
         """The backend's consistency check."""
 
+    def reachable(self, timeout_s: float) -> bool:
+        """Whether the store answers now, within about ``timeout_s`` (no retries): readiness
+        checks. A local file is always there once opened."""
+        return True
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -260,6 +260,10 @@ class FeedbackStore:
 
     # ------------------------------------------------------------------ reading
 
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """Whether the store answers now (bounded, no retries): what ``/healthz`` reports as readiness."""
+        return self._db.reachable(timeout_s)
+
     def count(self) -> int:
         """How many judgments are stored.
 

@@ -178,6 +178,18 @@ class PostgresBackend(StoreBackend):
     def integrity_ok(self) -> bool:
         return self._run(lambda conn: conn.execute(_MISSING_IMAGES).fetchone()) == (0,)
 
+    def reachable(self, timeout_s: float) -> bool:
+        """One ``SELECT 1`` on a fresh short-lived connection: the shared one may be busy retrying
+        for ``timeout_s`` (seconds to a minute) exactly when the answer matters."""
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(timeout_s)),
+                                 application_name="mmroute-healthz") as conn:
+                conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(timeout_s * 1000)}ms",))
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..router import LiveRouter, Router
-from .errors import HTTPError, install_error_handlers
+from .errors import STORE_RETRY_AFTER_S, HTTPError, install_error_handlers
 from .inputs import read_json
 from .schemas import (ROUTER_MODEL, ChatRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList,
                       RouteRequest, document_bodies)
@@ -63,10 +63,16 @@ def create_app(router: "Router | LiveRouter | ExploringRouter", *, store: Feedba
     app.add_middleware(GuardMiddleware, config=service.config, metrics=service.metrics)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> JSONResponse:
+        """Readiness: 503 (``status: unavailable``, Retry-After) while the feedback store cannot be
+        reached, so a load balancer sends feedback to replicas that can keep it."""
         r = service.router
-        return {"status": "ok", "router_version": r.version, "models": r.pool.names,
+        body = {"status": "ok", "router_version": r.version, "models": r.pool.names,
                 "cascade": service.cascade is not None, "feedback_store": service.store is not None}
+        if await service.store_reachable():
+            return JSONResponse(body)
+        body.update(status="unavailable", reason="the feedback store cannot be reached")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.get("/metrics")
     async def metrics() -> Response:

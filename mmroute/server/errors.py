@@ -18,7 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (ConfigError, InvalidInputError, MMRouteError, NoEligibleModelError, ProviderConfigError,
                       ProviderError)
+from ..data._backend import StoreError
 from .metrics import ServerMetrics
+
+STORE_RETRY_AFTER_S = 2  # what a 503 for an unreachable feedback store tells clients to wait
 
 log = logging.getLogger("mmroute.server")
 
@@ -45,6 +48,8 @@ def status_of(exc: Exception) -> tuple[int, str, str]:
         return 422, "invalid_request_error", "no_eligible_model"
     if isinstance(exc, InvalidInputError):
         return 400, "invalid_request_error", "invalid_input"
+    if isinstance(exc, StoreError):  # the store is down or locked: nothing was stored, send it again later
+        return 503, "server_error", "store_unavailable"
     if isinstance(exc, ProviderConfigError):  # the server's set-up, not the request: nothing the client can fix
         return 503, "server_error", "provider_not_configured"
     if isinstance(exc, ConfigError):
@@ -89,12 +94,15 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
             exc = HTTPError(400, "request is nested too deeply to process", code="invalid_json")
         status, etype, code = status_of(exc)
         metrics.errors.labels(code).inc()
-        if status >= 500 and not isinstance(exc, (ProviderError, HTTPError)):
+        if status >= 500 and not isinstance(exc, (ProviderError, HTTPError, StoreError)):
             log.exception("internal error on %s", request.url.path)
             message = f"internal server error ({type(exc).__name__})"
         else:
             message = str(exc)
         headers = exc.headers if isinstance(exc, HTTPError) else None
+        if isinstance(exc, StoreError):
+            log.error("feedback store unavailable on %s: %s", request.url.path, exc)
+            headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
         return JSONResponse(error_body(message, etype, code, getattr(exc, "param", None)), status_code=status,
                             headers=headers)
 
@@ -103,4 +111,4 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         app.add_exception_handler(exc_type, on_error)
 
 
-__all__ = ["HTTPError", "error_body", "install_error_handlers", "status_of", "validation_message"]
+__all__ = ["STORE_RETRY_AFTER_S", "HTTPError", "error_body", "install_error_handlers", "status_of", "validation_message"]

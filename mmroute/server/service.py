@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,13 @@ class FeedbackSink(Protocol):
     """What the server needs of a feedback store (``FeedbackStore`` or any other backend)."""
 
     def add(self, judgment: "Judgment") -> bool: ...
+
+
+@runtime_checkable
+class CheckedStore(Protocol):
+    """A store that can say, cheaply and within a bound, whether it answers now (``FeedbackStore``)."""
+
+    def reachable(self, timeout_s: float = 1.0) -> bool: ...
 
 
 class ServerConfig(BaseModel):
@@ -97,6 +104,8 @@ class RouterService:
         self._reload_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self._retrain_task: asyncio.Task[None] | None = None
+        self._reachable: tuple[float, bool] = (-1e9, True)  # (when checked, answer): /healthz asks at most ~1/s
+        self._reachable_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -159,6 +168,20 @@ class RouterService:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             await self.reload_now()
+
+    async def store_reachable(self, ttl_s: float = 1.0, timeout_s: float = 1.0) -> bool:
+        """Whether the feedback store answers (True without one, or for a store that cannot say);
+        checked off the event loop at most once per ``ttl_s``, each check bounded by ``timeout_s``."""
+        if not isinstance(self.store, CheckedStore):
+            return True
+        async with self._reachable_lock:
+            checked, ok = self._reachable
+            if time.monotonic() - checked >= ttl_s:
+                ok = await asyncio.to_thread(self.store.reachable, timeout_s)
+                self._reachable = (time.monotonic(), ok)
+                if not ok:
+                    self.metrics.errors.labels("store_unreachable").inc()
+            return ok
 
     # -- decisions kept for feedback ------------------------------------------------------------------
     async def persist(self, rec: DecisionRecord) -> None:
