@@ -1,4 +1,4 @@
-"""The one way a Bradley-Terry router model is fitted: choose capacity, fit, calibrate.
+"""The one way a Bradley-Terry router model is fitted: choose capacity, fit, calibrate, refit.
 
 ``mmroute train``, the evaluation harness's router (every ``eval --cv`` fold), the transfer
 evaluation and the ``bt`` router family all come here, so a figure measured on a fold is a figure
@@ -37,7 +37,8 @@ class BTFit:
 def fit_bradley_terry(X: np.ndarray, pairs: np.ndarray, y: np.ndarray, weight: np.ndarray | None, *,
                       groups: Sequence[object], models: Sequence[str], params: dict[str, Any] | None = None,
                       grid: Sequence[dict[str, Any]] | None = None, blocks: Sequence[tuple[int, int]] = (),
-                      seed: int = 0, calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION) -> BTFit:
+                      seed: int = 0, calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+                      refit: bool = True) -> BTFit:
     """Fit the router's Bradley-Terry model on per-judgment features.
 
     Args:
@@ -48,7 +49,9 @@ def fit_bradley_terry(X: np.ndarray, pairs: np.ndarray, y: np.ndarray, weight: n
         params: fixed :class:`BradleyTerry` parameters; without both ``rank`` and ``l2`` they are
             chosen (with the encoder ``blocks`` that may be switched off) by held-out log-loss.
         calibration_fraction: queries held out (with at least ``MIN_CALIBRATION_QUERIES``) to fit
-            the temperature on, never trained on.
+            the temperature on.
+        refit: after the temperature is measured on the held-out queries, refit on all judgments
+            (same parameters) and keep that temperature; False: the model stays fitted on the rest.
 
     Returns:
         The fitted, calibrated model with the chosen parameters.
@@ -69,7 +72,13 @@ def fit_bradley_terry(X: np.ndarray, pairs: np.ndarray, y: np.ndarray, weight: n
                                   base=chosen, grid=points, models=list(models), seed=seed, blocks=list(blocks))
         chosen = dict(selection.params)
     model = BradleyTerry(**chosen).fit(X[tr], pairs[tr], y[tr], sample_weight=w[tr], models=list(models))
-    if cal.any():
+    if cal.any() and refit:
+        # the temperature is measured on queries the model did not see; the model then learns from
+        # every judgment (measured: holding 15 % out of the shipped model cost 0.02-0.10 pgr_hull)
+        temperature = model.calibrate(X[cal], pairs[cal], y[cal], sample_weight=w[cal])
+        model = BradleyTerry(**chosen).fit(X, pairs, y, sample_weight=w, models=list(models))
+        model.temperature_ = temperature
+    elif cal.any():
         model.calibrate(X[cal], pairs[cal], y[cal], sample_weight=w[cal])
     return BTFit(model=model, params=chosen, selection=selection, calibration_judgments=int(cal.sum()),
                  scores=[] if selection is None else [[p, s] for p, s in selection.scores])
