@@ -64,7 +64,8 @@ class Choice:
 
     @property
     def propensity(self) -> float:
-        return float(self.probabilities[self.index])
+        # a probability, even after float rounding (1.0000000000000002 would fail every validator)
+        return float(min(1.0, self.probabilities[self.index]))
 
     @property
     def explored(self) -> bool:
@@ -161,7 +162,19 @@ def _constrain(p: np.ndarray, greedy: int, ok: np.ndarray, cost: np.ndarray, bud
     if off > allowed:
         p *= allowed / off
     p[greedy] = max(0.0, 1.0 - p.sum())
-    return p / p.sum()
+    return _normalised(p, greedy)
+
+
+def _normalised(p: np.ndarray, greedy: int) -> np.ndarray:
+    """A distribution that sums to 1 within float rounding, entries in [0, 1]; anything non-finite
+    (a degenerate posterior) falls back to the greedy choice rather than failing the request."""
+    p = np.clip(np.where(np.isfinite(p), p, 0.0), 0.0, 1.0)
+    total = p.sum()
+    if not (np.isfinite(total) and total > 0):
+        return np.eye(len(p))[greedy]
+    p = p / total
+    p[greedy] += 1.0 - p.sum()  # the rounding residue goes to the greedy model
+    return np.clip(p, 0.0, 1.0)
 
 
 class ExplorationPolicy(Protocol):

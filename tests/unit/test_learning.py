@@ -396,3 +396,23 @@ def test_exploring_router_filters_on_the_whole_conversation(tiny_router):
     for _ in range(20):
         d = er.route(convo)
         assert d.model not in text_only and d.n_images == 1 and set(d.filtered) >= text_only
+
+
+def test_exploration_distributions_stay_probabilities_under_rounding_and_nan():
+    """A served decision's propensity must validate (0 < p <= 1) and the draw must never fail:
+    a rounding residue or a non-finite posterior draw once answered a /v1/route with a 500."""
+    from mmroute.learning.explore import Choice, _normalised
+    from mmroute.policy import RouteDecision
+
+    assert Choice(0, np.array([1.0000000000000002, 0.0]), 0).propensity == 1.0
+    p = _normalised(np.array([0.1] * 10 + [np.nan]), greedy=0)
+    assert np.isclose(p.sum(), 1.0) and (p >= 0).all() and (p <= 1).all() and p[-1] == 0.0
+    assert _normalised(np.array([np.nan, np.nan]), greedy=1).tolist() == [0.0, 1.0]
+    d = RouteDecision(model="a", reason="r", policy="p", knob=0.0, candidates=(), prompt_tokens=1, n_images=0,
+                      propensity=Choice(0, np.array([1.0000000000000002, 0.0]), 0).propensity)
+    assert d.propensity == 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        raw = rng.random(7) * rng.choice([1e-17, 1.0, 1e17], 7)
+        q = _normalised(raw, greedy=3)
+        assert int(rng.choice(7, p=q)) in range(7)
