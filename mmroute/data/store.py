@@ -1,19 +1,12 @@
-"""The feedback store: judgments collected in production, in one self-contained SQLite file or a
-PostgreSQL database (``FeedbackStore("postgresql://...")``, :mod:`.store_postgres`) shared by many
-replicas.
+"""The feedback store: judgments collected in production, in one SQLite file or a PostgreSQL
+database (``postgresql://...``, :mod:`.store_postgres`) shared by many replicas.
 
-:class:`FeedbackStore` is the one front: it turns judgments into rows and rows back into
-judgments, pages, exports and imports, the same for both backends; a backend only runs SQL.
-SQLite: several processes (graph workers, a CLI import, a retraining job) write to one file at
-once, so it runs in WAL mode, takes the write lock up front (``BEGIN IMMEDIATE``) and retries while
-another writer holds it. Images are stored once each, by content hash, so a judgment keeps its
-images after the original files are gone. Adding is idempotent by judgment id (a content hash when
-the judgment has none), so a node re-run after a crash cannot insert the same judgment twice.
-Cursor reads (``last_seq``, ``iter_with_seq``) stop at the backend's watermark, below which every
-row is committed for good, so a reader that resumes after the largest ``seq`` it saw never skips
-a row committed later.
+:class:`FeedbackStore` is the one front (rows <-> judgments, paging, export/import) over two
+backends that only run SQL (:mod:`._backend`). SQLite runs in WAL mode with the write lock taken up
+front and retried, so several processes can write one file. Images are stored once, by content
+hash; adding is idempotent by judgment id; cursor reads stop at the backend's watermark, so a
+reader resuming after the largest ``seq`` it saw never skips a row committed later.
 """
-
 from __future__ import annotations
 
 import base64
@@ -261,14 +254,17 @@ class FeedbackStore:
     # ------------------------------------------------------------------ reading
 
     def reachable(self, timeout_s: float = 1.0) -> bool:
-        """Whether the store answers now (bounded, no retries): what ``/healthz`` reports as readiness."""
+        """Whether the store answers now (bounded, no retries): ``/healthz`` readiness.
+
+        Args: timeout_s: the longest the check may take.
+        Returns: True when a trivial query succeeded within ``timeout_s``.
+        """
         return self._db.reachable(timeout_s)
 
     def count(self) -> int:
         """How many judgments are stored.
 
-        Returns:
-            The count.
+        Returns: the count.
         """
         return int(self._scalar("SELECT COUNT(*) FROM judgments"))
 
