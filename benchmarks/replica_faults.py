@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
+from mmroute.testing import echo_upstream_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ("kill_replica", "restart_store", "publish", "kill_publish")
@@ -132,19 +132,6 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def upstream_app() -> FastAPI:
-    """An OpenAI-compatible chat endpoint answering with the model it was asked for."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict:
-        body = await request.json()
-        return {"id": "chatcmpl-up", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": f"answer from {body['model']}"}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
-
-    return app
 
 
 def train_router(folder: Path, upstream: str) -> None:
@@ -359,7 +346,7 @@ def run(scenarios: list[str], phase_s: float, threads: int, outage_s: float, wor
     try:
         pg.start()
         FeedbackStore(pg.url).close()  # the tables, once, before the replicas race to create them
-        with BackgroundServer(upstream_app()) as upstream:
+        with BackgroundServer(echo_upstream_app()) as upstream:
             folder = workdir / "router"
             train_router(folder, upstream.url)
             replicas = [Replica(i, folder, pg.url, workdir) for i in range(3)]

@@ -17,9 +17,32 @@ nothing is registered by importing this module. The implementation lives in
 
 from __future__ import annotations
 
+import time
+
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the endpoint's annotations here
+
 from .llm.providers import active_scripted
 from .llm.scripted import (FAIL_KINDS, ScriptedCall, ScriptedLLM, Step, fail, length, malformed, refuse, reply, sleep,
                            tool_call)
 
-__all__ = ["FAIL_KINDS", "ScriptedCall", "ScriptedLLM", "Step", "active_scripted", "fail", "length", "malformed",
+
+
+
+def echo_upstream_app() -> FastAPI:
+    """A local OpenAI-compatible chat endpoint answering "answer from <model>" for the model it was
+    asked for: the upstream behind real ``mmroute serve`` processes in replica tests and benchmarks."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict[str, object]:
+        body = await request.json()
+        return {"id": "chatcmpl-up", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": f"answer from {body['model']}"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
+
+    return app
+
+
+__all__ = ["echo_upstream_app", "FAIL_KINDS", "ScriptedCall", "ScriptedLLM", "Step", "active_scripted", "fail", "length", "malformed",
            "refuse", "reply", "sleep", "tool_call"]

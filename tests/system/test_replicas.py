@@ -20,32 +20,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 
 from mmroute.data.store import FeedbackStore
 from mmroute.policy import CostAwarePolicy
 from mmroute.pool import ModelPool
 from mmroute.router import Router
 from mmroute.server import BackgroundServer
+from mmroute.testing import echo_upstream_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 N_REPLICAS, N_CHATS = 3, 24
 CHEAP, MID, STRONG = "openai/cheap", "openai/mid", "openai/strong"
 
 
-def _upstream_app() -> FastAPI:
-    """An OpenAI-compatible chat endpoint answering with the model it was asked for."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict:
-        body = await request.json()
-        return {"id": "chatcmpl-up", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": f"answer from {body['model']}"}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
-
-    return app
 
 
 def _free_port() -> int:
@@ -88,7 +75,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def test_replicas_share_decisions_feedback_and_router_versions(postgres_url, tmp_path):
     store_url = postgres_url
     FeedbackStore(store_url).close()  # create the tables once, before the replicas race to
-    with BackgroundServer(_upstream_app()) as upstream:
+    with BackgroundServer(echo_upstream_app()) as upstream:
         folder = tmp_path / "router"
         _train_router(folder, upstream.url)
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
